@@ -1,0 +1,64 @@
+//! Command-line front end: argument parsing, progress on stderr, exit codes.
+
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a validation failure (outputs differ beyond tolerance).
+pub const EXIT_VALIDATION: i32 = 1;
+/// Exit code for bad input or usage.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Parser)]
+#[command(name = "sss-onnx", version, about = "Sparse Structure Selection for ONNX ResNets: ONNX in, smaller ONNX out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ops, shapes, MACs, parameters, residual blocks and gateable structures.
+    Inspect(inspect::Args),
+}
+
+/// Errors the CLI maps to exit codes.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input, usage, I/O: exit 2.
+    Input(anyhow::Error),
+    /// A validation that ran and failed: exit 1.
+    Validation(String),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Input(e.into())
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_BAD_INPUT } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(Failure::Input(e)) => {
+            eprintln!("error: {e:#}");
+            EXIT_BAD_INPUT
+        }
+        Err(Failure::Validation(msg)) => {
+            eprintln!("validation failed: {msg}");
+            EXIT_VALIDATION
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The library's error type: one enum with structured variants, so the CLI
+//! (and users of the library) can tell a bad file from a bad node from a
+//! runtime failure without parsing strings.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{}: not a valid ONNX model: {reason}", path.display())]
+    Decode { path: PathBuf, reason: String },
+
+    #[error("{}: initializer `{tensor}`: external data: {reason}", path.display())]
+    ExternalData {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
+    #[error("tensor `{name}`: {reason}")]
+    Tensor { name: String, reason: String },
+
+    #[error("node `{node}` ({op}): {reason}")]
+    Node {
+        node: String,
+        op: String,
+        reason: String,
+    },
+
+    #[error("node `{node}` ({op}): attribute `{attr}`: {reason}")]
+    Attribute {
+        node: String,
+        op: String,
+        attr: String,
+        reason: String,
+    },
+
+    #[error("graph: {0}")]
+    Graph(String),
+
+    #[error("{backend}: {reason}")]
+    Runtime {
+        backend: &'static str,
+        reason: String,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn node(node: &crate::graph::Node, reason: impl Into<String>) -> Self {
+        Error::Node {
+            node: node.display_name(),
+            op: node.op_type.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn attr(node: &crate::graph::Node, attr: &str, reason: impl Into<String>) -> Self {
+        Error::Attribute {
+            node: node.display_name(),
+            op: node.op_type.clone(),
+            attr: attr.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn tensor(name: &str, reason: impl Into<String>) -> Self {
+        Error::Tensor {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Building graphs in code: synthetic models for tests and benchmarks (full
+//! size ResNets for the MAC checks) and nodes for the rewrites.
+
+use super::tensor::dtype;
+use super::{Attr, Dim, Graph, Node, Opset, Preserved, Tensor, ValueInfo};
+use ndarray::{ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+
+/// A graph under construction with a seeded source of weights.
+pub struct Builder {
+    pub graph: Graph,
+    rng: rand::rngs::StdRng,
+    counter: usize,
+}
+
+impl Builder {
+    pub fn new(input: &str, shape: &[i64], seed: u64) -> Self {
+        let graph = Graph {
+            name: "built".into(),
+            nodes: Vec::new(),
+            inputs: vec![ValueInfo::tensor(
+                input,
+                dtype::FLOAT,
+                shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| if i == 0 && d < 0 { Dim::Param("N".into()) } else { Dim::Fixed(d) })
+                    .collect(),
+            )],
+            outputs: Vec::new(),
+            value_info: Vec::new(),
+            initializers: Default::default(),
+            opsets: vec![Opset {
+                domain: String::new(),
+                version: 17,
+            }],
+            ir_version: 8,
+            producer_name: "sss-onnx".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            metadata: Vec::new(),
+            shell: Preserved::default(),
+        };
+        Builder {
+            graph,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            counter: 0,
+        }
+    }
+
+    fn name(&mut self, base: &str) -> String {
+        self.counter += 1;
+        format!("{base}_{}", self.counter)
+    }
+
+    /// A random initializer with values in ±scale.
+    pub fn weight(&mut self, base: &str, shape: &[usize], scale: f32) -> String {
+        let name = self.name(base);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| self.rng.random_range(-scale..scale)).collect();
+        let a = ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches");
+        self.graph.initializers.insert(name.clone(), Tensor::F32(a));
+        name
+    }
+
+    pub fn ints(&mut self, base: &str, v: &[i64]) -> String {
+        let name = self.name(base);
+        let a = ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).expect("1-D");
+        self.graph.initializers.insert(name.clone(), Tensor::I64(a));
+        name
+    }
+
+    /// Appends a node and returns its (first) output name.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
+        let out = self.name(&op.to_lowercase());
+        let mut n = Node::new(op, &out, inputs, &[&out]);
+        for (k, v) in attrs {
+            n.set_attr(k, v);
+        }
+        self.graph.nodes.push(n);
+        out
+    }
+
+    /// Conv (k×k, stride, pad k/2, groups) with an optional bias.
+    pub fn conv(&mut self, x: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize, bias: bool) -> String {
+        let scale = (2.0 / (cin / groups * k * k) as f32).sqrt();
+        let w = self.weight("w", &[cout, cin / groups, k, k], scale);
+        let mut ins = vec![x.to_string(), w];
+        if bias {
+            ins.push(self.weight("b", &[cout], 0.1));
+        }
+        let p = (k / 2) as i64;
+        let refs: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
+        self.node(
+            "Conv",
+            &refs,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k as i64; 2])),
+                ("strides", Attr::Ints(vec![stride as i64; 2])),
+                ("pads", Attr::Ints(vec![p; 4])),
+                ("group", Attr::Int(groups as i64)),
+            ],
+        )
+    }
+
+    /// BatchNormalization with non-trivial statistics.
+    pub fn bn(&mut self, x: &str, c: usize) -> String {
+        let s = self.weight("bn_scale", &[c], 0.25);
+        self.shift(&s, 1.0);
+        let b = self.weight("bn_bias", &[c], 0.1);
+        let m = self.weight("bn_mean", &[c], 0.1);
+        let v = self.weight("bn_var", &[c], 0.25);
+        self.shift(&v, 1.0);
+        self.node("BatchNormalization", &[x, &s, &b, &m, &v], vec![("epsilon", Attr::Float(1e-5))])
+    }
+
+    fn shift(&mut self, name: &str, by: f32) {
+        if let Some(Tensor::F32(a)) = self.graph.initializers.get_mut(name) {
+            a.mapv_inplace(|v| v + by);
+        }
+    }
+
+    pub fn relu(&mut self, x: &str) -> String {
+        self.node("Relu", &[x], vec![])
+    }
+
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.node("Add", &[a, b], vec![])
+    }
+
+    /// Gemm head: global average pool, flatten, fully connected.
+    pub fn head(&mut self, x: &str, c: usize, classes: usize) -> String {
+        let p = self.node("GlobalAveragePool", &[x], vec![]);
+        let f = self.node("Flatten", &[&p], vec![("axis", Attr::Int(1))]);
+        let w = self.weight("fc_w", &[classes, c], (1.0 / c as f32).sqrt());
+        let b = self.weight("fc_b", &[classes], 0.1);
+        self.node("Gemm", &[&f, &w, &b], vec![("transB", Attr::Int(1))])
+    }
+
+    pub fn finish(mut self, output: &str) -> Graph {
+        self.graph.outputs.push(ValueInfo::tensor(output, dtype::FLOAT, vec![Dim::Param("N".into()), Dim::Unknown]));
+        self.graph
+    }
+}
+
+/// He et al.'s CIFAR ResNet-(6n+2) with option-A shortcuts (Slice + Pad).
+pub fn cifar_resnet(n: usize, seed: u64) -> Graph {
+    let mut b = Builder::new("input", &[-1, 3, 32, 32], seed);
+    let mut x = b.conv("input", 3, 16, 3, 1, 1, false);
+    x = b.bn(&x, 16);
+    x = b.relu(&x);
+    let mut cin = 16;
+    for (stage, w) in [16usize, 32, 64].into_iter().enumerate() {
+        for j in 0..n {
+            let stride = if stage > 0 && j == 0 { 2 } else { 1 };
+            let mut y = b.conv(&x, cin, w, 3, stride, 1, false);
+            y = b.bn(&y, w);
+            y = b.relu(&y);
+            y = b.conv(&y, w, w, 3, 1, 1, false);
+            y = b.bn(&y, w);
+            let sc = if stride != 1 || cin != w {
+                let starts = b.ints("starts", &[0, 0]);
+                let ends = b.ints("ends", &[i64::MAX, i64::MAX]);
+                let axes = b.ints("axes", &[2, 3]);
+                let steps = b.ints("steps", &[2, 2]);
+                let s = b.node("Slice", &[&x, &starts, &ends, &axes, &steps], vec![]);
+                let p = ((w - cin) / 2) as i64;
+                let pads = b.ints("pads", &[0, p, 0, 0, 0, p, 0, 0]);
+                b.node("Pad", &[&s, &pads], vec![])
+            } else {
+                x.clone()
+            };
+            let s = b.add(&y, &sc);
+            x = b.relu(&s);
+            cin = w;
+        }
+    }
+    let out = b.head(&x, 64, 10);
+    b.finish(&out)
+}
+
+/// torchvision's ResNet layout: `bottleneck` selects ResNet-50-style blocks.
+pub fn torchvision_resnet(layers: [usize; 4], bottleneck: bool, width: usize, classes: usize, seed: u64) -> Graph {
+    let mut b = Builder::new("input", &[-1, 3, 224, 224], seed);
+    let mut x = b.conv("input", 3, width, 7, 2, 1, false);
+    x = b.bn(&x, width);
+    x = b.relu(&x);
+    x = b.node(
+        "MaxPool",
+        &[&x],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ],
+    );
+    let expansion = if bottleneck { 4 } else { 1 };
+    let mut cin = width;
+    for (stage, &count) in layers.iter().enumerate() {
+        let planes = width << stage;
+        for j in 0..count {
+            let stride = if stage > 0 && j == 0 { 2 } else { 1 };
+            let cout = planes * expansion;
+            let y = if bottleneck {
+                let mut y = b.conv(&x, cin, planes, 1, 1, 1, false);
+                y = b.bn(&y, planes);
+                y = b.relu(&y);
+                y = b.conv(&y, planes, planes, 3, stride, 1, false);
+                y = b.bn(&y, planes);
+                y = b.relu(&y);
+                y = b.conv(&y, planes, cout, 1, 1, 1, false);
+                b.bn(&y, cout)
+            } else {
+                let mut y = b.conv(&x, cin, planes, 3, stride, 1, false);
+                y = b.bn(&y, planes);
+                y = b.relu(&y);
+                y = b.conv(&y, planes, planes, 3, 1, 1, false);
+                b.bn(&y, planes)
+            };
+            let sc = if stride != 1 || cin != cout {
+                let p = b.conv(&x, cin, cout, 1, stride, 1, false);
+                b.bn(&p, cout)
+            } else {
+                x.clone()
+            };
+            let s = b.add(&y, &sc);
+            x = b.relu(&s);
+            cin = cout;
+        }
+    }
+    let out = b.head(&x, cin, classes);
+    b.finish(&out)
+}

@@ -1,0 +1,15 @@
+//! sss-onnx: Sparse Structure Selection for exported ONNX ResNets.
+//!
+//! The data flow is a chain of plain functions (see `shared/DESIGN.md` in the
+//! project's planning notes and the README):
+//! `onnx` (files) → `graph` (the IR) → `structure` (what can be deleted) →
+//! `gate` → `train` → `prune` → `runtime` (validate, time) → `report`.
+
+pub mod error;
+pub mod graph;
+pub mod inspect;
+pub mod onnx;
+pub mod runtime;
+pub mod structure;
+
+pub use error::{Error, Result};

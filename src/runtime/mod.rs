@@ -1,0 +1,1 @@
+//! Runtimes that execute ONNX files: ONNX Runtime and tract behind one trait.

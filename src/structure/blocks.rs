@@ -1,0 +1,202 @@
+//! Residual-block detection by walking back from every Add.
+
+use super::{Block, BranchConv, Shortcut, Skipped};
+use crate::graph::{Graph, Node};
+use std::collections::HashMap;
+
+/// Ops a branch or shortcut may pass through, with the input that carries
+/// the data. Mul/Div/Add only with a constant other operand (gates, scales).
+fn data_input(g: &Graph, n: &Node) -> Option<usize> {
+    let is_const = |i: usize| n.input(i).is_some_and(|v| g.constant(v).is_some());
+    if !n.is_onnx() {
+        return None;
+    }
+    match n.op_type.as_str() {
+        "Conv" if is_const(1) => Some(0),
+        "BatchNormalization" | "Relu" | "Clip" | "LeakyRelu" | "Identity" | "Slice" | "Pad"
+        | "AveragePool" => Some(0),
+        "Mul" | "Div" | "Add" | "Sub" if n.inputs.len() == 2 => {
+            match (is_const(0), is_const(1)) {
+                (false, true) => Some(0),
+                (true, false) if n.op_type != "Div" && n.op_type != "Sub" => Some(1),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+struct Walk {
+    /// Where the walk stopped: a fork (several readers) or a non-path op.
+    stop: String,
+    /// Nodes from the stop value forward to the Add input.
+    path: Vec<usize>,
+}
+
+fn walk_back(
+    g: &Graph,
+    prod: &HashMap<&str, usize>,
+    cons: &HashMap<&str, Vec<usize>>,
+    start: &str,
+) -> Walk {
+    let mut v = start.to_string();
+    let mut path = Vec::new();
+    loop {
+        let readers = cons.get(v.as_str()).map(|c| c.len()).unwrap_or(0);
+        if readers > 1 || g.is_graph_output(&v) {
+            break;
+        }
+        let Some(&p) = prod.get(v.as_str()) else { break };
+        let n = &g.nodes[p];
+        let Some(i) = data_input(g, n) else { break };
+        path.push(p);
+        v = n.inputs[i].clone();
+    }
+    path.reverse();
+    Walk { stop: v, path }
+}
+
+enum Side {
+    Shortcut(Shortcut),
+    Branch,
+    Other(String),
+}
+
+fn classify(g: &Graph, path: &[usize]) -> Side {
+    let ops: Vec<&str> = path.iter().map(|&i| g.nodes[i].op_type.as_str()).collect();
+    let convs: Vec<usize> = path
+        .iter()
+        .copied()
+        .filter(|&i| g.nodes[i].op_type == "Conv")
+        .collect();
+    if path.is_empty() {
+        return Side::Shortcut(Shortcut::Identity);
+    }
+    if convs.is_empty() {
+        if ops.contains(&"Pad") && ops.iter().all(|o| matches!(*o, "Slice" | "Pad" | "Identity")) {
+            return Side::Shortcut(Shortcut::SubsamplePad);
+        }
+        return Side::Other(format!("a path of {ops:?} without convolution"));
+    }
+    if convs.len() == 1 {
+        let w = g.nodes[convs[0]].input(1).and_then(|w| g.initializers.get(w));
+        let one_by_one = w.is_some_and(|w| w.shape().iter().skip(2).all(|&k| k == 1));
+        if one_by_one
+            && ops
+                .iter()
+                .all(|o| matches!(*o, "Conv" | "BatchNormalization" | "Identity" | "AveragePool"))
+        {
+            return Side::Shortcut(Shortcut::Projection);
+        }
+    }
+    Side::Branch
+}
+
+/// Finds the residual blocks of `g` in topological order, with stages.
+pub fn find_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
+    let prod = g.producers();
+    let cons = g.consumers();
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut skipped = Vec::new();
+    for n in &g.nodes {
+        if !(n.op_type == "Add" || n.op_type == "Sum") || n.inputs.len() != 2 || !n.is_onnx() {
+            continue;
+        }
+        if n.inputs.iter().any(|i| g.constant(i).is_some()) {
+            continue; // a bias add, not a merge
+        }
+        let what = format!("{} `{}`", n.op_type, n.display_name());
+        let walks = [
+            walk_back(g, &prod, &cons, &n.inputs[0]),
+            walk_back(g, &prod, &cons, &n.inputs[1]),
+        ];
+        if walks[0].stop != walks[1].stop {
+            skipped.push(Skipped {
+                what,
+                reason: format!(
+                    "its inputs do not meet at one block input (they reach `{}` and `{}`)",
+                    walks[0].stop, walks[1].stop
+                ),
+            });
+            continue;
+        }
+        let sides = [classify(g, &walks[0].path), classify(g, &walks[1].path)];
+        let (bi, shortcut) = match (&sides[0], &sides[1]) {
+            (Side::Branch, Side::Shortcut(s)) => (0, s.clone()),
+            (Side::Shortcut(s), Side::Branch) => (1, s.clone()),
+            (Side::Other(r), _) | (_, Side::Other(r)) => {
+                skipped.push(Skipped {
+                    what,
+                    reason: format!("one input comes through {r}"),
+                });
+                continue;
+            }
+            _ => {
+                skipped.push(Skipped {
+                    what,
+                    reason: "cannot tell branch from shortcut (both or neither are convolutional branches)".into(),
+                });
+                continue;
+            }
+        };
+        let path = &walks[bi].path;
+        let convs = branch_convs(g, path, &cons);
+        let out_channels = convs.last().map(|c| c.out_channels).unwrap_or(0);
+        let add_out = n.outputs[0].clone();
+        let post_relu = cons.get(add_out.as_str()).and_then(|c| match c.as_slice() {
+            [r] if g.nodes[*r].op_type == "Relu" => Some(g.nodes[*r].outputs[0].clone()),
+            _ => None,
+        });
+        let stage = match blocks.last() {
+            None => 0,
+            Some(prev) if shortcut != Shortcut::Identity => prev.stage + 1,
+            Some(prev) => prev.stage,
+        };
+        blocks.push(Block {
+            id: blocks.len(),
+            stage,
+            add: add_out,
+            add_name: n.display_name(),
+            input: walks[bi].stop.clone(),
+            branch_output: n.inputs[bi].clone(),
+            shortcut,
+            convs,
+            out_channels,
+            post_relu,
+        });
+    }
+    (blocks, skipped)
+}
+
+fn branch_convs(g: &Graph, path: &[usize], cons: &HashMap<&str, Vec<usize>>) -> Vec<BranchConv> {
+    let mut out = Vec::new();
+    for (k, &i) in path.iter().enumerate() {
+        let n = &g.nodes[i];
+        if n.op_type != "Conv" {
+            continue;
+        }
+        let shape = n
+            .input(1)
+            .and_then(|w| g.initializers.get(w))
+            .map(|w| w.shape())
+            .unwrap_or_default();
+        let groups = n.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
+        let cout = shape.first().copied().unwrap_or(0);
+        let cin_per_group = shape.get(1).copied().unwrap_or(0);
+        // a BN directly after the conv (and read only by the path) is its BN
+        let bn = path.get(k + 1).map(|&j| &g.nodes[j]).filter(|m| {
+            m.op_type == "BatchNormalization"
+                && cons.get(n.outputs[0].as_str()).map(|c| c.len()) == Some(1)
+        });
+        out.push(BranchConv {
+            conv: n.outputs[0].clone(),
+            conv_name: n.display_name(),
+            bn: bn.map(|b| b.outputs[0].clone()),
+            gate_at: bn.map(|b| b.outputs[0].clone()).unwrap_or_else(|| n.outputs[0].clone()),
+            out_channels: cout,
+            groups,
+            depthwise: groups > 1 && cin_per_group == 1 && cout == groups,
+        });
+    }
+    out
+}

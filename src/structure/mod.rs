@@ -1,0 +1,143 @@
+//! Finds the structures SSS can delete: residual blocks (an Add whose inputs
+//! meet at a block input, one side a convolutional branch, the other an
+//! identity, projection or subsample-and-pad shortcut), the channels of the
+//! convolutions inside each branch, and the groups of grouped convolutions.
+//! Everything that looks like a candidate but cannot be proven safe is listed
+//! with the reason, and left alone by the later stages.
+
+mod blocks;
+mod branch;
+
+use crate::graph::Graph;
+use serde::Serialize;
+
+pub use blocks::find_blocks;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shortcut {
+    Identity,
+    /// 1×1 convolution (+ BatchNorm): kept even when the branch is deleted.
+    Projection,
+    /// CIFAR "option A": strided Slice then zero Pad of the channels.
+    SubsamplePad,
+}
+
+/// One convolution inside a residual branch, with the nodes that follow it
+/// up to the next convolution.
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchConv {
+    /// The conv node's first output (unique, so it names the conv).
+    pub conv: String,
+    pub conv_name: String,
+    pub bn: Option<String>,
+    /// Where a gate on this conv's output goes: after the BN, else the conv.
+    pub gate_at: String,
+    pub out_channels: usize,
+    pub groups: usize,
+    pub depthwise: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Block {
+    pub id: usize,
+    pub stage: usize,
+    /// The Add's output value and node name.
+    pub add: String,
+    pub add_name: String,
+    pub input: String,
+    /// The Add input that carries the branch (where a block gate goes).
+    pub branch_output: String,
+    pub shortcut: Shortcut,
+    pub convs: Vec<BranchConv>,
+    pub out_channels: usize,
+    /// Output of a Relu that directly follows the Add (post-activation nets).
+    pub post_relu: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateKind {
+    Channel,
+    Group,
+    Block,
+}
+
+impl GateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateKind::Channel => "channel",
+            GateKind::Group => "group",
+            GateKind::Block => "block",
+        }
+    }
+}
+
+/// A set of gates SSS may insert: `count` factors on value `at`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gateable {
+    pub kind: GateKind,
+    pub block: usize,
+    /// The conv (by output value) whose channels or groups are gated.
+    pub conv: Option<String>,
+    pub at: String,
+    pub count: usize,
+    pub channels: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub what: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Analysis {
+    pub blocks: Vec<Block>,
+    pub gateable: Vec<Gateable>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Analysis {
+    pub fn count(&self, kind: GateKind) -> usize {
+        self.gateable
+            .iter()
+            .filter(|g| g.kind == kind)
+            .map(|g| g.count)
+            .sum()
+    }
+
+    pub fn stages(&self) -> usize {
+        self.blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0)
+    }
+}
+
+/// Analyses `g`: blocks, gateable structures, and what was left out.
+pub fn analyse(g: &Graph) -> Analysis {
+    let (blocks, mut skipped) = find_blocks(g);
+    let mut gateable = Vec::new();
+    for b in &blocks {
+        branch::gateable_in_block(g, b, &mut gateable, &mut skipped);
+    }
+    // The residual stream: every Add of a stage ties the channels of its
+    // inputs together; SSS (the paper) does not gate them.
+    for stage in 0..blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0) {
+        let n = blocks.iter().filter(|b| b.stage == stage).count();
+        let c = blocks
+            .iter()
+            .find(|b| b.stage == stage)
+            .map(|b| b.out_channels)
+            .unwrap_or(0);
+        skipped.push(Skipped {
+            what: format!("stage {stage} residual-stream channels ({c})"),
+            reason: format!(
+                "coupled across the {n} Adds of the stage; not gated by SSS (deleting one would need all of them at once)"
+            ),
+        });
+    }
+    Analysis {
+        blocks,
+        gateable,
+        skipped,
+    }
+}
