@@ -5,9 +5,11 @@
 //! `onnx` (files) → `graph` (the IR) → `structure` (what can be deleted) →
 //! `gate` → `train` → `prune` → `runtime` (validate, time) → `report`.
 
+pub mod data;
 pub mod error;
 pub mod graph;
 pub mod inspect;
+pub mod measure;
 pub mod onnx;
 pub mod runtime;
 pub mod structure;

@@ -1,6 +1,10 @@
 //! Command-line front end: argument parsing, progress on stderr, exit codes.
 
+mod bench;
+mod common;
+mod eval;
 mod inspect;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +24,12 @@ struct Cli {
 enum Command {
     /// Ops, shapes, MACs, parameters, residual blocks and gateable structures.
     Inspect(inspect::Args),
+    /// Compare two models' outputs on the same inputs; exit 1 beyond tolerance.
+    Validate(validate::Args),
+    /// Top-1 / top-5 accuracy on a labelled data set.
+    Eval(eval::Args),
+    /// Latency and throughput of one or more models, interleaved.
+    Bench(bench::Args),
 }
 
 /// Errors the CLI maps to exit codes.
@@ -49,6 +59,9 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => 0,

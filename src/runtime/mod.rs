@@ -1,1 +1,89 @@
-//! Runtimes that execute ONNX files: ONNX Runtime and tract behind one trait.
+//! Runtimes that execute ONNX files, behind one small trait: ONNX Runtime
+//! (the deployment target, loaded at run time from a shared library) and
+//! tract (pure Rust, always compiled in, so the tool works with nothing
+//! installed).
+
+pub mod compare;
+mod locate;
+mod ort_backend;
+mod tract_backend;
+
+pub use locate::{find_onnxruntime, OrtLibrary};
+
+use crate::error::Result;
+use ndarray::ArrayD;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Named f32 tensors in and out.
+pub type Tensors = Vec<(String, ArrayD<f32>)>;
+
+pub trait Session {
+    /// "onnxruntime 1.32.0 (CPU)" or "tract".
+    fn describe(&self) -> String;
+    fn run(&mut self, inputs: &Tensors) -> Result<Tensors>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// ONNX Runtime when its library is found, else tract.
+    Auto,
+    Ort,
+    Tract,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub kind: Kind,
+    /// Intra-op threads; 0 = the runtime's default.
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            kind: Kind::Auto,
+            threads: 0,
+        }
+    }
+}
+
+/// Which runtime `Kind::Auto` resolves to, and why (said to the user).
+pub fn resolve(kind: Kind) -> (Kind, Option<String>) {
+    match kind {
+        Kind::Auto => match find_onnxruntime() {
+            Ok(_) => (Kind::Ort, None),
+            Err(why) => (Kind::Tract, Some(format!("{why}; using tract instead"))),
+        },
+        k => (k, None),
+    }
+}
+
+/// Opens `model` on the runtime `opts.kind` names.
+pub fn open(model: &Path, opts: &Options) -> Result<Box<dyn Session>> {
+    match resolve(opts.kind).0 {
+        Kind::Ort => Ok(Box::new(ort_backend::OrtSession::open(model, opts.threads)?)),
+        _ => Ok(Box::new(tract_backend::TractSession::open(model)?)),
+    }
+}
+
+/// Runs `inputs` `warmup` times untimed, then times each run until both
+/// `iters` runs and `min_time` have passed (at most `max_iters`).
+pub fn time_runs(
+    s: &mut dyn Session,
+    inputs: &Tensors,
+    warmup: usize,
+    iters: usize,
+) -> Result<Vec<Duration>> {
+    for _ in 0..warmup {
+        s.run(inputs)?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        s.run(inputs)?;
+        times.push(t.elapsed());
+    }
+    Ok(times)
+}

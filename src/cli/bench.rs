@@ -1,0 +1,75 @@
+//! `sss-onnx bench A.onnx [B.onnx ...]`: latency percentiles and
+//! throughput, models interleaved, each model's ratio to the first.
+
+use super::common::{load_graph, open, RuntimeArgs};
+use super::CliResult;
+use sss_onnx::graph::{cost, shape};
+use sss_onnx::measure::{bench, inputs};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
+    #[command(flatten)]
+    rt: RuntimeArgs,
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Timed runs per model and batch size.
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> CliResult {
+    let opts = a.rt.options();
+    let mut all = Vec::new();
+    let mut runtime_name = String::new();
+    for &batch in &a.batch {
+        let mut sessions = Vec::new();
+        for m in &a.models {
+            let g = load_graph(m)?;
+            let facts = shape::infer_strict(&g, batch)?;
+            let macs = cost::count(&g, &facts).macs;
+            let x = inputs::random_inputs(&g, batch, 0)?;
+            let s = open(m, &opts)?;
+            runtime_name = s.describe();
+            sessions.push((m.display().to_string(), macs, s, x));
+        }
+        eprintln!("timing batch {batch}: {} models × {} runs, interleaved", a.models.len(), a.iters);
+        all.extend(bench::interleaved(&mut sessions, batch, a.warmup, a.iters)?);
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "runtime": runtime_name,
+            "threads": a.rt.threads,
+            "results": all,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("runtime: {runtime_name}, threads {}", if a.rt.threads == 0 { "default".into() } else { a.rt.threads.to_string() });
+    println!(
+        "{:<44} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8}",
+        "model", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s", "MACs M", "speedup", "÷MACred"
+    );
+    for l in &all {
+        println!(
+            "{:<44} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>9.2} {:>7.2}× {:>8.2}",
+            l.model,
+            l.batch,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.throughput_per_s,
+            l.macs as f64 / 1e6,
+            l.speedup_vs_first,
+            l.speedup_per_mac_reduction
+        );
+    }
+    Ok(())
+}

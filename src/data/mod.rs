@@ -1,0 +1,141 @@
+//! Labelled image data sets: idx (MNIST, Fashion-MNIST; `.gz` or raw),
+//! CIFAR-10/100 binary batches and ImageFolder trees of PNG/JPEG, read into
+//! one in-memory form, and fitted to a model's input (pad or resize, channel
+//! copy, mean/std normalisation). Training and evaluation share this code.
+
+mod cifar;
+mod fit;
+mod folder;
+mod idx;
+
+pub use fit::{Fit, Preprocess};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// Images as u8, channel-major per image (C×H×W), with labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub format: &'static str,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub classes: usize,
+    /// Per-channel mean/std in [0,1] units used to normalise.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.channels * self.height * self.width;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Keeps the first `n` samples.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            self.labels.truncate(n);
+            self.pixels.truncate(n * self.channels * self.height * self.width);
+        }
+    }
+}
+
+/// Optional `dataset.json` in a data folder: a name and the normalisation
+/// the data's models were trained with.
+#[derive(Debug, Deserialize)]
+struct Meta {
+    name: Option<String>,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+}
+
+pub(crate) fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Loads `split` from `dir`, recognising the format by its files.
+pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(bad(dir, "not a directory"));
+    }
+    let mut ds = if let Some((images, labels)) = idx::find(dir, split) {
+        idx::load(&images, &labels)?
+    } else if let Some(files) = cifar::find(dir, split) {
+        cifar::load(&files)?
+    } else if let Some(root) = folder::find(dir, split) {
+        folder::load(&root)?
+    } else {
+        return Err(bad(
+            dir,
+            format!(
+                "no {split:?} data found: expected idx files ({{train,t10k}}-images-idx3-ubyte[.gz]), \
+                 CIFAR binary batches (data_batch_N.bin/test_batch.bin, train.bin/test.bin) \
+                 or an ImageFolder tree ({{train,test,val}}/<class>/*.png|jpg)"
+            ),
+        ));
+    };
+    let meta_path: PathBuf = dir.join("dataset.json");
+    if meta_path.is_file() {
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: Meta = serde_json::from_str(&text).map_err(|e| bad(&meta_path, e.to_string()))?;
+        if let Some(n) = meta.name {
+            ds.name = n;
+        }
+        if let (Some(m), Some(s)) = (meta.mean, meta.std) {
+            if m.len() != ds.channels || s.len() != ds.channels || s.iter().any(|&v| v <= 0.0) {
+                return Err(bad(&meta_path, "mean/std must have one positive entry per channel"));
+            }
+            ds.mean = m;
+            ds.std = s;
+        }
+    }
+    if ds.is_empty() {
+        return Err(bad(dir, format!("the {split:?} split holds no samples")));
+    }
+    Ok(ds)
+}
+
+/// Mean and std per channel of the images (for formats without published
+/// statistics).
+pub(crate) fn statistics(channels: usize, hw: usize, pixels: &[u8]) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = vec![0f64; channels];
+    let mut sq = vec![0f64; channels];
+    let n_img = pixels.len() / (channels * hw).max(1);
+    for (i, &p) in pixels.iter().enumerate() {
+        let c = (i / hw) % channels;
+        let v = p as f64 / 255.0;
+        sum[c] += v;
+        sq[c] += v * v;
+    }
+    let n = (n_img * hw).max(1) as f64;
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, &m)| ((q / n - (m as f64).powi(2)).max(1e-12).sqrt()) as f32)
+        .collect();
+    (mean, std)
+}

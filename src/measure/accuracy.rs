@@ -1,0 +1,60 @@
+//! Top-1 / top-5 accuracy of a classifier on a labelled data set.
+
+use crate::data::{Dataset, Preprocess};
+use crate::error::{Error, Result};
+use crate::runtime::Session;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Accuracy {
+    pub samples: usize,
+    pub top1: f64,
+    pub top5: f64,
+    pub preprocess: String,
+}
+
+/// Evaluates the first `limit` samples (all when `None`) in batches.
+pub fn evaluate(
+    s: &mut dyn Session,
+    input: &str,
+    ds: &Dataset,
+    prep: &Preprocess,
+    batch: usize,
+    limit: Option<usize>,
+) -> Result<Accuracy> {
+    let n = limit.unwrap_or(ds.len()).min(ds.len());
+    let (mut top1, mut top5) = (0usize, 0usize);
+    for start in (0..n).step_by(batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+        let x = prep.batch(ds, &idx);
+        let out = s.run(&vec![(input.to_string(), x)])?;
+        let logits = &out
+            .first()
+            .ok_or_else(|| Error::Invalid("the model has no output".into()))?
+            .1;
+        let classes = logits.len() / idx.len().max(1);
+        if logits.ndim() != 2 || classes < 2 {
+            return Err(Error::Invalid(format!(
+                "output shape {:?} is not [N, classes]",
+                logits.shape()
+            )));
+        }
+        let flat = logits.as_standard_layout();
+        let flat = flat.as_slice().unwrap_or(&[]);
+        for (r, &i) in idx.iter().enumerate() {
+            let row = &flat[r * classes..(r + 1) * classes];
+            let label = ds.labels[i] as usize;
+            let target = row.get(label).copied().unwrap_or(f32::NEG_INFINITY);
+            // rank of the true class: how many scores beat it
+            let better = row.iter().filter(|&&v| v > target).count();
+            top1 += (better == 0) as usize;
+            top5 += (better < 5) as usize;
+        }
+    }
+    Ok(Accuracy {
+        samples: n,
+        top1: top1 as f64 / n.max(1) as f64,
+        top5: top5 as f64 / n.max(1) as f64,
+        preprocess: prep.describe(),
+    })
+}

@@ -1,0 +1,74 @@
+//! Do two models compute the same function? Same inputs to both (seeded
+//! random and, when given, real samples), differences per output.
+
+use crate::data::{Dataset, Preprocess};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::runtime::compare::{self, Diff};
+use crate::runtime::{Session, Tensors};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub runtime: String,
+    pub random_batches: usize,
+    pub real_samples: usize,
+    pub atol: f64,
+    pub rtol: f64,
+    /// Worst figures per output over all batches.
+    pub outputs: Vec<Diff>,
+    pub passed: bool,
+}
+
+pub struct Plan<'a> {
+    pub random_batches: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub real: Option<(&'a Dataset, &'a Preprocess, usize)>,
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+fn merge(acc: &mut Vec<Diff>, new: Vec<Diff>) {
+    if acc.is_empty() {
+        *acc = new;
+        return;
+    }
+    for (a, n) in acc.iter_mut().zip(new) {
+        a.max_abs = a.max_abs.max(n.max_abs);
+        a.max_rel = a.max_rel.max(n.max_rel);
+        a.cosine = a.cosine.min(n.cosine);
+        a.top1_agreement = a.top1_agreement.min(n.top1_agreement);
+    }
+}
+
+pub fn validate(g: &Graph, a: &mut dyn Session, b: &mut dyn Session, plan: &Plan) -> Result<Validation> {
+    let mut batches: Vec<Tensors> = (0..plan.random_batches)
+        .map(|i| super::inputs::random_inputs(g, plan.batch, plan.seed.wrapping_add(1000 * i as u64)))
+        .collect::<Result<_>>()?;
+    let mut real_samples = 0;
+    if let Some((ds, prep, n)) = plan.real {
+        let (name, _) = super::inputs::image_input(g)?;
+        let n = n.min(ds.len());
+        for start in (0..n).step_by(plan.batch.max(1)) {
+            let idx: Vec<usize> = (start..(start + plan.batch).min(n)).collect();
+            batches.push(vec![(name.clone(), prep.batch(ds, &idx))]);
+        }
+        real_samples = n;
+    }
+    let mut worst = Vec::new();
+    for inputs in &batches {
+        let (ya, yb) = (a.run(inputs)?, b.run(inputs)?);
+        merge(&mut worst, compare::diff(&ya, &yb).map_err(Error::Invalid)?);
+    }
+    let passed = compare::within(&worst, plan.atol, plan.rtol);
+    Ok(Validation {
+        runtime: a.describe(),
+        random_batches: plan.random_batches,
+        real_samples,
+        atol: plan.atol,
+        rtol: plan.rtol,
+        outputs: worst,
+        passed,
+    })
+}

@@ -1,0 +1,81 @@
+//! ONNX Runtime (CPU execution provider) through `ort` with a dynamically
+//! loaded library.
+
+use super::{find_onnxruntime, Session, Tensors};
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::sync::OnceLock;
+
+const BACKEND: &str = "onnxruntime";
+
+fn err(reason: impl std::fmt::Display) -> Error {
+    Error::Runtime {
+        backend: BACKEND,
+        reason: reason.to_string(),
+    }
+}
+
+/// One environment per process; ort keeps only a weak reference to it.
+fn environment() -> Result<&'static ort::environment::Environment> {
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = find_onnxruntime()?;
+        let builder = ort::init_from(&lib.path).map_err(|e| e.to_string())?;
+        builder
+            .with_name("sss-onnx")
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(err)
+}
+
+pub struct OrtSession {
+    session: ort::session::Session,
+    version: String,
+}
+
+impl OrtSession {
+    pub fn open(model: &Path, threads: usize) -> Result<Self> {
+        let env = environment()?;
+        let mut b = ort::session::Session::builder(env)
+            .map_err(err)?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+            .map_err(err)?;
+        if threads > 0 {
+            b = b.with_intra_threads(threads).map_err(err)?;
+        }
+        let session = b
+            .commit_from_file(model)
+            .map_err(|e| err(format!("{}: {e}", model.display())))?;
+        Ok(OrtSession {
+            session,
+            version: super::locate::ORT_VERSION.to_string(),
+        })
+    }
+}
+
+impl Session for OrtSession {
+    fn describe(&self) -> String {
+        format!("onnxruntime {} (CPU)", self.version)
+    }
+
+    fn run(&mut self, inputs: &Tensors) -> Result<Tensors> {
+        let mut values: Vec<(String, ort::session::SessionInputValue)> = Vec::new();
+        for (name, a) in inputs {
+            let t = ort::value::Tensor::from_array(a.clone()).map_err(err)?;
+            values.push((name.clone(), t.into()));
+        }
+        let names: Vec<String> = self.session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let outs = self.session.run(values).map_err(err)?;
+        let mut result = Vec::new();
+        for name in names {
+            let v = outs
+                .get(name.as_str())
+                .ok_or_else(|| err(format!("output `{name}` missing")))?;
+            let a = v.try_extract_array::<f32>().map_err(err)?;
+            result.push((name, a.to_owned()));
+        }
+        Ok(result)
+    }
+}
