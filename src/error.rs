@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
+    /// The cause follows in the error chain (`{:#}` prints "path: cause").
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -51,6 +52,15 @@ pub enum Error {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// An error inside a model file (a node, tensor or attribute), with the
+    /// file it came from; the cause follows in the chain.
+    #[error("{}", path.display())]
+    InModel {
+        path: PathBuf,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

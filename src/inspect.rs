@@ -74,7 +74,9 @@ pub fn inspect(g: &Graph, batch: usize, per_node: bool) -> Inspection {
     Inspection {
         opset: g.onnx_opset(),
         ir_version: g.ir_version,
-        producer: format!("{} {}", g.producer_name, g.producer_version).trim().to_string(),
+        producer: format!("{} {}", g.producer_name, g.producer_version)
+            .trim()
+            .to_string(),
         nodes: g.nodes.len(),
         ops,
         inputs: g.data_inputs().map(summary).collect(),

@@ -40,7 +40,11 @@ pub fn run(a: Args) -> CliResult {
             runtime_name = s.describe();
             sessions.push((m.display().to_string(), macs, s, x));
         }
-        eprintln!("timing batch {batch}: {} models × {} runs, interleaved", a.models.len(), a.iters);
+        eprintln!(
+            "timing batch {batch}: {} models × {} runs, interleaved",
+            a.models.len(),
+            a.iters
+        );
         all.extend(bench::interleaved(&mut sessions, batch, a.warmup, a.iters)?);
     }
     if a.json {
@@ -52,7 +56,14 @@ pub fn run(a: Args) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("runtime: {runtime_name}, threads {}", if a.rt.threads == 0 { "default".into() } else { a.rt.threads.to_string() });
+    println!(
+        "runtime: {runtime_name}, threads {}",
+        if a.rt.threads == 0 {
+            "default".into()
+        } else {
+            a.rt.threads.to_string()
+        }
+    );
     println!(
         "{:<44} {:>5} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8} {:>8}",
         "model", "batch", "p50 ms", "p90 ms", "p99 ms", "items/s", "MACs M", "speedup", "÷MACred"

@@ -31,8 +31,9 @@ impl RuntimeArgs {
     }
 }
 
+/// Loads a model; the library's errors already name the file.
 pub fn load_graph(path: &Path) -> anyhow::Result<Graph> {
-    convert::load(path).with_context(|| format!("loading {}", path.display()))
+    Ok(convert::load(path)?)
 }
 
 pub fn open(path: &Path, opts: &Options) -> anyhow::Result<Box<dyn Session>> {
@@ -40,8 +41,13 @@ pub fn open(path: &Path, opts: &Options) -> anyhow::Result<Box<dyn Session>> {
 }
 
 /// Loads a split of `dir` and plans its fit to `g`'s image input.
-pub fn load_data(dir: &Path, split: Split, g: &Graph) -> anyhow::Result<(Dataset, Preprocess, String)> {
-    let ds = data::load(dir, split).with_context(|| format!("loading data from {}", dir.display()))?;
+pub fn load_data(
+    dir: &Path,
+    split: Split,
+    g: &Graph,
+) -> anyhow::Result<(Dataset, Preprocess, String)> {
+    let ds =
+        data::load(dir, split).with_context(|| format!("loading data from {}", dir.display()))?;
     let (name, shape) = sss_onnx::measure::inputs::image_input(g)?;
     let prep = Preprocess::plan(&ds, shape)?;
     Ok((ds, prep, name))

@@ -28,7 +28,12 @@ pub fn run(a: Args) -> CliResult {
     let (ds, prep, input) = load_data(&a.data, Split::Test, &g)?;
     let opts = a.rt.options();
     let mut s = open(&a.model, &opts)?;
-    eprintln!("data: {} ({} test samples); {}", ds.name, ds.len(), prep.describe());
+    eprintln!(
+        "data: {} ({} test samples); {}",
+        ds.name,
+        ds.len(),
+        prep.describe()
+    );
     let acc = evaluate(s.as_mut(), &input, &ds, &prep, a.batch, a.limit)?;
     if a.json {
         let mut v = serde_json::to_value(&acc)?;

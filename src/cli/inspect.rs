@@ -1,8 +1,6 @@
 //! `sss-onnx inspect`.
 
 use super::CliResult;
-use anyhow::Context;
-use sss_onnx::graph::convert;
 use sss_onnx::inspect::{inspect, Inspection};
 use std::path::PathBuf;
 
@@ -22,7 +20,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let g = convert::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let g = super::common::load_graph(&a.model)?;
     let r = inspect(&g, a.batch, a.per_node);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -42,7 +40,13 @@ fn human(n: u64) -> String {
 }
 
 fn print_text(path: &std::path::Path, r: &Inspection) {
-    println!("{}  (opset {}, IR {}, {})", path.display(), r.opset, r.ir_version, r.producer);
+    println!(
+        "{}  (opset {}, IR {}, {})",
+        path.display(),
+        r.opset,
+        r.ir_version,
+        r.producer
+    );
     let ops: Vec<String> = r.ops.iter().map(|(k, v)| format!("{k}×{v}")).collect();
     println!("nodes      {}: {}", r.nodes, ops.join(" "));
     for v in &r.inputs {
@@ -52,7 +56,12 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
         println!("output     {} [{}]", v.name, v.shape.join(", "));
     }
     println!("params     {} ({})", human(r.params), r.params);
-    println!("MACs       {} ({}) at batch {}", human(r.macs), r.macs, r.batch);
+    println!(
+        "MACs       {} ({}) at batch {}",
+        human(r.macs),
+        r.macs,
+        r.batch
+    );
     let a = &r.analysis;
     println!("blocks     {} in {} stages", a.blocks.len(), a.stages());
     for s in 0..a.stages() {
@@ -92,9 +101,15 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
         println!("shape      node `{n}`: {why}");
     }
     if let Some(per) = &r.per_node {
-        println!("\n{:<40} {:<20} {:>14} {:>10}", "node", "op", "MACs", "params");
+        println!(
+            "\n{:<40} {:<20} {:>14} {:>10}",
+            "node", "op", "MACs", "params"
+        );
         for c in per {
-            println!("{:<40} {:<20} {:>14} {:>10}", c.node, c.op, c.macs, c.params);
+            println!(
+                "{:<40} {:<20} {:>14} {:>10}",
+                c.node, c.op, c.macs, c.params
+            );
         }
     }
 }

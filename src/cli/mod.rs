@@ -14,7 +14,11 @@ pub const EXIT_VALIDATION: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 
 #[derive(Parser)]
-#[command(name = "sss-onnx", version, about = "Sparse Structure Selection for ONNX ResNets: ONNX in, smaller ONNX out")]
+#[command(
+    name = "sss-onnx",
+    version,
+    about = "Sparse Structure Selection for ONNX ResNets: ONNX in, smaller ONNX out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -65,7 +65,10 @@ pub fn run(a: Args) -> CliResult {
             a.batch,
             v.real_samples
         );
-        println!("{:<20} {:>12} {:>12} {:>10} {:>8}", "output", "max abs", "max rel", "cosine", "top-1");
+        println!(
+            "{:<20} {:>12} {:>12} {:>10} {:>8}",
+            "output", "max abs", "max rel", "cosine", "top-1"
+        );
         for d in &v.outputs {
             println!(
                 "{:<20} {:>12.3e} {:>12.3e} {:>10.6} {:>7.1}%",

@@ -14,21 +14,33 @@ pub struct Files {
 
 pub fn find(dir: &Path, split: Split) -> Option<Files> {
     // the archives unpack into a subfolder; accept both
-    for d in [dir.to_path_buf(), dir.join("cifar-10-batches-bin"), dir.join("cifar-100-binary")] {
+    for d in [
+        dir.to_path_buf(),
+        dir.join("cifar-10-batches-bin"),
+        dir.join("cifar-100-binary"),
+    ] {
         let ten: Vec<PathBuf> = match split {
-            Split::Train => (1..=5).map(|i| d.join(format!("data_batch_{i}.bin"))).collect(),
+            Split::Train => (1..=5)
+                .map(|i| d.join(format!("data_batch_{i}.bin")))
+                .collect(),
             Split::Test => vec![d.join("test_batch.bin")],
         };
         let ten: Vec<PathBuf> = ten.into_iter().filter(|p| p.is_file()).collect();
         if !ten.is_empty() {
-            return Some(Files { paths: ten, label_bytes: 1 });
+            return Some(Files {
+                paths: ten,
+                label_bytes: 1,
+            });
         }
         let hundred = d.join(match split {
             Split::Train => "train.bin",
             Split::Test => "test.bin",
         });
         if hundred.is_file() {
-            return Some(Files { paths: vec![hundred], label_bytes: 2 });
+            return Some(Files {
+                paths: vec![hundred],
+                label_bytes: 2,
+            });
         }
     }
     None
@@ -43,7 +55,10 @@ pub fn load(files: &Files) -> Result<Dataset> {
         if bytes.is_empty() || bytes.len() % rec != 0 {
             return Err(bad(
                 p,
-                format!("{} bytes is not a whole number of {rec}-byte CIFAR records", bytes.len()),
+                format!(
+                    "{} bytes is not a whole number of {rec}-byte CIFAR records",
+                    bytes.len()
+                ),
             ));
         }
         for r in bytes.chunks_exact(rec) {
@@ -53,12 +68,25 @@ pub fn load(files: &Files) -> Result<Dataset> {
         }
     }
     let (name, classes, mean, std) = if files.label_bytes == 1 {
-        ("CIFAR-10", 10, vec![0.4914, 0.4822, 0.4465], vec![0.2470, 0.2435, 0.2616])
+        (
+            "CIFAR-10",
+            10,
+            vec![0.4914, 0.4822, 0.4465],
+            vec![0.2470, 0.2435, 0.2616],
+        )
     } else {
-        ("CIFAR-100", 100, vec![0.5071, 0.4865, 0.4409], vec![0.2673, 0.2564, 0.2762])
+        (
+            "CIFAR-100",
+            100,
+            vec![0.5071, 0.4865, 0.4409],
+            vec![0.2673, 0.2564, 0.2762],
+        )
     };
     if let Some(&l) = labels.iter().find(|&&l| l as usize >= classes) {
-        return Err(bad(&files.paths[0], format!("label {l} is out of range for {name}")));
+        return Err(bad(
+            &files.paths[0],
+            format!("label {l} is out of range for {name}"),
+        ));
     }
     Ok(Dataset {
         name: name.into(),

@@ -112,11 +112,13 @@ impl Preprocess {
                     }
                     Fit::Resize => {
                         for y in 0..h {
-                            let fy = ((y as f32 + 0.5) * sh as f32 / h as f32 - 0.5).clamp(0.0, (sh - 1) as f32);
+                            let fy = ((y as f32 + 0.5) * sh as f32 / h as f32 - 0.5)
+                                .clamp(0.0, (sh - 1) as f32);
                             let (y0, ty) = (fy.floor() as usize, fy.fract());
                             let y1 = (y0 + 1).min(sh - 1);
                             for x in 0..w {
-                                let fx = ((x as f32 + 0.5) * sw as f32 / w as f32 - 0.5).clamp(0.0, (sw - 1) as f32);
+                                let fx = ((x as f32 + 0.5) * sw as f32 / w as f32 - 0.5)
+                                    .clamp(0.0, (sw - 1) as f32);
                                 let (x0, tx) = (fx.floor() as usize, fx.fract());
                                 let x1 = (x0 + 1).min(sw - 1);
                                 let top = src(k, y0, x0) * (1.0 - tx) + src(k, y0, x1) * tx;

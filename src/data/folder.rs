@@ -24,7 +24,10 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn load(root: &Path) -> Result<Dataset> {
-    let classes: Vec<PathBuf> = sorted_entries(root)?.into_iter().filter(|p| p.is_dir()).collect();
+    let classes: Vec<PathBuf> = sorted_entries(root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
     if classes.is_empty() {
         return Err(bad(root, "no class folders"));
     }

@@ -40,7 +40,10 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
         return Err(bad(path, "not an idx file (bad magic)"));
     }
     if bytes[2] != 0x08 {
-        return Err(bad(path, format!("idx element type {:#x} is not u8", bytes[2])));
+        return Err(bad(
+            path,
+            format!("idx element type {:#x} is not u8", bytes[2]),
+        ));
     }
     let rank = bytes[3] as usize;
     let header = 4 + 4 * rank;
@@ -58,7 +61,10 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
         Some(n) if bytes.len() - header == n => Ok((dims, bytes[header..].to_vec())),
         _ => Err(bad(
             path,
-            format!("dims {dims:?} do not match {} data bytes", bytes.len() - header),
+            format!(
+                "dims {dims:?} do not match {} data bytes",
+                bytes.len() - header
+            ),
         )),
     }
 }
@@ -73,7 +79,12 @@ pub fn load(images: &Path, labels: &Path) -> Result<Dataset> {
         ));
     }
     let labels: Vec<u32> = lab.iter().map(|&l| l as u32).collect();
-    let classes = labels.iter().max().map(|&m| m as usize + 1).unwrap_or(0).max(10);
+    let classes = labels
+        .iter()
+        .max()
+        .map(|&m| m as usize + 1)
+        .unwrap_or(0)
+        .max(10);
     let (mean, std) = statistics(1, idims[1] * idims[2], &pixels);
     Ok(Dataset {
         name: "idx".into(),

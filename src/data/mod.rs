@@ -55,7 +55,8 @@ impl Dataset {
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
             self.labels.truncate(n);
-            self.pixels.truncate(n * self.channels * self.height * self.width);
+            self.pixels
+                .truncate(n * self.channels * self.height * self.width);
         }
     }
 }
@@ -106,7 +107,10 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         }
         if let (Some(m), Some(s)) = (meta.mean, meta.std) {
             if m.len() != ds.channels || s.len() != ds.channels || s.iter().any(|&v| v <= 0.0) {
-                return Err(bad(&meta_path, "mean/std must have one positive entry per channel"));
+                return Err(bad(
+                    &meta_path,
+                    "mean/std must have one positive entry per channel",
+                ));
             }
             ds.mean = m;
             ds.std = s;

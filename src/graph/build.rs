@@ -6,6 +6,17 @@ use super::{Attr, Dim, Graph, Node, Opset, Preserved, Tensor, ValueInfo};
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
 
+/// Geometry of a built convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub groups: usize,
+    pub bias: bool,
+}
+
 /// A graph under construction with a seeded source of weights.
 pub struct Builder {
     pub graph: Graph,
@@ -24,7 +35,13 @@ impl Builder {
                 shape
                     .iter()
                     .enumerate()
-                    .map(|(i, &d)| if i == 0 && d < 0 { Dim::Param("N".into()) } else { Dim::Fixed(d) })
+                    .map(|(i, &d)| {
+                        if i == 0 && d < 0 {
+                            Dim::Param("N".into())
+                        } else {
+                            Dim::Fixed(d)
+                        }
+                    })
                     .collect(),
             )],
             outputs: Vec::new(),
@@ -56,7 +73,9 @@ impl Builder {
     pub fn weight(&mut self, base: &str, shape: &[usize], scale: f32) -> String {
         let name = self.name(base);
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| self.rng.random_range(-scale..scale)).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| self.rng.random_range(-scale..scale))
+            .collect();
         let a = ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape matches");
         self.graph.initializers.insert(name.clone(), Tensor::F32(a));
         name
@@ -80,24 +99,38 @@ impl Builder {
         out
     }
 
-    /// Conv (k×k, stride, pad k/2, groups) with an optional bias.
-    pub fn conv(&mut self, x: &str, cin: usize, cout: usize, k: usize, stride: usize, groups: usize, bias: bool) -> String {
-        let scale = (2.0 / (cin / groups * k * k) as f32).sqrt();
-        let w = self.weight("w", &[cout, cin / groups, k, k], scale);
+    /// Conv k×k (stride, pad k/2, no bias), the ResNet kind.
+    pub fn conv(&mut self, x: &str, cin: usize, cout: usize, k: usize, stride: usize) -> String {
+        self.conv_with(
+            x,
+            ConvSpec {
+                cin,
+                cout,
+                k,
+                stride,
+                groups: 1,
+                bias: false,
+            },
+        )
+    }
+
+    pub fn conv_with(&mut self, x: &str, c: ConvSpec) -> String {
+        let scale = (2.0 / (c.cin / c.groups * c.k * c.k) as f32).sqrt();
+        let w = self.weight("w", &[c.cout, c.cin / c.groups, c.k, c.k], scale);
         let mut ins = vec![x.to_string(), w];
-        if bias {
-            ins.push(self.weight("b", &[cout], 0.1));
+        if c.bias {
+            ins.push(self.weight("b", &[c.cout], 0.1));
         }
-        let p = (k / 2) as i64;
+        let p = (c.k / 2) as i64;
         let refs: Vec<&str> = ins.iter().map(|s| s.as_str()).collect();
         self.node(
             "Conv",
             &refs,
             vec![
-                ("kernel_shape", Attr::Ints(vec![k as i64; 2])),
-                ("strides", Attr::Ints(vec![stride as i64; 2])),
+                ("kernel_shape", Attr::Ints(vec![c.k as i64; 2])),
+                ("strides", Attr::Ints(vec![c.stride as i64; 2])),
                 ("pads", Attr::Ints(vec![p; 4])),
-                ("group", Attr::Int(groups as i64)),
+                ("group", Attr::Int(c.groups as i64)),
             ],
         )
     }
@@ -110,7 +143,11 @@ impl Builder {
         let m = self.weight("bn_mean", &[c], 0.1);
         let v = self.weight("bn_var", &[c], 0.25);
         self.shift(&v, 1.0);
-        self.node("BatchNormalization", &[x, &s, &b, &m, &v], vec![("epsilon", Attr::Float(1e-5))])
+        self.node(
+            "BatchNormalization",
+            &[x, &s, &b, &m, &v],
+            vec![("epsilon", Attr::Float(1e-5))],
+        )
     }
 
     fn shift(&mut self, name: &str, by: f32) {
@@ -137,7 +174,11 @@ impl Builder {
     }
 
     pub fn finish(mut self, output: &str) -> Graph {
-        self.graph.outputs.push(ValueInfo::tensor(output, dtype::FLOAT, vec![Dim::Param("N".into()), Dim::Unknown]));
+        self.graph.outputs.push(ValueInfo::tensor(
+            output,
+            dtype::FLOAT,
+            vec![Dim::Param("N".into()), Dim::Unknown],
+        ));
         self.graph
     }
 }
@@ -145,17 +186,17 @@ impl Builder {
 /// He et al.'s CIFAR ResNet-(6n+2) with option-A shortcuts (Slice + Pad).
 pub fn cifar_resnet(n: usize, seed: u64) -> Graph {
     let mut b = Builder::new("input", &[-1, 3, 32, 32], seed);
-    let mut x = b.conv("input", 3, 16, 3, 1, 1, false);
+    let mut x = b.conv("input", 3, 16, 3, 1);
     x = b.bn(&x, 16);
     x = b.relu(&x);
     let mut cin = 16;
     for (stage, w) in [16usize, 32, 64].into_iter().enumerate() {
         for j in 0..n {
             let stride = if stage > 0 && j == 0 { 2 } else { 1 };
-            let mut y = b.conv(&x, cin, w, 3, stride, 1, false);
+            let mut y = b.conv(&x, cin, w, 3, stride);
             y = b.bn(&y, w);
             y = b.relu(&y);
-            y = b.conv(&y, w, w, 3, 1, 1, false);
+            y = b.conv(&y, w, w, 3, 1);
             y = b.bn(&y, w);
             let sc = if stride != 1 || cin != w {
                 let starts = b.ints("starts", &[0, 0]);
@@ -179,9 +220,15 @@ pub fn cifar_resnet(n: usize, seed: u64) -> Graph {
 }
 
 /// torchvision's ResNet layout: `bottleneck` selects ResNet-50-style blocks.
-pub fn torchvision_resnet(layers: [usize; 4], bottleneck: bool, width: usize, classes: usize, seed: u64) -> Graph {
+pub fn torchvision_resnet(
+    layers: [usize; 4],
+    bottleneck: bool,
+    width: usize,
+    classes: usize,
+    seed: u64,
+) -> Graph {
     let mut b = Builder::new("input", &[-1, 3, 224, 224], seed);
-    let mut x = b.conv("input", 3, width, 7, 2, 1, false);
+    let mut x = b.conv("input", 3, width, 7, 2);
     x = b.bn(&x, width);
     x = b.relu(&x);
     x = b.node(
@@ -201,23 +248,23 @@ pub fn torchvision_resnet(layers: [usize; 4], bottleneck: bool, width: usize, cl
             let stride = if stage > 0 && j == 0 { 2 } else { 1 };
             let cout = planes * expansion;
             let y = if bottleneck {
-                let mut y = b.conv(&x, cin, planes, 1, 1, 1, false);
+                let mut y = b.conv(&x, cin, planes, 1, 1);
                 y = b.bn(&y, planes);
                 y = b.relu(&y);
-                y = b.conv(&y, planes, planes, 3, stride, 1, false);
+                y = b.conv(&y, planes, planes, 3, stride);
                 y = b.bn(&y, planes);
                 y = b.relu(&y);
-                y = b.conv(&y, planes, cout, 1, 1, 1, false);
+                y = b.conv(&y, planes, cout, 1, 1);
                 b.bn(&y, cout)
             } else {
-                let mut y = b.conv(&x, cin, planes, 3, stride, 1, false);
+                let mut y = b.conv(&x, cin, planes, 3, stride);
                 y = b.bn(&y, planes);
                 y = b.relu(&y);
-                y = b.conv(&y, planes, planes, 3, 1, 1, false);
+                y = b.conv(&y, planes, planes, 3, 1);
                 b.bn(&y, planes)
             };
             let sc = if stride != 1 || cin != cout {
-                let p = b.conv(&x, cin, cout, 1, stride, 1, false);
+                let p = b.conv(&x, cin, cout, 1, stride);
                 b.bn(&p, cout)
             } else {
                 x.clone()

@@ -18,14 +18,17 @@ use std::path::Path;
 /// Reads an ONNX file (external data included) into the IR.
 pub fn load(path: &Path) -> Result<Graph> {
     let model = onnx::read_model(path)?;
+    // every error names the file: graph-level ones as a decode failure,
+    // node/tensor ones wrapped with the path in front
     from_proto(model).map_err(|e| match e {
-        // Graph-level errors gain the file name; others already name a node or
-        // tensor and the CLI adds the file.
         Error::Graph(reason) => Error::Decode {
             path: path.to_path_buf(),
             reason,
         },
-        e => e,
+        e => Error::InModel {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        },
     })
 }
 
@@ -56,9 +59,18 @@ pub fn from_proto(mut model: ModelProto) -> Result<Graph> {
         .into_iter()
         .map(node_from_proto)
         .collect::<Result<Vec<_>>>()?;
-    let inputs = std::mem::take(&mut gp.input).into_iter().map(value_from_proto).collect();
-    let outputs = std::mem::take(&mut gp.output).into_iter().map(value_from_proto).collect();
-    let value_info = std::mem::take(&mut gp.value_info).into_iter().map(value_from_proto).collect();
+    let inputs = std::mem::take(&mut gp.input)
+        .into_iter()
+        .map(value_from_proto)
+        .collect();
+    let outputs = std::mem::take(&mut gp.output)
+        .into_iter()
+        .map(value_from_proto)
+        .collect();
+    let value_info = std::mem::take(&mut gp.value_info)
+        .into_iter()
+        .map(value_from_proto)
+        .collect();
     let name = gp.name.take().unwrap_or_default();
     let opsets = std::mem::take(&mut model.opset_import)
         .into_iter()
@@ -142,7 +154,10 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
     let mismatch = |field: &str, have: usize| {
         Error::tensor(
             name,
-            format!("{field} holds {have} values but dims {:?} need {numel}", t.dims),
+            format!(
+                "{field} holds {have} values but dims {:?} need {numel}",
+                t.dims
+            ),
         )
     };
     if dt == dtype::STRING {
@@ -154,8 +169,8 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
             data: t.string_data.clone(),
         });
     }
-    let bits = dtype::bits(dt)
-        .ok_or_else(|| Error::tensor(name, format!("unknown data_type {dt}")))?;
+    let bits =
+        dtype::bits(dt).ok_or_else(|| Error::tensor(name, format!("unknown data_type {dt}")))?;
     let nbytes = (numel as u64 * bits).div_ceil(8) as usize;
     let bytes: Vec<u8> = if let Some(raw) = &t.raw_data {
         if raw.len() != nbytes {
@@ -198,7 +213,7 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
                     .flat_map(|v| v.to_le_bytes()[..w].to_vec())
                     .collect()
             }
-            _ if bits >= 8 && bits <= 32 => {
+            _ if (8..=32).contains(&bits) => {
                 // int32_data carries every narrower integer and 16-bit float
                 // type, one element per int32 holding its bit pattern.
                 check(t.int32_data.len(), "int32_data")?;

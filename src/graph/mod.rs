@@ -104,7 +104,10 @@ impl Node {
 
     /// The `i`-th input name, `None` when absent or empty (optional input).
     pub fn input(&self, i: usize) -> Option<&str> {
-        self.inputs.get(i).map(|s| s.as_str()).filter(|s| !s.is_empty())
+        self.inputs
+            .get(i)
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -178,10 +181,9 @@ impl Graph {
         if let Some(t) = self.initializers.get(name) {
             return Some(t.clone());
         }
-        let node = self
-            .nodes
-            .iter()
-            .find(|n| n.op_type == "Constant" && n.outputs.first().map(|s| s.as_str()) == Some(name))?;
+        let node = self.nodes.iter().find(|n| {
+            n.op_type == "Constant" && n.outputs.first().map(|s| s.as_str()) == Some(name)
+        })?;
         ops::constant::value(node).ok()
     }
 
@@ -241,7 +243,8 @@ impl Graph {
             .flat_map(|n| n.inputs.iter().cloned())
             .chain(self.outputs.iter().map(|o| o.name.clone()))
             .collect();
-        let was_init: std::collections::HashSet<String> = self.initializers.keys().cloned().collect();
+        let was_init: std::collections::HashSet<String> =
+            self.initializers.keys().cloned().collect();
         self.initializers.retain(|k, _| used.contains(k));
         // Data inputs are the model's interface and stay; inputs that only
         // listed a now-removed initializer go with it.

@@ -104,11 +104,7 @@ pub fn infer(g: &Graph, inputs: &HashMap<String, Vec<usize>>) -> Facts {
         };
         let cx = Ctx {
             node,
-            inputs: node
-                .inputs
-                .iter()
-                .map(|i| facts.values.get(i))
-                .collect(),
+            inputs: node.inputs.iter().map(|i| facts.values.get(i)).collect(),
             opset,
         };
         match rule.infer(&cx) {

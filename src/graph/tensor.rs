@@ -181,10 +181,16 @@ pub fn checked_numel(name: &str, dims: &[i64], dtype: i32) -> Result<usize> {
     let mut n: u64 = 1;
     for &d in dims {
         if d < 0 {
-            return Err(Error::tensor(name, format!("negative dimension {d} in {dims:?}")));
+            return Err(Error::tensor(
+                name,
+                format!("negative dimension {d} in {dims:?}"),
+            ));
         }
         n = n.checked_mul(d as u64).ok_or_else(|| {
-            Error::tensor(name, format!("dimensions {dims:?} overflow a 64-bit element count"))
+            Error::tensor(
+                name,
+                format!("dimensions {dims:?} overflow a 64-bit element count"),
+            )
         })?;
     }
     let bits = dtype::bits(dtype).unwrap_or(8);

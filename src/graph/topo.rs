@@ -42,9 +42,7 @@ pub(super) fn sort(g: &mut Graph) -> Result<()> {
                 None => {
                     return Err(Error::node(
                         n,
-                        format!(
-                            "input `{inp}` is produced by no node, initializer or graph input"
-                        ),
+                        format!("input `{inp}` is produced by no node, initializer or graph input"),
                     ))
                 }
             }
@@ -84,7 +82,8 @@ pub(super) fn sort(g: &mut Graph) -> Result<()> {
             )));
         }
     }
-    let mut nodes: Vec<Option<super::Node>> = std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
+    let mut nodes: Vec<Option<super::Node>> =
+        std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
     g.nodes = order.into_iter().filter_map(|i| nodes[i].take()).collect();
     Ok(())
 }

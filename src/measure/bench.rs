@@ -64,7 +64,11 @@ pub fn interleaved(
             p90_ms: percentile(&t, 0.9),
             p99_ms: percentile(&t, 0.99),
             mean_ms: mean,
-            throughput_per_s: if mean > 0.0 { batch as f64 / (mean / 1e3) } else { 0.0 },
+            throughput_per_s: if mean > 0.0 {
+                batch as f64 / (mean / 1e3)
+            } else {
+                0.0
+            },
             macs: *macs,
             speedup_vs_first: 1.0,
             mac_reduction_vs_first: 1.0,
@@ -74,7 +78,11 @@ pub fn interleaved(
     let (p0, m0) = (out[0].p50_ms, out[0].macs);
     for l in out.iter_mut() {
         l.speedup_vs_first = if l.p50_ms > 0.0 { p0 / l.p50_ms } else { 0.0 };
-        l.mac_reduction_vs_first = if l.macs > 0 { m0 as f64 / l.macs as f64 } else { 0.0 };
+        l.mac_reduction_vs_first = if l.macs > 0 {
+            m0 as f64 / l.macs as f64
+        } else {
+            0.0
+        };
         l.speedup_per_mac_reduction = if l.mac_reduction_vs_first > 0.0 {
             l.speedup_vs_first / l.mac_reduction_vs_first
         } else {

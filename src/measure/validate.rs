@@ -42,9 +42,16 @@ fn merge(acc: &mut Vec<Diff>, new: Vec<Diff>) {
     }
 }
 
-pub fn validate(g: &Graph, a: &mut dyn Session, b: &mut dyn Session, plan: &Plan) -> Result<Validation> {
+pub fn validate(
+    g: &Graph,
+    a: &mut dyn Session,
+    b: &mut dyn Session,
+    plan: &Plan,
+) -> Result<Validation> {
     let mut batches: Vec<Tensors> = (0..plan.random_batches)
-        .map(|i| super::inputs::random_inputs(g, plan.batch, plan.seed.wrapping_add(1000 * i as u64)))
+        .map(|i| {
+            super::inputs::random_inputs(g, plan.batch, plan.seed.wrapping_add(1000 * i as u64))
+        })
         .collect::<Result<_>>()?;
     let mut real_samples = 0;
     if let Some((ds, prep, n)) = plan.real {

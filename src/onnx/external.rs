@@ -85,7 +85,7 @@ pub fn inline_tensors<'a>(
             .map_err(|e| err(format!("{}: {e}", file_path.display())))?
             .len();
         let length = r.length.unwrap_or(size.saturating_sub(r.offset));
-        let end = r.offset.checked_add(length).unwrap_or(u64::MAX);
+        let end = r.offset.saturating_add(length);
         if end > size {
             return Err(err(format!(
                 "bytes {}..{end} lie past the end of {} ({size} bytes)",

@@ -43,7 +43,9 @@ pub fn read_model_bytes(path: &Path, bytes: &[u8]) -> Result<ModelProto> {
         return Err(fail("the file is empty".into()));
     }
     if let Some(kind) = sniff_other_format(bytes) {
-        return Err(fail(format!("the file is {kind}, not a protobuf ModelProto")));
+        return Err(fail(format!(
+            "the file is {kind}, not a protobuf ModelProto"
+        )));
     }
     let model = ModelProto::decode(bytes).map_err(|e| {
         fail(format!(

@@ -62,7 +62,13 @@ pub fn diff(a: &Tensors, b: &Tensors) -> Result<Vec<Diff>, String> {
 
 fn argmax(row: impl Iterator<Item = f32>) -> usize {
     row.enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, v)| if v > bv { (i, v) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
         .0
 }
 
@@ -78,7 +84,8 @@ fn top1(x: &ndarray::ArrayD<f32>, y: &ndarray::ArrayD<f32>) -> f64 {
     };
     let agree = (0..rows)
         .filter(|&r| {
-            argmax(xs[r * n..(r + 1) * n].iter().copied()) == argmax(ys[r * n..(r + 1) * n].iter().copied())
+            argmax(xs[r * n..(r + 1) * n].iter().copied())
+                == argmax(ys[r * n..(r + 1) * n].iter().copied())
         })
         .count();
     agree as f64 / rows as f64

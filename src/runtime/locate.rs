@@ -14,7 +14,10 @@ pub struct OrtLibrary {
 fn candidates() -> Vec<(PathBuf, &'static str)> {
     let file = format!("libonnxruntime.so.{ORT_VERSION}");
     let mut c = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.to_path_buf())) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
+    {
         c.push((dir.join(&file), "beside the executable"));
         c.push((dir.join("libonnxruntime.so"), "beside the executable"));
         // target/{debug,release}[/deps] → project root
@@ -23,7 +26,9 @@ fn candidates() -> Vec<(PathBuf, &'static str)> {
         }
     }
     c.push((
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ort").join(&file),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(".ort")
+            .join(&file),
         "the project's .ort folder",
     ));
     c
@@ -36,7 +41,10 @@ pub fn find_onnxruntime() -> Result<OrtLibrary, String> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(p);
         return if path.is_file() {
-            Ok(OrtLibrary { path, how: "ORT_DYLIB_PATH" })
+            Ok(OrtLibrary {
+                path,
+                how: "ORT_DYLIB_PATH",
+            })
         } else {
             Err(format!(
                 "ORT_DYLIB_PATH={} names no file; run scripts/fetch-onnxruntime.sh or fix the variable",

@@ -63,7 +63,10 @@ pub fn resolve(kind: Kind) -> (Kind, Option<String>) {
 /// Opens `model` on the runtime `opts.kind` names.
 pub fn open(model: &Path, opts: &Options) -> Result<Box<dyn Session>> {
     match resolve(opts.kind).0 {
-        Kind::Ort => Ok(Box::new(ort_backend::OrtSession::open(model, opts.threads)?)),
+        Kind::Ort => Ok(Box::new(ort_backend::OrtSession::open(
+            model,
+            opts.threads,
+        )?)),
         _ => Ok(Box::new(tract_backend::TractSession::open(model)?)),
     }
 }

@@ -17,7 +17,8 @@ fn err(reason: impl std::fmt::Display) -> Error {
 
 /// One environment per process; ort keeps only a weak reference to it.
 fn environment() -> Result<&'static ort::environment::Environment> {
-    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+        OnceLock::new();
     ENV.get_or_init(|| {
         let lib = find_onnxruntime()?;
         let builder = ort::init_from(&lib.path).map_err(|e| e.to_string())?;
@@ -66,7 +67,12 @@ impl Session for OrtSession {
             let t = ort::value::Tensor::from_array(a.clone()).map_err(err)?;
             values.push((name.clone(), t.into()));
         }
-        let names: Vec<String> = self.session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let names: Vec<String> = self
+            .session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         let outs = self.session.run(values).map_err(err)?;
         let mut result = Vec::new();
         for name in names {

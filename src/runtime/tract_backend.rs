@@ -59,9 +59,7 @@ impl TractSession {
         }
         let mut m = self.model.clone();
         for (i, s) in shapes.iter().enumerate() {
-            m = m
-                .with_input_fact(i, f32::fact(s).into())
-                .map_err(err)?;
+            m = m.with_input_fact(i, f32::fact(s).into()).map_err(err)?;
         }
         let plan = m
             .into_optimized()

@@ -15,13 +15,11 @@ fn data_input(g: &Graph, n: &Node) -> Option<usize> {
         "Conv" if is_const(1) => Some(0),
         "BatchNormalization" | "Relu" | "Clip" | "LeakyRelu" | "Identity" | "Slice" | "Pad"
         | "AveragePool" => Some(0),
-        "Mul" | "Div" | "Add" | "Sub" if n.inputs.len() == 2 => {
-            match (is_const(0), is_const(1)) {
-                (false, true) => Some(0),
-                (true, false) if n.op_type != "Div" && n.op_type != "Sub" => Some(1),
-                _ => None,
-            }
-        }
+        "Mul" | "Div" | "Add" | "Sub" if n.inputs.len() == 2 => match (is_const(0), is_const(1)) {
+            (false, true) => Some(0),
+            (true, false) if n.op_type != "Div" && n.op_type != "Sub" => Some(1),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -46,7 +44,9 @@ fn walk_back(
         if readers > 1 || g.is_graph_output(&v) {
             break;
         }
-        let Some(&p) = prod.get(v.as_str()) else { break };
+        let Some(&p) = prod.get(v.as_str()) else {
+            break;
+        };
         let n = &g.nodes[p];
         let Some(i) = data_input(g, n) else { break };
         path.push(p);
@@ -73,18 +73,27 @@ fn classify(g: &Graph, path: &[usize]) -> Side {
         return Side::Shortcut(Shortcut::Identity);
     }
     if convs.is_empty() {
-        if ops.contains(&"Pad") && ops.iter().all(|o| matches!(*o, "Slice" | "Pad" | "Identity")) {
+        if ops.contains(&"Pad")
+            && ops
+                .iter()
+                .all(|o| matches!(*o, "Slice" | "Pad" | "Identity"))
+        {
             return Side::Shortcut(Shortcut::SubsamplePad);
         }
         return Side::Other(format!("a path of {ops:?} without convolution"));
     }
     if convs.len() == 1 {
-        let w = g.nodes[convs[0]].input(1).and_then(|w| g.initializers.get(w));
+        let w = g.nodes[convs[0]]
+            .input(1)
+            .and_then(|w| g.initializers.get(w));
         let one_by_one = w.is_some_and(|w| w.shape().iter().skip(2).all(|&k| k == 1));
         if one_by_one
-            && ops
-                .iter()
-                .all(|o| matches!(*o, "Conv" | "BatchNormalization" | "Identity" | "AveragePool"))
+            && ops.iter().all(|o| {
+                matches!(
+                    *o,
+                    "Conv" | "BatchNormalization" | "Identity" | "AveragePool"
+                )
+            })
         {
             return Side::Shortcut(Shortcut::Projection);
         }
@@ -192,7 +201,9 @@ fn branch_convs(g: &Graph, path: &[usize], cons: &HashMap<&str, Vec<usize>>) -> 
             conv: n.outputs[0].clone(),
             conv_name: n.display_name(),
             bn: bn.map(|b| b.outputs[0].clone()),
-            gate_at: bn.map(|b| b.outputs[0].clone()).unwrap_or_else(|| n.outputs[0].clone()),
+            gate_at: bn
+                .map(|b| b.outputs[0].clone())
+                .unwrap_or_else(|| n.outputs[0].clone()),
             out_channels: cout,
             groups,
             depthwise: groups > 1 && cin_per_group == 1 && cout == groups,

@@ -18,7 +18,8 @@ fn keeps_zero(g: &Graph, node: &crate::graph::Node) -> bool {
                 if let Some(v) = node.input(input) {
                     g.constant(v)?.to_f32()?.iter().next().copied()
                 } else {
-                    node.attr_float_or(attr, if attr == "min" { f32::MIN } else { f32::MAX }).ok()
+                    node.attr_float_or(attr, if attr == "min" { f32::MIN } else { f32::MAX })
+                        .ok()
                 }
             };
             matches!((bound("min", 1), bound("max", 2)), (Some(lo), Some(hi)) if lo <= 0.0 && hi >= 0.0)
@@ -46,14 +47,23 @@ fn between(g: &Graph, from: &str, to_conv: &str) -> Result<(), String> {
             };
         }
         if !keeps_zero(g, n) {
-            return Err(format!("{} `{}` does not map 0 to 0", n.op_type, n.display_name()));
+            return Err(format!(
+                "{} `{}` does not map 0 to 0",
+                n.op_type,
+                n.display_name()
+            ));
         }
         v = n.outputs[0].clone();
     }
     Err("the chain to the next conv is too long".into())
 }
 
-pub(super) fn gateable_in_block(g: &Graph, b: &Block, out: &mut Vec<Gateable>, skipped: &mut Vec<Skipped>) {
+pub(super) fn gateable_in_block(
+    g: &Graph,
+    b: &Block,
+    out: &mut Vec<Gateable>,
+    skipped: &mut Vec<Skipped>,
+) {
     if b.convs.is_empty() {
         return;
     }

@@ -20,7 +20,12 @@ pub struct Window {
 impl Window {
     /// Reads kernel geometry from the node's attributes; `kernel` from the
     /// weight (Conv) or `kernel_shape` (pools).
-    pub fn from_node(cx: &Ctx, kernel: Vec<usize>, spatial_in: &[usize], ceil: bool) -> Result<(Window, Vec<usize>)> {
+    pub fn from_node(
+        cx: &Ctx,
+        kernel: Vec<usize>,
+        spatial_in: &[usize],
+        ceil: bool,
+    ) -> Result<(Window, Vec<usize>)> {
         let n = kernel.len();
         let node = cx.node;
         if kernel.contains(&0) {
@@ -37,7 +42,9 @@ impl Window {
         };
         let strides = get("strides", 1)?;
         let dilations = get("dilations", 1)?;
-        let auto_pad = node.attr_string("auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+        let auto_pad = node
+            .attr_string("auto_pad")?
+            .unwrap_or_else(|| "NOTSET".into());
         let mut pads = match node.attr_ints("pads")? {
             None => vec![0; 2 * n],
             Some(p) if p.len() == 2 * n && p.iter().all(|&x| x >= 0) => {
@@ -80,7 +87,11 @@ impl Window {
                 )));
             }
             let span = padded - eff;
-            let mut o = if ceil { span.div_ceil(strides[i]) } else { span / strides[i] } + 1;
+            let mut o = if ceil {
+                span.div_ceil(strides[i])
+            } else {
+                span / strides[i]
+            } + 1;
             // ceil mode must not start a window in the end padding
             if ceil && (o - 1) * strides[i] >= spatial_in[i] + pads[i] {
                 o -= 1;

@@ -10,14 +10,28 @@ pub struct MatMul;
 fn gemm_dims(cx: &Ctx) -> Result<(usize, usize, usize)> {
     let (a, b) = (cx.input(0)?, cx.input(1)?);
     if a.rank() != 2 || b.rank() != 2 {
-        return Err(cx.err(format!("Gemm needs 2-D inputs, got {:?} and {:?}", a.shape, b.shape)));
+        return Err(cx.err(format!(
+            "Gemm needs 2-D inputs, got {:?} and {:?}",
+            a.shape, b.shape
+        )));
     }
     let ta = cx.node.attr_int_or("transA", 0)? != 0;
     let tb = cx.node.attr_int_or("transB", 0)? != 0;
-    let (m, k) = if ta { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-    let (k2, n) = if tb { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+    let (m, k) = if ta {
+        (a.shape[1], a.shape[0])
+    } else {
+        (a.shape[0], a.shape[1])
+    };
+    let (k2, n) = if tb {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
     if k != k2 {
-        return Err(cx.err(format!("inner dimensions differ: {:?} x {:?}", a.shape, b.shape)));
+        return Err(cx.err(format!(
+            "inner dimensions differ: {:?} x {:?}",
+            a.shape, b.shape
+        )));
     }
     Ok((m, k, n))
 }
@@ -33,7 +47,9 @@ impl OpRule for Gemm {
     }
 
     fn macs(&self, cx: &Ctx, _: &[Fact]) -> u64 {
-        gemm_dims(cx).map(|(m, k, n)| (m * k * n) as u64).unwrap_or(0)
+        gemm_dims(cx)
+            .map(|(m, k, n)| (m * k * n) as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -45,7 +61,10 @@ fn matmul_shape(cx: &Ctx) -> Result<(Vec<usize>, usize)> {
     let (m, k) = (a.shape[a.rank() - 2], a.shape[a.rank() - 1]);
     let (k2, n) = (b.shape[b.rank() - 2], b.shape[b.rank() - 1]);
     if k != k2 {
-        return Err(cx.err(format!("inner dimensions differ: {:?} x {:?}", a.shape, b.shape)));
+        return Err(cx.err(format!(
+            "inner dimensions differ: {:?} x {:?}",
+            a.shape, b.shape
+        )));
     }
     let mut batch = super::util::broadcast(cx, &a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2])?;
     batch.extend([m, n]);

@@ -87,9 +87,7 @@ pub fn lookup(node: &Node) -> Option<&'static dyn OpRule> {
         "Conv" => &conv::Conv,
         "BatchNormalization" => &norm::BatchNorm,
         "Relu" | "Clip" | "Sigmoid" | "LeakyRelu" | "Softmax" | "Neg" | "Sqrt" | "Exp"
-        | "Dropout" | "Tanh" | "HardSigmoid" | "HardSwish" | "Erf" | "Abs" => {
-            &elementwise::Unary
-        }
+        | "Dropout" | "Tanh" | "HardSigmoid" | "HardSwish" | "Erf" | "Abs" => &elementwise::Unary,
         "Identity" => &elementwise::Identity,
         "Add" | "Sub" | "Mul" | "Div" | "Sum" | "Pow" | "Max" | "Min" | "Equal" | "Where" => {
             &elementwise::Broadcast

@@ -23,7 +23,9 @@ impl OpRule for BatchNorm {
             }
         }
         if cx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(cx.err("training-mode BatchNormalization (running-stat outputs) is not supported"));
+            return Err(
+                cx.err("training-mode BatchNormalization (running-stat outputs) is not supported")
+            );
         }
         Ok(vec![Fact {
             dtype: x.dtype,

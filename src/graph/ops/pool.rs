@@ -19,7 +19,10 @@ impl OpRule for Pool {
             .map(|&k| k.max(0) as usize)
             .collect();
         if x.rank() != kernel.len() + 2 {
-            return Err(cx.err(format!("input {:?} does not fit kernel {kernel:?}", x.shape)));
+            return Err(cx.err(format!(
+                "input {:?} does not fit kernel {kernel:?}",
+                x.shape
+            )));
         }
         let ceil = cx.node.attr_int_or("ceil_mode", 0)? != 0;
         let (_, out) = Window::from_node(cx, kernel, &x.shape[2..], ceil)?;

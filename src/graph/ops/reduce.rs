@@ -17,7 +17,10 @@ pub fn axes(cx: &Ctx, rank: usize) -> Result<Vec<usize>> {
     };
     let noop = cx.node.attr_int_or("noop_with_empty_axes", 0)? != 0;
     let mut v: Vec<usize> = match raw {
-        Some(a) if !a.is_empty() => a.iter().map(|&a| axis(cx, a, rank)).collect::<Result<_>>()?,
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|&a| axis(cx, a, rank))
+            .collect::<Result<_>>()?,
         _ if noop => vec![],
         _ => (0..rank).collect(),
     };

@@ -44,7 +44,11 @@ impl OpRule for Flatten {
     fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
         let x = cx.input(0)?;
         let a = cx.node.attr_int_or("axis", 1)?;
-        let a = if a == x.rank() as i64 { x.rank() } else { axis(cx, a, x.rank())? };
+        let a = if a == x.rank() as i64 {
+            x.rank()
+        } else {
+            axis(cx, a, x.rank())?
+        };
         let outer = x.shape[..a].iter().product();
         let inner = x.shape[a..].iter().product();
         Ok(vec![reshaped(x, vec![outer, inner])])
@@ -75,7 +79,7 @@ impl OpRule for Reshape {
         }
         let known: usize = shape.iter().product();
         if let Some(i) = infer_at {
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(cx.err(format!("cannot reshape {:?} to {target:?}", x.shape)));
             }
             shape[i] = total / known;
@@ -92,8 +96,12 @@ fn axes_of(cx: &Ctx, rank: usize) -> Result<Option<Vec<usize>>> {
     } else {
         cx.node.attr_ints("axes")?.map(|a| a.to_vec())
     };
-    raw.map(|r| r.iter().map(|&a| axis(cx, a, rank)).collect::<Result<Vec<_>>>())
-        .transpose()
+    raw.map(|r| {
+        r.iter()
+            .map(|&a| axis(cx, a, rank))
+            .collect::<Result<Vec<_>>>()
+    })
+    .transpose()
 }
 
 impl OpRule for Squeeze {
@@ -156,9 +164,11 @@ impl OpRule for Transpose {
         }
         let shape = perm.iter().map(|&p| x.shape[p]).collect();
         Ok(vec![match ints(x) {
-            Some(v) if x.dtype == dtype::INT64 => {
-                int_fact(v.permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned())
-            }
+            Some(v) if x.dtype == dtype::INT64 => int_fact(
+                v.permuted_axes(IxDyn(&perm))
+                    .as_standard_layout()
+                    .into_owned(),
+            ),
             _ => Fact {
                 dtype: x.dtype,
                 shape,
@@ -171,16 +181,28 @@ impl OpRule for Transpose {
 impl OpRule for Concat {
     fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
         let first = cx.input(0)?;
-        let a = axis(cx, cx.node.attr_int("axis")?.ok_or_else(|| cx.err("missing `axis`"))?, first.rank())?;
+        let a = axis(
+            cx,
+            cx.node
+                .attr_int("axis")?
+                .ok_or_else(|| cx.err("missing `axis`"))?,
+            first.rank(),
+        )?;
         let mut shape = first.shape.clone();
         let mut values = Vec::new();
         for i in 0..cx.node.inputs.len() {
             let f = cx.input(i)?;
             if i > 0 {
                 if f.rank() != shape.len()
-                    || f.shape.iter().enumerate().any(|(j, &d)| j != a && d != shape[j])
+                    || f.shape
+                        .iter()
+                        .enumerate()
+                        .any(|(j, &d)| j != a && d != shape[j])
                 {
-                    return Err(cx.err(format!("input {i} shape {:?} does not fit {:?}", f.shape, first.shape)));
+                    return Err(cx.err(format!(
+                        "input {i} shape {:?} does not fit {:?}",
+                        f.shape, first.shape
+                    )));
                 }
                 shape[a] += f.shape[a];
             }
@@ -215,8 +237,16 @@ pub fn slice_plan(cx: &Ctx, shape: &[usize]) -> Result<Vec<(i64, i64, usize)>> {
         (
             cx.const_ints(1, "starts")?,
             cx.const_ints(2, "ends")?,
-            if cx.has_input(3) { Some(cx.const_ints(3, "axes")?) } else { None },
-            if cx.has_input(4) { Some(cx.const_ints(4, "steps")?) } else { None },
+            if cx.has_input(3) {
+                Some(cx.const_ints(3, "axes")?)
+            } else {
+                None
+            },
+            if cx.has_input(4) {
+                Some(cx.const_ints(4, "steps")?)
+            } else {
+                None
+            },
         )
     };
     let axes: Vec<i64> = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
@@ -377,7 +407,10 @@ impl OpRule for Shape {
 impl OpRule for Cast {
     fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
         let x = cx.input(0)?;
-        let to = cx.node.attr_int("to")?.ok_or_else(|| cx.err("missing `to`"))? as i32;
+        let to = cx
+            .node
+            .attr_int("to")?
+            .ok_or_else(|| cx.err("missing `to`"))? as i32;
         let value = ints(x).and_then(|v| Tensor::from_i64_as(v, to));
         Ok(vec![Fact {
             dtype: to,

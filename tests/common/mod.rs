@@ -1,0 +1,110 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use sss_onnx::graph::convert::tensor_from_proto;
+use sss_onnx::graph::{convert, Graph, Tensor};
+use sss_onnx::onnx::proto::TensorProto;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+/// Every fixture model file.
+pub fn fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
+        .expect("fixtures folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 18, "fixtures missing: {v:?}");
+    v
+}
+
+/// The architecture name of a fixture file: `resnet20_a.legacy13.onnx` → `resnet20_a`.
+pub fn arch(p: &Path) -> String {
+    let f = p.file_name().unwrap().to_string_lossy();
+    f.split('.').next().unwrap().to_string()
+}
+
+pub fn load(p: &Path) -> Graph {
+    convert::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub fn read_tensor(p: &Path) -> Tensor {
+    use prost::Message;
+    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    tensor_from_proto(&TensorProto::decode(bytes.as_slice()).unwrap()).unwrap()
+}
+
+/// The PyTorch input and output stored by the export script.
+pub fn reference(arch: &str) -> (ndarray::ArrayD<f32>, ndarray::ArrayD<f32>) {
+    let dir = root().join("fixtures").join("ref");
+    let x = read_tensor(&dir.join(format!("{arch}.in.pb")));
+    let y = read_tensor(&dir.join(format!("{arch}.out.pb")));
+    (x.as_f32().unwrap().clone(), y.as_f32().unwrap().clone())
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sss-onnx"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run sss-onnx")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// ONNX Runtime must be present for the tests that compare with it: CI and
+/// the README fetch it first. A missing library fails those tests loudly.
+pub fn require_ort() {
+    if let Err(why) = sss_onnx::runtime::find_onnxruntime() {
+        panic!("{why}");
+    }
+}
+
+pub fn ort() -> sss_onnx::runtime::Options {
+    require_ort();
+    sss_onnx::runtime::Options {
+        kind: sss_onnx::runtime::Kind::Ort,
+        threads: 1,
+    }
+}
+
+pub fn tract() -> sss_onnx::runtime::Options {
+    sss_onnx::runtime::Options {
+        kind: sss_onnx::runtime::Kind::Tract,
+        threads: 1,
+    }
+}
+
+pub fn run_model(
+    p: &Path,
+    opts: &sss_onnx::runtime::Options,
+    input: &str,
+    x: &ndarray::ArrayD<f32>,
+) -> ndarray::ArrayD<f32> {
+    let mut s = sss_onnx::runtime::open(p, opts).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let out = s.run(&vec![(input.to_string(), x.clone())]).unwrap();
+    out.into_iter().next().unwrap().1
+}
+
+pub fn max_abs(a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,171 @@
+//! Data loaders on small files the tests write, and the fit to model input
+//! checked against hand-computed values.
+
+mod common;
+use sss_onnx::data::{self, Fit, Preprocess, Split};
+use std::io::Write;
+
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend(d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn idx_raw_and_gzip_give_the_same_data() {
+    let d = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = (0..3 * 4 * 4).map(|i| (i * 5) as u8).collect();
+    std::fs::write(
+        d.path().join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[3, 4, 4], &pixels),
+    )
+    .unwrap();
+    let labels = idx_bytes(&[3], &[2, 0, 9]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&labels).unwrap();
+    std::fs::write(
+        d.path().join("t10k-labels-idx1-ubyte.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    assert_eq!((ds.len(), ds.channels, ds.height, ds.width), (3, 1, 4, 4));
+    assert_eq!(ds.labels, vec![2, 0, 9]);
+    assert_eq!(ds.image(1), &pixels[16..32]);
+    // no train split here: a clear error
+    let e = data::load(d.path(), Split::Train).unwrap_err().to_string();
+    assert!(e.contains("no Train data found"), "{e}");
+}
+
+#[test]
+fn idx_with_wrong_sizes_is_an_error_naming_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[3, 4, 4], &[0; 10]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("t10k-labels-idx1-ubyte"),
+        idx_bytes(&[3], &[0; 3]),
+    )
+    .unwrap();
+    let e = data::load(d.path(), Split::Test).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-images-idx3-ubyte") && e.contains("do not match"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cifar10_and_cifar100_binary() {
+    let d = tempfile::tempdir().unwrap();
+    // two CIFAR-10 records: label then 3072 pixels (R plane, G plane, B plane)
+    let mut rec = Vec::new();
+    for (label, base) in [(7u8, 10u8), (3, 20)] {
+        rec.push(label);
+        for c in 0..3u8 {
+            rec.extend(std::iter::repeat_n(base + c, 1024));
+        }
+    }
+    std::fs::write(d.path().join("test_batch.bin"), &rec).unwrap();
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    assert_eq!(ds.name, "CIFAR-10");
+    assert_eq!(ds.labels, vec![7, 3]);
+    assert_eq!(ds.image(1)[0], 20);
+    assert_eq!(ds.image(1)[1024], 21);
+    assert_eq!(ds.image(1)[2048], 22);
+    // CIFAR-100: coarse and fine label bytes; the fine one is the class
+    let d2 = tempfile::tempdir().unwrap();
+    let mut r = vec![4u8, 87];
+    r.extend(vec![1u8; 3072]);
+    std::fs::write(d2.path().join("test.bin"), &r).unwrap();
+    let ds = data::load(d2.path(), Split::Test).unwrap();
+    assert_eq!(
+        (ds.name.as_str(), ds.classes, ds.labels[0]),
+        ("CIFAR-100", 100, 87)
+    );
+    // a partial record is refused
+    std::fs::write(d2.path().join("test.bin"), &r[..100]).unwrap();
+    assert!(data::load(d2.path(), Split::Test).is_err());
+}
+
+#[test]
+fn image_folder_of_png_and_jpeg() {
+    let d = tempfile::tempdir().unwrap();
+    for (class, value) in [("cat", 200u8), ("dog", 50)] {
+        let dir = d.path().join("val").join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = image::RgbImage::from_pixel(5, 3, image::Rgb([value, 0, 255 - value]));
+        img.save(dir.join("a.png")).unwrap();
+    }
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    assert_eq!((ds.classes, ds.channels, ds.height, ds.width), (2, 3, 3, 5));
+    assert_eq!(ds.labels, vec![0, 1]);
+    assert_eq!(ds.image(0)[0], 200); // R plane first
+    assert_eq!(ds.image(0)[15], 0); // G plane
+    assert_eq!(ds.image(1)[30], 205); // B plane of "dog"
+}
+
+#[test]
+fn fit_pads_copies_channels_and_normalises_by_hand() {
+    let d = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = vec![0, 51, 102, 255]; // one 2×2 image
+    std::fs::write(
+        d.path().join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[1, 2, 2], &pixels),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("t10k-labels-idx1-ubyte"),
+        idx_bytes(&[1], &[1]),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("dataset.json"),
+        r#"{"name":"tiny","mean":[0.2],"std":[0.5]}"#,
+    )
+    .unwrap();
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    let p = Preprocess::plan(&ds, [3, 4, 4]).unwrap();
+    assert_eq!(p.fit, Fit::Pad);
+    let x = p.batch(&ds, &[0]);
+    assert_eq!(x.shape(), &[1, 3, 4, 4]);
+    // (51/255 - 0.2)/0.5 = 0 ; (255/255 - 0.2)/0.5 = 1.6 ; centred at offset 1
+    for c in 0..3 {
+        assert!((x[[0, c, 1, 1]] - (-0.4)).abs() < 1e-6);
+        assert!(x[[0, c, 1, 2]].abs() < 1e-6);
+        assert!((x[[0, c, 2, 2]] - 1.6).abs() < 1e-6);
+        assert_eq!(x[[0, c, 0, 0]], 0.0);
+        assert_eq!(x[[0, c, 3, 3]], 0.0);
+    }
+    // larger than the input: bilinear resize; a constant image stays constant
+    let p = Preprocess::plan(&ds, [1, 1, 1]).unwrap();
+    assert_eq!(p.fit, Fit::Resize);
+    let y = p.batch(&ds, &[0]);
+    let mean = pixels
+        .iter()
+        .map(|&v| (v as f32 / 255.0 - 0.2) / 0.5)
+        .sum::<f32>()
+        / 4.0;
+    assert!(
+        (y[[0, 0, 0, 0]] - mean).abs() < 1e-5,
+        "{} vs {mean}",
+        y[[0, 0, 0, 0]]
+    );
+}
+
+#[test]
+fn bundled_fashion_mnist_subset() {
+    let ds = data::load(&common::fixture("fmnist"), Split::Train).unwrap();
+    assert_eq!(
+        (ds.len(), ds.height, ds.width, ds.classes),
+        (4000, 28, 28, 10)
+    );
+    let t = data::load(&common::fixture("fmnist"), Split::Test).unwrap();
+    assert_eq!(t.len(), 1000);
+    assert_eq!(t.mean, vec![0.2860]);
+}

@@ -1,0 +1,143 @@
+//! Residual blocks, shortcuts and gateable structures on every fixture and
+//! on full-size built architectures.
+
+mod common;
+use common::*;
+use sss_onnx::graph::build::{cifar_resnet, torchvision_resnet};
+use sss_onnx::structure::{analyse, GateKind, Shortcut};
+
+#[test]
+fn blocks_are_found_in_every_export_style() {
+    // (architecture, blocks, stages, shortcut kinds in order of non-identity)
+    let expect: &[(&str, usize, usize)] = &[
+        ("resnet20_a", 9, 3),
+        ("resnet20_fmnist", 9, 3),
+        ("resnet14_b", 6, 3),
+        ("tv_basic", 8, 4),
+        ("tv_bottleneck", 5, 4),
+        ("resnext", 4, 4),
+    ];
+    for p in fixtures() {
+        let a = analyse(&load(&p));
+        let (_, blocks, stages) = expect.iter().find(|e| e.0 == arch(&p)).unwrap();
+        assert_eq!(a.blocks.len(), *blocks, "{}", p.display());
+        assert_eq!(a.stages(), *stages, "{}", p.display());
+        assert!(
+            a.blocks.iter().all(|b| b.post_relu.is_some()),
+            "post-activation: {}",
+            p.display()
+        );
+        let kinds: Vec<&Shortcut> = a.blocks.iter().map(|b| &b.shortcut).collect();
+        match arch(&p).as_str() {
+            "resnet20_a" | "resnet20_fmnist" => {
+                assert_eq!(
+                    kinds
+                        .iter()
+                        .filter(|k| ***k == Shortcut::SubsamplePad)
+                        .count(),
+                    2
+                )
+            }
+            // stage 1 keeps the width: projections only where stages change
+            "resnet14_b" => {
+                assert_eq!(
+                    kinds
+                        .iter()
+                        .filter(|k| ***k == Shortcut::Projection)
+                        .count(),
+                    2
+                )
+            }
+            "tv_basic" => {
+                assert_eq!(
+                    kinds
+                        .iter()
+                        .filter(|k| ***k == Shortcut::Projection)
+                        .count(),
+                    3
+                )
+            }
+            _ => assert_eq!(
+                kinds
+                    .iter()
+                    .filter(|k| ***k == Shortcut::Projection)
+                    .count(),
+                4
+            ),
+        }
+        for b in &a.blocks {
+            let n = if arch(&p).starts_with("tv_bottleneck") || arch(&p) == "resnext" {
+                3
+            } else {
+                2
+            };
+            assert_eq!(b.convs.len(), n, "{} block {}", p.display(), b.id);
+        }
+    }
+}
+
+#[test]
+fn gateable_counts_are_what_the_architecture_implies() {
+    // ResNet-20: the first conv of each of 9 branches: 3·16 + 3·32 + 3·64
+    let a = analyse(&load(&fixture("resnet20_a.legacy17bn.onnx")));
+    assert_eq!(a.count(GateKind::Channel), 336);
+    assert_eq!(a.count(GateKind::Block), 9);
+    assert_eq!(a.count(GateKind::Group), 0);
+    // gates follow the BN when BN is kept, the conv when it is folded
+    let kept = &a.blocks[0].convs[0];
+    assert!(kept.bn.is_some());
+    assert_eq!(kept.gate_at, *kept.bn.as_ref().unwrap());
+    let folded = analyse(&load(&fixture("resnet20_a.legacy13.onnx")));
+    assert!(folded.blocks[0].convs[0].bn.is_none());
+    // ResNeXt: group gates on the grouped 3×3 (4 groups × 4 blocks); the 1×1
+    // feeding it is left out with the reason
+    let x = analyse(&load(&fixture("resnext.dynamo18.onnx")));
+    assert_eq!(x.count(GateKind::Group), 16);
+    assert_eq!(x.count(GateKind::Channel), 0);
+    assert!(x.skipped.iter().any(|s| s.reason.contains("grouped conv")));
+    // bottleneck: two gated convs per block
+    let b = analyse(&load(&fixture("tv_bottleneck.legacy13.onnx")));
+    assert_eq!(
+        b.gateable
+            .iter()
+            .filter(|g| g.kind == GateKind::Channel)
+            .count(),
+        10
+    );
+}
+
+#[test]
+fn full_size_architectures() {
+    let a = analyse(&cifar_resnet(9, 1));
+    assert_eq!(a.blocks.len(), 27);
+    assert_eq!(a.stages(), 3);
+    let r50 = analyse(&torchvision_resnet([3, 4, 6, 3], true, 64, 1000, 1));
+    assert_eq!(r50.blocks.len(), 16);
+    assert_eq!(r50.stages(), 4);
+    assert_eq!(
+        r50.blocks
+            .iter()
+            .filter(|b| b.shortcut == Shortcut::Projection)
+            .count(),
+        4
+    );
+    let r18 = analyse(&torchvision_resnet([2, 2, 2, 2], false, 64, 1000, 1));
+    assert_eq!(r18.blocks.len(), 8);
+}
+
+#[test]
+fn inspect_cli_reports_blocks_and_left_out_structures() {
+    let p = fixture("resnext.legacy17bn.onnx");
+    let o = run(&["inspect", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("blocks     4 in 4 stages"), "{s}");
+    assert!(s.contains("left out"), "{s}");
+    let o = run(&["inspect", p.to_str().unwrap(), "--json", "--per-node"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["analysis"]["blocks"].as_array().unwrap().len(), 4);
+    assert_eq!(v["gates"]["group"], 16);
+    let per = v["per_node"].as_array().unwrap();
+    let sum: u64 = per.iter().map(|n| n["macs"].as_u64().unwrap()).sum();
+    assert_eq!(sum, v["macs"].as_u64().unwrap());
+}
