@@ -7,10 +7,12 @@
 
 pub mod data;
 pub mod error;
+pub mod gate;
 pub mod graph;
 pub mod inspect;
 pub mod measure;
 pub mod onnx;
+pub mod prune;
 pub mod runtime;
 pub mod structure;
 

@@ -3,7 +3,9 @@
 mod bench;
 mod common;
 mod eval;
+mod gate;
 mod inspect;
+mod prune;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,10 @@ struct Cli {
 enum Command {
     /// Ops, shapes, MACs, parameters, residual blocks and gateable structures.
     Inspect(inspect::Args),
+    /// Insert SSS gates (λ = 1) on channels, groups and residual blocks.
+    Gate(gate::Args),
+    /// Delete zero-gated structures and fold the other gates away.
+    Prune(prune::Args),
     /// Compare two models' outputs on the same inputs; exit 1 beyond tolerance.
     Validate(validate::Args),
     /// Top-1 / top-5 accuracy on a labelled data set.
@@ -63,6 +69,8 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Gate(a) => gate::run(a),
+        Command::Prune(a) => prune::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),

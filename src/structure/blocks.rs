@@ -211,3 +211,23 @@ fn branch_convs(g: &Graph, path: &[usize], cons: &HashMap<&str, Vec<usize>>) -> 
     }
     out
 }
+
+/// The nodes of a block's branch in order, from the block input to the
+/// branch output (the Add's branch-side input).
+pub fn branch_path(g: &Graph, b: &Block) -> Vec<usize> {
+    let prod = g.producers();
+    let mut path = Vec::new();
+    let mut v = b.branch_output.clone();
+    while v != b.input {
+        let Some(&p) = prod.get(v.as_str()) else {
+            break;
+        };
+        let Some(i) = data_input(g, &g.nodes[p]) else {
+            break;
+        };
+        path.push(p);
+        v = g.nodes[p].inputs[i].clone();
+    }
+    path.reverse();
+    path
+}

@@ -12,7 +12,12 @@ use crate::graph::Graph;
 fn keeps_zero(g: &Graph, node: &crate::graph::Node) -> bool {
     match node.op_type.as_str() {
         "Relu" | "LeakyRelu" | "Identity" => true,
-        "Mul" => true, // only reached with a constant operand (a gate or scale)
+        // a scalar scale, or one of our gates (per-channel, sliced with the
+        // channels by the pruner); any other per-channel constant would need
+        // slicing we do not do
+        "Mul" => node.inputs.iter().any(|i| {
+            i.starts_with(crate::gate::GATE_PREFIX) || g.constant(i).is_some_and(|t| t.len() == 1)
+        }),
         "Clip" => {
             let bound = |attr: &str, input: usize| -> Option<f32> {
                 if let Some(v) = node.input(input) {
@@ -90,6 +95,23 @@ pub(super) fn gateable_in_block(
             continue;
         }
         if c.groups > 1 {
+            // deleting a group frees its input channels too: they must come
+            // from a conv of this branch that nothing else reads
+            let prev = b
+                .convs
+                .iter()
+                .position(|x| x.conv == c.conv)
+                .and_then(|i| i.checked_sub(1));
+            let fed = prev
+                .map(|p| &b.convs[p])
+                .filter(|p| p.groups == 1 && between(g, &p.gate_at, &c.conv).is_ok());
+            if fed.is_none() {
+                skipped.push(Skipped {
+                    what,
+                    reason: "grouped conv not fed by a plain conv of the same branch".into(),
+                });
+                continue;
+            }
             if next.groups > 1 {
                 skipped.push(Skipped {
                     what,

@@ -11,7 +11,7 @@ mod branch;
 use crate::graph::Graph;
 use serde::Serialize;
 
-pub use blocks::find_blocks;
+pub use blocks::{branch_path, find_blocks};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,0 +1,66 @@
+//! `sss-onnx gate model.onnx -o gated.onnx`: insert λ = 1 gates.
+
+use super::common::load_graph;
+use super::CliResult;
+use sss_onnx::gate;
+use sss_onnx::graph::convert;
+use sss_onnx::onnx::{atomic::ensure_not_input, WriteOptions};
+use sss_onnx::structure::GateKind;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Structure {
+    Channel,
+    Group,
+    Block,
+}
+
+impl From<Structure> for GateKind {
+    fn from(s: Structure) -> Self {
+        match s {
+            Structure::Channel => GateKind::Channel,
+            Structure::Group => GateKind::Group,
+            Structure::Block => GateKind::Block,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    model: PathBuf,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Which structures to gate.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "channel,group,block"
+    )]
+    structures: Vec<Structure>,
+    /// Write weights to `<output>.data`.
+    #[arg(long)]
+    external_data: bool,
+}
+
+pub fn run(a: Args) -> CliResult {
+    ensure_not_input(&a.output, &a.model)?;
+    let g = load_graph(&a.model)?;
+    let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
+    let (gated, gates) = gate::insert(&g, &kinds)?;
+    let opts = if a.external_data {
+        WriteOptions::external()
+    } else {
+        WriteOptions::default()
+    };
+    convert::save(&gated, &a.output, &opts)?;
+    for k in [GateKind::Channel, GateKind::Group, GateKind::Block] {
+        let (n, f): (usize, usize) = gates
+            .iter()
+            .filter(|g| g.kind == k)
+            .fold((0, 0), |(n, f), g| (n + 1, f + g.count));
+        eprintln!("{:<8} {n} gate tensors, {f} factors", k.as_str());
+    }
+    println!("{}", a.output.display());
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! The pruning rewrite: delete every channel, group and block whose gate is
+//! exactly 0, fold the other gates into the neighbouring BN or conv, remove
+//! the gate nodes and whatever became dead. With λ = 0 a structure
+//! contributes exactly nothing, so the pruned model computes what the gated
+//! one computes, up to float rounding.
+
+mod collapse;
+pub mod plan;
+pub mod predict;
+mod surgery;
+
+use crate::error::{Error, Result};
+use crate::gate::GATE_PREFIX;
+use crate::graph::{cost, shape, Attr, Dim, Graph, Node, Tensor};
+use crate::structure::BranchConv;
+use ndarray::{ArrayD, IxDyn};
+use plan::{BlockFate, BlockPlan, ConvGate, Plan};
+use predict::Counts;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StageSummary {
+    pub stage: usize,
+    pub blocks: usize,
+    pub blocks_removed: usize,
+    pub channels: usize,
+    pub channels_removed: usize,
+    pub groups: usize,
+    pub groups_removed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub gates: usize,
+    pub blocks_removed: Vec<usize>,
+    pub blocks_replaced_by_constant: Vec<usize>,
+    pub channels_removed: usize,
+    pub groups_removed: usize,
+    pub relus_removed: usize,
+    pub stages: Vec<StageSummary>,
+    /// Counts at batch 1: the gated model, the prediction from the zero
+    /// pattern, and the pruned model as written.
+    pub before: Counts,
+    pub predicted: Counts,
+    pub after: Counts,
+    pub notes: Vec<String>,
+}
+
+fn counts(g: &Graph) -> Result<Counts> {
+    let facts = shape::infer_strict(g, 1)?;
+    let c = cost::count(g, &facts);
+    Ok(Counts {
+        macs: c.macs,
+        params: c.params,
+    })
+}
+
+/// Prunes a gated graph (the gate values as trained).
+pub fn prune(gated: &Graph) -> Result<(Graph, PruneReport)> {
+    let plan = plan::plan(gated)?;
+    let facts = shape::infer_strict(gated, 1)?;
+    let predicted = predict::predict(gated, &facts, &plan);
+    // the gated model's counts without the gates themselves
+    let mut before = counts(gated)?;
+    before.params -= plan
+        .gates
+        .iter()
+        .filter_map(|gt| gated.initializers.get(&gt.name).map(|t| t.len() as u64))
+        .sum::<u64>();
+
+    let mut g = gated.clone();
+    let mut report = PruneReport {
+        gates: plan.gates.len(),
+        blocks_removed: vec![],
+        blocks_replaced_by_constant: vec![],
+        channels_removed: 0,
+        groups_removed: 0,
+        relus_removed: 0,
+        stages: vec![],
+        before,
+        predicted,
+        after: before,
+        notes: vec![],
+    };
+    for bp in &plan.blocks {
+        apply_block(&mut g, bp, &mut report)?;
+    }
+    // every remaining gate Mul now multiplies by 1 in effect (its factors
+    // were folded): bypass it
+    for gt in &plan.gates {
+        bypass(&mut g, &gt.output, &gt.input);
+    }
+    g.remove_dead();
+    if let Some(k) = g.initializers.keys().find(|k| k.starts_with(GATE_PREFIX)) {
+        return Err(Error::Graph(format!("gate `{k}` survived pruning")));
+    }
+    g.sort()?;
+    refresh_value_info(&mut g)?;
+    report.after = counts(&g)?;
+    report.stages = stages(&plan, &report);
+    g.metadata.retain(|(k, _)| k != "sss_onnx");
+    g.metadata.push((
+        "sss_onnx".into(),
+        format!(
+            "pruned: {} blocks, {} channels, {} groups removed; MACs {} -> {}",
+            report.blocks_removed.len() + report.blocks_replaced_by_constant.len(),
+            report.channels_removed,
+            report.groups_removed,
+            report.before.macs,
+            report.after.macs
+        ),
+    ));
+    Ok((g, report))
+}
+
+fn stages(plan: &Plan, r: &PruneReport) -> Vec<StageSummary> {
+    let mut out: Vec<StageSummary> = Vec::new();
+    for bp in &plan.blocks {
+        let s = bp.block.stage;
+        while out.len() <= s {
+            out.push(StageSummary {
+                stage: out.len(),
+                ..Default::default()
+            });
+        }
+        let st = &mut out[s];
+        st.blocks += 1;
+        let gone = r.blocks_removed.contains(&bp.block.id)
+            || r.blocks_replaced_by_constant.contains(&bp.block.id);
+        st.blocks_removed += gone as usize;
+        for cg in bp.convs.iter().flatten() {
+            let removed = if gone {
+                cg.keep.len()
+            } else {
+                cg.keep.iter().filter(|k| !**k).count()
+            };
+            if cg.span > 1 {
+                st.groups += cg.keep.len();
+                st.groups_removed += removed;
+            } else {
+                st.channels += cg.keep.len();
+                st.channels_removed += removed;
+            }
+        }
+    }
+    out
+}
+
+/// Makes every reader of `from` read `to` instead.
+fn bypass(g: &mut Graph, from: &str, to: &str) {
+    for n in g.nodes.iter_mut() {
+        for i in n.inputs.iter_mut() {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+    }
+}
+
+fn node_index(g: &Graph, output: &str) -> Result<usize> {
+    g.nodes
+        .iter()
+        .position(|n| n.outputs.first().map(|s| s.as_str()) == Some(output))
+        .ok_or_else(|| Error::Graph(format!("no node produces `{output}`")))
+}
+
+fn apply_block(g: &mut Graph, bp: &BlockPlan, r: &mut PruneReport) -> Result<()> {
+    let b = &bp.block;
+    if let Some(n) = &bp.note {
+        r.notes.push(n.clone());
+    }
+    match bp.fate {
+        BlockFate::Deleted => {
+            r.relus_removed += remove_branch(g, bp, None)? as usize;
+            r.blocks_removed.push(b.id);
+            return Ok(());
+        }
+        BlockFate::Constant => {
+            let c = bp.constant.clone().unwrap_or_default();
+            r.relus_removed += remove_branch(g, bp, Some(c))? as usize;
+            r.blocks_replaced_by_constant.push(b.id);
+            return Ok(());
+        }
+        BlockFate::Kept => {}
+    }
+    for (i, cg) in bp.convs.iter().enumerate() {
+        let Some(cg) = cg else { continue };
+        let next = b.convs.get(i + 1);
+        let prev = i.checked_sub(1).map(|p| &b.convs[p]);
+        prune_conv(g, &b.convs[i], prev, next, cg, r)?;
+    }
+    if let Some((gt, v)) = &bp.block_gate {
+        let last = b
+            .convs
+            .last()
+            .ok_or_else(|| Error::Graph(format!("block {} has no conv", b.id)))?;
+        if gt.input != last.gate_at {
+            return Err(Error::tensor(
+                &gt.name,
+                "the block gate does not directly follow the branch's last conv/BN",
+            ));
+        }
+        fold(g, last, &vec![*v; last.out_channels])?;
+    }
+    Ok(())
+}
+
+/// Multiplies the output channels of `c` (through its BN when it has one).
+fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
+    let target = node_index(g, c.bn.as_deref().unwrap_or(&c.conv))?;
+    let n = g.nodes[target].clone();
+    // BN: scale and bias (inputs 1, 2); conv: weight rows and bias
+    for i in 1..=2 {
+        if let Some(name) = n.input(i) {
+            surgery::scale(g, name, 0, s)?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps output channels `keep` of conv `c` (weights, bias, BN entries).
+fn keep_outputs(g: &mut Graph, c: &BranchConv, keep: &[usize]) -> Result<()> {
+    let conv = g.nodes[node_index(g, &c.conv)?].clone();
+    for i in 1..=2 {
+        if let Some(name) = conv.input(i) {
+            surgery::select(g, name, 0, keep)?;
+        }
+    }
+    if let Some(bn) = &c.bn {
+        let bn = g.nodes[node_index(g, bn)?].clone();
+        for i in 1..=4 {
+            let name = bn
+                .input(i)
+                .ok_or_else(|| Error::node(&bn, "missing BN parameter"))?;
+            surgery::select(g, name, 0, keep)?;
+        }
+    }
+    Ok(())
+}
+
+fn keep_inputs(g: &mut Graph, c: &BranchConv, keep: &[usize]) -> Result<()> {
+    let conv = g.nodes[node_index(g, &c.conv)?].clone();
+    let w = conv
+        .input(1)
+        .ok_or_else(|| Error::node(&conv, "no weight"))?;
+    surgery::select(g, w, 1, keep)
+}
+
+fn prune_conv(
+    g: &mut Graph,
+    c: &BranchConv,
+    prev: Option<&BranchConv>,
+    next: Option<&BranchConv>,
+    cg: &ConvGate,
+    r: &mut PruneReport,
+) -> Result<()> {
+    let per_channel: Vec<f32> = (0..c.out_channels)
+        .map(|ch| cg.factors[ch / cg.span])
+        .collect();
+    fold(g, c, &per_channel)?;
+    if cg.keep.iter().all(|&k| k) {
+        return Ok(());
+    }
+    let next =
+        next.ok_or_else(|| Error::tensor(&cg.gate.name, "a gated conv must feed another conv"))?;
+    let kept_units: Vec<usize> = (0..cg.keep.len()).filter(|&u| cg.keep[u]).collect();
+    let keep_out: Vec<usize> = kept_units
+        .iter()
+        .flat_map(|&u| u * cg.span..(u + 1) * cg.span)
+        .collect();
+    if cg.span > 1 {
+        // a group: its filters, its input channels (the previous conv's
+        // outputs) and the next conv's inputs go; `group` shrinks
+        let prev = prev
+            .ok_or_else(|| Error::tensor(&cg.gate.name, "grouped conv without a feeding conv"))?;
+        let conv_i = node_index(g, &c.conv)?;
+        let w = g.nodes[conv_i]
+            .input(1)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let per_in = g.initializers.get(&w).map(|t| t.shape()[1]).unwrap_or(0);
+        let keep_in: Vec<usize> = kept_units
+            .iter()
+            .flat_map(|&u| u * per_in..(u + 1) * per_in)
+            .collect();
+        keep_outputs(g, c, &keep_out)?;
+        keep_outputs(g, prev, &keep_in)?;
+        g.nodes[conv_i].set_attr("group", Attr::Int(kept_units.len() as i64));
+        r.groups_removed += cg.keep.len() - kept_units.len();
+    } else {
+        keep_outputs(g, c, &keep_out)?;
+        r.channels_removed += cg.keep.len() - kept_units.len();
+    }
+    keep_inputs(g, next, &keep_out)?;
+    // the gate's own tensor must match the new channel count until bypassed
+    surgery::select(g, &cg.gate.name, 1, &keep_out)
+}
+
+/// Deletes a block's branch: the Add reads only the shortcut (plus the
+/// branch's constant value when it has one). Returns whether the Relu after
+/// the Add went too.
+fn remove_branch(g: &mut Graph, bp: &BlockPlan, constant: Option<Vec<f32>>) -> Result<bool> {
+    let b = &bp.block;
+    let add = node_index(g, &b.add)?;
+    let shortcut = g.nodes[add]
+        .inputs
+        .iter()
+        .find(|i| **i != b.branch_output)
+        .cloned()
+        .ok_or_else(|| Error::Graph(format!("block {}: the Add has no shortcut input", b.id)))?;
+    if let Some(c) = constant {
+        let name = g.fresh_name(&format!("{}/sss_branch_constant", b.add_name));
+        let n = c.len();
+        let t = ArrayD::from_shape_vec(IxDyn(&[1, n, 1, 1]), c)
+            .map_err(|e| Error::Graph(e.to_string()))?;
+        g.initializers.insert(name.clone(), Tensor::F32(t));
+        g.nodes[add].inputs = vec![shortcut, name];
+        return Ok(false);
+    }
+    if g.is_graph_output(&b.add) {
+        let mut id = Node::new("Identity", &g.nodes[add].name, &[&shortcut], &[&b.add]);
+        id.preserved = g.nodes[add].preserved.clone();
+        g.nodes[add] = id;
+        return Ok(false);
+    }
+    bypass(g, &b.add, &shortcut);
+    // a Relu after the Add is redundant when the shortcut is already ≥ 0
+    if let Some(relu_out) = &b.post_relu {
+        if !g.is_graph_output(relu_out) && non_negative(g, &shortcut, 0) {
+            bypass(g, relu_out, &shortcut);
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `v` is ≥ 0 everywhere by construction.
+fn non_negative(g: &Graph, v: &str, depth: usize) -> bool {
+    if depth > 32 {
+        return false;
+    }
+    let Some(n) = g.nodes.iter().find(|n| n.outputs.iter().any(|o| o == v)) else {
+        return false;
+    };
+    match n.op_type.as_str() {
+        "Relu" => true,
+        "Clip" => n
+            .input(1)
+            .and_then(|m| g.constant(m))
+            .and_then(|t| t.to_f32())
+            .is_some_and(|t| t.iter().all(|&x| x >= 0.0)),
+        "MaxPool" | "Identity" | "Slice" | "Reshape" | "Flatten" | "AveragePool" => {
+            non_negative(g, &n.inputs[0], depth + 1)
+        }
+        "Pad" => {
+            let mode_const = n
+                .attr_string("mode")
+                .ok()
+                .flatten()
+                .is_none_or(|m| m == "constant");
+            let value_ok = n
+                .input(2)
+                .map(|c| {
+                    g.constant(c)
+                        .and_then(|t| t.to_f32())
+                        .is_some_and(|t| t.iter().all(|&x| x >= 0.0))
+                })
+                .unwrap_or(true);
+            mode_const && value_ok && non_negative(g, &n.inputs[0], depth + 1)
+        }
+        "Add" | "Sum" | "Max" => n.inputs.iter().all(|i| non_negative(g, i, depth + 1)),
+        _ => false,
+    }
+}
+
+/// Re-derives the shapes of the value_info entries that remain.
+fn refresh_value_info(g: &mut Graph) -> Result<()> {
+    if g.value_info.is_empty() {
+        return Ok(());
+    }
+    let facts = shape::infer_strict(g, 1)?;
+    let batch = g
+        .data_inputs()
+        .next()
+        .and_then(|v| v.shape.as_ref())
+        .and_then(|s| s.first().cloned())
+        .unwrap_or(Dim::Fixed(1));
+    for vi in g.value_info.iter_mut() {
+        if let Some(f) = facts.get(&vi.name) {
+            let batched = vi
+                .shape
+                .as_ref()
+                .and_then(|s| s.first())
+                .is_some_and(|d| !matches!(d, Dim::Fixed(_)));
+            vi.shape = Some(
+                f.shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        if i == 0 && batched {
+                            batch.clone()
+                        } else {
+                            Dim::Fixed(d as i64)
+                        }
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(())
+}

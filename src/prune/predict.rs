@@ -1,0 +1,159 @@
+//! What pruning will leave, computed from the gated graph's shapes and the
+//! zero pattern alone (channel arithmetic per conv), so the rewrite can be
+//! checked against an independent prediction.
+
+use super::plan::{BlockFate, Plan};
+use crate::graph::shape::Facts;
+use crate::graph::{Graph, Tensor};
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub macs: u64,
+    pub params: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Conv {
+    cout: usize,
+    cin: usize,
+    groups: usize,
+    removed: bool,
+}
+
+pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
+    // start from every conv's own geometry, then apply the plan
+    let mut convs: HashMap<&str, Conv> = HashMap::new();
+    for n in g.nodes.iter().filter(|n| n.op_type == "Conv") {
+        let w = n
+            .input(1)
+            .and_then(|w| g.initializers.get(w))
+            .map(|t| t.shape())
+            .unwrap_or_default();
+        let groups = n.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
+        convs.insert(
+            n.outputs[0].as_str(),
+            Conv {
+                cout: w.first().copied().unwrap_or(0),
+                cin: w.get(1).copied().unwrap_or(0) * groups,
+                groups,
+                removed: false,
+            },
+        );
+    }
+    let mut constants = 0u64;
+    for bp in &plan.blocks {
+        let b = &bp.block;
+        match bp.fate {
+            BlockFate::Deleted | BlockFate::Constant => {
+                for c in &b.convs {
+                    if let Some(x) = convs.get_mut(c.conv.as_str()) {
+                        x.removed = true;
+                    }
+                }
+                if bp.fate == BlockFate::Constant {
+                    constants += b.out_channels as u64;
+                }
+            }
+            BlockFate::Kept => {
+                for (i, cg) in bp.convs.iter().enumerate() {
+                    let Some(cg) = cg else { continue };
+                    let kept = cg.factors.iter().filter(|&&f| f != 0.0).count();
+                    let this = b.convs[i].conv.as_str();
+                    let next = b.convs.get(i + 1).map(|c| c.conv.as_str());
+                    if cg.span == 1 {
+                        if let Some(x) = convs.get_mut(this) {
+                            x.cout = kept;
+                        }
+                        if let Some(x) = next.and_then(|n| convs.get_mut(n)) {
+                            x.cin = kept;
+                        }
+                    } else {
+                        let per_in = convs[this].cin / cg.factors.len();
+                        if let Some(x) = convs.get_mut(this) {
+                            x.cout = kept * cg.span;
+                            x.cin = kept * per_in;
+                            x.groups = kept;
+                        }
+                        if let Some(prev) = i.checked_sub(1).map(|p| b.convs[p].conv.as_str()) {
+                            if let Some(x) = convs.get_mut(prev) {
+                                x.cout = kept * per_in;
+                            }
+                        }
+                        if let Some(x) = next.and_then(|n| convs.get_mut(n)) {
+                            x.cin = kept * cg.span;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut macs = 0u64;
+    let mut params = constants;
+    for n in &g.nodes {
+        match n.op_type.as_str() {
+            "Conv" => {
+                let c = convs[n.outputs[0].as_str()];
+                if c.removed {
+                    continue;
+                }
+                let w = n
+                    .input(1)
+                    .and_then(|w| g.initializers.get(w))
+                    .map(|t| t.shape())
+                    .unwrap_or_default();
+                let k: usize = w[2..].iter().product();
+                let spatial: usize = facts
+                    .shape(&n.outputs[0])
+                    .map(|s| s[0] * s[2..].iter().product::<usize>())
+                    .unwrap_or(0);
+                macs += (spatial * k * c.cout * (c.cin / c.groups.max(1))) as u64;
+                params += (c.cout * (c.cin / c.groups.max(1)) * k) as u64;
+                if n.input(2).is_some() {
+                    params += c.cout as u64;
+                }
+            }
+            "BatchNormalization" => {
+                let from = convs.get(n.inputs[0].as_str()).copied();
+                match from {
+                    Some(c) if c.removed => {}
+                    Some(c) => params += 2 * c.cout as u64,
+                    None => {
+                        params += n
+                            .input(1)
+                            .and_then(|s| g.initializers.get(s))
+                            .map(|t| 2 * t.len() as u64)
+                            .unwrap_or(0)
+                    }
+                }
+            }
+            "Gemm" | "MatMul" => {
+                let shape = |i: usize| {
+                    facts
+                        .shape(&n.inputs[i])
+                        .map(|s| s.to_vec())
+                        .unwrap_or_default()
+                };
+                let (a, bsh) = (shape(0), shape(1));
+                if n.op_type == "Gemm" {
+                    let ta = n.attr_int_or("transA", 0).unwrap_or(0) != 0;
+                    let tb = n.attr_int_or("transB", 0).unwrap_or(0) != 0;
+                    let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
+                    let nn = if tb { bsh[0] } else { bsh[1] };
+                    macs += (m * k * nn) as u64;
+                } else {
+                    let rows: usize = a[..a.len() - 1].iter().product();
+                    macs += (rows * a[a.len() - 1] * bsh[bsh.len() - 1]) as u64;
+                }
+                for i in &n.inputs {
+                    if let Some(Tensor::F32(t)) = g.initializers.get(i) {
+                        params += t.len() as u64;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Counts { macs, params }
+}
