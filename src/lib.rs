@@ -15,5 +15,6 @@ pub mod onnx;
 pub mod prune;
 pub mod runtime;
 pub mod structure;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -3,13 +3,13 @@
 //! Later stages (lowering, pruning) look ops up here as well.
 
 pub mod constant;
-mod conv;
+pub mod conv;
 mod elementwise;
 mod linear;
 mod norm;
 mod pool;
-mod reduce;
-mod shape_ops;
+pub mod reduce;
+pub mod shape_ops;
 pub mod util;
 
 use super::shape::Fact;

@@ -1,0 +1,464 @@
+//! The graph lowered to candle: every learned float initializer (conv and
+//! fully connected weights and biases, BN scale and shift, SSS gates) is a
+//! `Var`; BN running statistics are state that train-mode forward passes
+//! update with the node's momentum. Shape arithmetic is not executed: its
+//! values come from shape inference at the batch size in use.
+
+use super::kernels::{im2col::Im2Col, maxpool::MaxPool, Geometry};
+use crate::error::{Error, Result};
+use crate::gate::GATE_PREFIX;
+use crate::graph::ops::conv::Window;
+use crate::graph::ops::{reduce, shape_ops};
+use crate::graph::shape::{self, node_ctx, Facts};
+use crate::graph::{Graph, Node, Tensor as GTensor};
+use candle_core::{DType, Device, Tensor, Var, D};
+use indexmap::IndexMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+fn ce(node: &Node, e: candle_core::Error) -> Error {
+    Error::node(node, format!("candle: {e}"))
+}
+
+fn to_candle(a: &ndarray::ArrayD<f32>, dev: &Device, dtype: DType) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = a.iter().copied().collect();
+    Tensor::from_vec(v, a.shape(), dev)?.to_dtype(dtype)
+}
+
+pub fn to_ndarray(t: &Tensor) -> Result<ndarray::ArrayD<f32>> {
+    let shape = t.dims().to_vec();
+    let v = t
+        .flatten_all()
+        .and_then(|f| f.to_dtype(DType::F32))
+        .and_then(|f| f.to_vec1::<f32>())
+        .map_err(|e| Error::Invalid(format!("candle: {e}")))?;
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Which initializers are learned and which are BN statistics.
+fn roles(g: &Graph) -> (HashSet<String>, HashSet<String>) {
+    let (mut learned, mut stats) = (HashSet::new(), HashSet::new());
+    for n in &g.nodes {
+        let learned_at: &[usize] = match n.op_type.as_str() {
+            "Conv" | "Gemm" => &[1, 2],
+            "BatchNormalization" => &[1, 2],
+            "MatMul" => &[0, 1],
+            _ => &[],
+        };
+        for (i, name) in n.inputs.iter().enumerate() {
+            let is_float = matches!(g.initializers.get(name), Some(GTensor::F32(_)));
+            if !is_float {
+                continue;
+            }
+            if learned_at.contains(&i) || name.starts_with(GATE_PREFIX) {
+                learned.insert(name.clone());
+            } else if n.op_type == "BatchNormalization" && (i == 3 || i == 4) {
+                stats.insert(name.clone());
+            }
+        }
+    }
+    (learned, stats)
+}
+
+pub struct Model {
+    pub graph: Graph,
+    pub device: Device,
+    pub dtype: DType,
+    /// Learned tensors by initializer name.
+    pub vars: IndexMap<String, Var>,
+    /// BN running statistics.
+    pub stats: HashMap<String, Tensor>,
+    consts: HashMap<String, Tensor>,
+    facts: RefCell<HashMap<usize, Rc<Facts>>>,
+    input: String,
+    output: String,
+}
+
+/// Running-statistics updates from a train-mode pass.
+pub type StatUpdates = Vec<(String, Tensor)>;
+
+impl Model {
+    pub fn new(graph: &Graph, device: &Device) -> Result<Self> {
+        Self::with_dtype(graph, device, DType::F32)
+    }
+
+    /// A model computing in `dtype` (f64 for gradient checks).
+    pub fn with_dtype(graph: &Graph, device: &Device, dtype: DType) -> Result<Self> {
+        let (learned, stats) = roles(graph);
+        let mut vars = IndexMap::new();
+        let mut st = HashMap::new();
+        let mut consts = HashMap::new();
+        for (name, t) in &graph.initializers {
+            let Some(a) = t.as_f32() else { continue };
+            let x = to_candle(a, device, dtype).map_err(|e| Error::tensor(name, e.to_string()))?;
+            if learned.contains(name) {
+                vars.insert(name.clone(), Var::from_tensor(&x).map_err(|e| Error::tensor(name, e.to_string()))?);
+            } else if stats.contains(name) {
+                st.insert(name.clone(), x);
+            } else {
+                consts.insert(name.clone(), x);
+            }
+        }
+        let input = graph
+            .data_inputs()
+            .next()
+            .map(|v| v.name.clone())
+            .ok_or_else(|| Error::Invalid("the model has no input".into()))?;
+        let output = graph
+            .outputs
+            .first()
+            .map(|v| v.name.clone())
+            .ok_or_else(|| Error::Invalid("the model has no output".into()))?;
+        let m = Model {
+            graph: graph.clone(),
+            device: device.clone(),
+            dtype,
+            vars,
+            stats: st,
+            consts,
+            facts: RefCell::new(HashMap::new()),
+            input,
+            output,
+        };
+        m.facts(1)?; // every op must be lowerable: fail now, not mid-training
+        Ok(m)
+    }
+
+    fn facts(&self, batch: usize) -> Result<Rc<Facts>> {
+        if let Some(f) = self.facts.borrow().get(&batch) {
+            return Ok(f.clone());
+        }
+        let f = Rc::new(shape::infer_strict(&self.graph, batch)?);
+        if let Some(n) = f.unknown_ops.first() {
+            return Err(Error::Invalid(format!("node `{n}`: op unknown to sss-onnx cannot be trained")));
+        }
+        self.facts.borrow_mut().insert(batch, f.clone());
+        Ok(f)
+    }
+
+    /// Runs the model; in train mode BN uses batch statistics and the new
+    /// running statistics are returned (apply them with `apply_stats`).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, StatUpdates)> {
+        let batch = x.dims().first().copied().unwrap_or(1);
+        let facts = self.facts(batch)?;
+        let mut env: HashMap<&str, Tensor> = HashMap::new();
+        env.insert(self.input.as_str(), x.clone());
+        let mut updates = Vec::new();
+        for node in &self.graph.nodes {
+            // shape arithmetic: every output already known as a constant
+            if node.outputs.iter().all(|o| facts.get(o).is_some_and(|f| f.value.is_some())) {
+                continue;
+            }
+            let out = self.eval(node, &env, &facts, train, &mut updates)?;
+            env.insert(node.outputs[0].as_str(), out);
+        }
+        let y = env
+            .remove(self.output.as_str())
+            .ok_or_else(|| Error::Graph(format!("output `{}` was not computed", self.output)))?;
+        Ok((y, updates))
+    }
+
+    pub fn apply_stats(&mut self, updates: StatUpdates) {
+        for (k, v) in updates {
+            self.stats.insert(k, v);
+        }
+    }
+
+    fn value(&self, name: &str, env: &HashMap<&str, Tensor>, facts: &Facts, node: &Node) -> Result<Tensor> {
+        if let Some(t) = env.get(name) {
+            return Ok(t.clone());
+        }
+        if let Some(v) = self.vars.get(name) {
+            return Ok(v.as_tensor().clone());
+        }
+        if let Some(t) = self.stats.get(name).or_else(|| self.consts.get(name)) {
+            return Ok(t.clone());
+        }
+        let known = facts.get(name).and_then(|f| f.value.as_ref()).and_then(|v| v.to_f32());
+        match known {
+            Some(a) => to_candle(&a, &self.device, self.dtype).map_err(|e| ce(node, e)),
+            None => Err(Error::node(node, format!("input `{name}` has no value"))),
+        }
+    }
+
+    fn eval(
+        &self,
+        node: &Node,
+        env: &HashMap<&str, Tensor>,
+        facts: &Facts,
+        train: bool,
+        updates: &mut StatUpdates,
+    ) -> Result<Tensor> {
+        let input = |i: usize| -> Result<Tensor> {
+            let name = node.input(i).ok_or_else(|| Error::node(node, format!("input {i} missing")))?;
+            self.value(name, env, facts, node)
+        };
+        let out_shape = || -> Result<Vec<usize>> {
+            facts
+                .shape(&node.outputs[0])
+                .map(|s| s.to_vec())
+                .ok_or_else(|| Error::node(node, "output shape unknown"))
+        };
+        let e = |err| ce(node, err);
+        let y = match node.op_type.as_str() {
+            "Conv" => self.conv(node, &input(0)?, &input(1)?, node.input(2).map(|_| input(2)).transpose()?, facts)?,
+            "BatchNormalization" => self.batch_norm(node, &input(0)?, [input(1)?, input(2)?, input(3)?, input(4)?], train, updates)?,
+            "Relu" => input(0)?.relu().map_err(e)?,
+            "Clip" => {
+                let bound = |i: usize, d: f32| -> Result<f32> {
+                    match node.input(i) {
+                        Some(_) => Ok(input(i)?.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).map_err(e)?[0]),
+                        None => node.attr_float_or(if i == 1 { "min" } else { "max" }, d),
+                    }
+                };
+                input(0)?.clamp(bound(1, f32::MIN)?, bound(2, f32::MAX)?).map_err(e)?
+            }
+            "LeakyRelu" => {
+                let a = node.attr_float_or("alpha", 0.01)? as f64;
+                let x = input(0)?;
+                (x.relu().map_err(e)? - (x.neg().map_err(e)?.relu().map_err(e)? * a).map_err(e)?).map_err(e)?
+            }
+            "Identity" | "Dropout" => input(0)?,
+            "Add" | "Sum" => {
+                let mut acc = input(0)?;
+                for i in 1..node.inputs.len() {
+                    acc = acc.broadcast_add(&input(i)?).map_err(e)?;
+                }
+                acc
+            }
+            "Sub" => input(0)?.broadcast_sub(&input(1)?).map_err(e)?,
+            "Mul" => input(0)?.broadcast_mul(&input(1)?).map_err(e)?,
+            "Div" => input(0)?.broadcast_div(&input(1)?).map_err(e)?,
+            "MaxPool" => {
+                let x = input(0)?;
+                let cx = node_ctx(&self.graph, facts, node);
+                let xs = x.dims().to_vec();
+                let k: Vec<usize> = node.attr_ints("kernel_shape")?.unwrap_or(&[]).iter().map(|&v| v as usize).collect();
+                let (w, _) = Window::from_node(&cx, k, &xs[2..], node.attr_int_or("ceil_mode", 0)? != 0)?;
+                let os = out_shape()?;
+                let mut geo = geometry(&xs, &w)?;
+                geo.oh = os[2];
+                geo.ow = os[3];
+                if self.device.is_cpu() {
+                    x.contiguous().and_then(|x| x.apply_op1(MaxPool(geo))).map_err(e)?
+                } else if w.pads.iter().all(|&p| p == 0) {
+                    x.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw)).map_err(e)?
+                } else {
+                    let xp = x
+                        .pad_with_same(2, w.pads[0], w.pads[2])
+                        .and_then(|t| t.pad_with_same(3, w.pads[1], w.pads[3]))
+                        .map_err(e)?;
+                    xp.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw)).map_err(e)?
+                }
+            }
+            "AveragePool" => {
+                let x = input(0)?;
+                let k: Vec<usize> = node.attr_ints("kernel_shape")?.unwrap_or(&[]).iter().map(|&v| v as usize).collect();
+                let s: Vec<usize> = node.attr_ints("strides")?.map(|s| s.iter().map(|&v| v as usize).collect()).unwrap_or(k.clone());
+                let no_pad = node.attr_ints("pads")?.is_none_or(|p| p.iter().all(|&v| v == 0));
+                if k.len() != 2 || k != s || !no_pad {
+                    return Err(Error::node(node, "training supports AveragePool only with kernel = stride and no padding"));
+                }
+                x.avg_pool2d((k[0], k[1])).map_err(e)?
+            }
+            "GlobalAveragePool" => input(0)?.mean_keepdim(D::Minus1).and_then(|t| t.mean_keepdim(D::Minus2)).map_err(e)?,
+            "ReduceMean" => {
+                let x = input(0)?;
+                let cx = node_ctx(&self.graph, facts, node);
+                let axes = reduce::axes(&cx, x.rank())?;
+                let mut t = x;
+                for &a in axes.iter().rev() {
+                    t = t.mean_keepdim(a).map_err(e)?;
+                }
+                t.reshape(out_shape()?).map_err(e)?
+            }
+            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => input(0)?.reshape(out_shape()?).map_err(e)?,
+            "Transpose" => {
+                let perm: Vec<usize> = match node.attr_ints("perm")? {
+                    Some(p) => p.iter().map(|&v| v as usize).collect(),
+                    None => (0..input(0)?.rank()).rev().collect(),
+                };
+                input(0)?.permute(perm).map_err(e)?
+            }
+            "Concat" => {
+                let xs: Vec<Tensor> = (0..node.inputs.len()).map(&input).collect::<Result<_>>()?;
+                let r = xs[0].rank() as i64;
+                let a = node.attr_int_or("axis", 0)?;
+                Tensor::cat(&xs, if a < 0 { (a + r) as usize } else { a as usize }).map_err(e)?
+            }
+            "Gemm" => {
+                let (mut a, mut b) = (input(0)?, input(1)?);
+                if node.attr_int_or("transA", 0)? != 0 {
+                    a = a.t().map_err(e)?;
+                }
+                if node.attr_int_or("transB", 0)? != 0 {
+                    b = b.t().map_err(e)?;
+                }
+                let alpha = node.attr_float_or("alpha", 1.0)? as f64;
+                let beta = node.attr_float_or("beta", 1.0)? as f64;
+                let mut y = (a.matmul(&b).map_err(e)? * alpha).map_err(e)?;
+                if node.input(2).is_some() {
+                    y = y.broadcast_add(&(input(2)? * beta).map_err(e)?).map_err(e)?;
+                }
+                y
+            }
+            "MatMul" => input(0)?.broadcast_matmul(&input(1)?).map_err(e)?,
+            "Slice" => {
+                let x = input(0)?;
+                let cx = node_ctx(&self.graph, facts, node);
+                let plan = shape_ops::slice_plan(&cx, x.dims())?;
+                let mut t = x.clone();
+                for (axis, &(start, step, len)) in plan.iter().enumerate() {
+                    if step == 1 && start == 0 && len == x.dims()[axis] {
+                        continue;
+                    }
+                    if step == 1 {
+                        t = t.narrow(axis, start as usize, len).map_err(e)?;
+                    } else {
+                        let idx: Vec<u32> = (0..len).map(|i| (start + i as i64 * step) as u32).collect();
+                        let idx = Tensor::new(idx.as_slice(), &self.device).map_err(e)?;
+                        t = t.index_select(&idx, axis).map_err(e)?;
+                    }
+                }
+                t
+            }
+            "Pad" => {
+                let x = input(0)?;
+                let cx = node_ctx(&self.graph, facts, node);
+                let mode = node.attr_string("mode")?.unwrap_or_else(|| "constant".into());
+                let value = match node.input(2) {
+                    Some(_) => input(2)?.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).map_err(e)?.first().copied().unwrap_or(0.0),
+                    None => 0.0,
+                };
+                if mode != "constant" || value != 0.0 {
+                    return Err(Error::node(node, "training supports only zero constant padding"));
+                }
+                let r = x.rank();
+                let pads = shape_ops::pads(&cx, r)?;
+                let mut t = x;
+                for a in 0..r {
+                    let (b, en) = (pads[a], pads[a + r]);
+                    if b < 0 || en < 0 {
+                        return Err(Error::node(node, "negative pads are not supported in training"));
+                    }
+                    if b > 0 || en > 0 {
+                        t = t.pad_with_zeros(a, b as usize, en as usize).map_err(e)?;
+                    }
+                }
+                t
+            }
+            other => return Err(Error::node(node, format!("op {other} cannot be trained"))),
+        };
+        Ok(y)
+    }
+
+    fn conv(&self, node: &Node, x: &Tensor, w: &Tensor, b: Option<Tensor>, facts: &Facts) -> Result<Tensor> {
+        let e = |err| ce(node, err);
+        let xs = x.dims().to_vec();
+        let ws = w.dims().to_vec();
+        if xs.len() != 4 {
+            return Err(Error::node(node, "training supports 2-D convolutions"));
+        }
+        let groups = crate::graph::ops::conv::groups(node)?;
+        let cx = node_ctx(&self.graph, facts, node);
+        let (win, _) = Window::from_node(&cx, ws[2..].to_vec(), &xs[2..], false)?;
+        let geo = geometry(&xs, &win)?;
+        let (n, cout) = (xs[0], ws[0]);
+        let y = if self.device.is_cpu() {
+            let k = geo.c * geo.kh * geo.kw;
+            let l = geo.oh * geo.ow;
+            let cols = x.contiguous().and_then(|x| x.apply_op1(Im2Col(geo))).map_err(e)?;
+            if groups == 1 {
+                let w2 = w.reshape((cout, k)).map_err(e)?;
+                w2.broadcast_matmul(&cols).map_err(e)?
+            } else {
+                let cols = cols.reshape((n, groups, k / groups, l)).map_err(e)?;
+                let w2 = w.reshape((groups, cout / groups, k / groups)).map_err(e)?;
+                w2.broadcast_matmul(&cols).map_err(e)?.reshape((n, cout, l)).map_err(e)?
+            }
+            .reshape((n, cout, geo.oh, geo.ow))
+            .map_err(e)?
+        } else {
+            let sym = win.pads[0] == win.pads[2] && win.pads[1] == win.pads[3] && win.pads[0] == win.pads[1];
+            let xp = if sym {
+                x.clone()
+            } else {
+                x.pad_with_zeros(2, win.pads[0], win.pads[2])
+                    .and_then(|t| t.pad_with_zeros(3, win.pads[1], win.pads[3]))
+                    .map_err(e)?
+            };
+            let p = if sym { win.pads[0] } else { 0 };
+            if win.strides[0] != win.strides[1] || win.dilations[0] != win.dilations[1] {
+                return Err(Error::node(node, "non-square strides/dilations need the CPU path"));
+            }
+            xp.conv2d(w, p, win.strides[0], win.dilations[0], groups).map_err(e)?
+        };
+        match b {
+            Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1)).map_err(e)?).map_err(e),
+            None => Ok(y),
+        }
+    }
+
+    fn batch_norm(&self, node: &Node, x: &Tensor, p: [Tensor; 4], train: bool, updates: &mut StatUpdates) -> Result<Tensor> {
+        let e = |err| ce(node, err);
+        let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
+        let c = p[0].dims()[0];
+        let shape = (1, c, 1, 1);
+        let [scale, bias, mean, var] = p.map(|t| t.reshape(shape));
+        let (scale, bias, mean, var) = (scale.map_err(e)?, bias.map_err(e)?, mean.map_err(e)?, var.map_err(e)?);
+        let (m, v) = if train {
+            let m = x.mean_keepdim((0, 2, 3)).map_err(e)?;
+            let xc = x.broadcast_sub(&m).map_err(e)?;
+            let v = xc.sqr().and_then(|t| t.mean_keepdim((0, 2, 3))).map_err(e)?;
+            // running statistics: unbiased variance, the node's momentum
+            let count = (x.elem_count() / c) as f64;
+            let momentum = node.attr_float_or("momentum", 0.9)? as f64;
+            let unbiased = (v.detach() * (count / (count - 1.0).max(1.0))).map_err(e)?;
+            let new_mean = ((&mean * momentum).map_err(e)? + (m.detach() * (1.0 - momentum)).map_err(e)?).map_err(e)?;
+            let new_var = ((&var * momentum).map_err(e)? + (unbiased * (1.0 - momentum)).map_err(e)?).map_err(e)?;
+            if let (Some(mn), Some(vn)) = (node.input(3), node.input(4)) {
+                updates.push((mn.to_string(), new_mean.flatten_all().map_err(e)?));
+                updates.push((vn.to_string(), new_var.flatten_all().map_err(e)?));
+            }
+            (m, v)
+        } else {
+            (mean, var)
+        };
+        let inv = (v + eps).and_then(|t| t.sqrt()).and_then(|t| t.recip()).map_err(e)?;
+        let k = scale.broadcast_mul(&inv).map_err(e)?;
+        let shift = bias.broadcast_sub(&m.broadcast_mul(&k).map_err(e)?).map_err(e)?;
+        x.broadcast_mul(&k).and_then(|t| t.broadcast_add(&shift)).map_err(e)
+    }
+
+    /// Writes learned tensors and BN statistics back into the graph.
+    pub fn write_back(&self) -> Result<Graph> {
+        let mut g = self.graph.clone();
+        for (name, v) in &self.vars {
+            g.initializers.insert(name.clone(), GTensor::F32(to_ndarray(v.as_tensor())?));
+        }
+        for (name, t) in &self.stats {
+            g.initializers.insert(name.clone(), GTensor::F32(to_ndarray(t)?));
+        }
+        Ok(g)
+    }
+
+    pub fn input_name(&self) -> &str {
+        &self.input
+    }
+}
+
+fn geometry(xs: &[usize], w: &Window) -> Result<Geometry> {
+    if xs.len() != 4 || w.kernel.len() != 2 {
+        return Err(Error::Invalid("only 2-D windows are supported in training".into()));
+    }
+    Ok(Geometry::new(
+        xs[1],
+        xs[2],
+        xs[3],
+        [w.kernel[0], w.kernel[1]],
+        [w.strides[0], w.strides[1]],
+        [w.pads[0], w.pads[1], w.pads[2], w.pads[3]],
+        [w.dilations[0], w.dilations[1]],
+    ))
+}

@@ -1,0 +1,124 @@
+//! Gradients of the lowered model against central finite differences, in
+//! f64: conv (stride, padding, groups, depthwise), max-pool 3×3/2 pad 1 (where
+//! candle's own backward is wrong), BN in train mode, gates, and the option-A
+//! Slice + Pad shortcut.
+
+use candle_core::{DType, Device, Tensor, Var};
+use sss_onnx::graph::build::{Builder, ConvSpec};
+use sss_onnx::graph::{Attr, Graph};
+use sss_onnx::train::model::Model;
+
+fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    let a = sss_onnx::measure::inputs::normal(shape, seed);
+    Tensor::from_vec(a.iter().map(|&v| v as f64).collect::<Vec<f64>>(), shape, &Device::Cpu).unwrap()
+}
+
+/// Checks d(sum(model(x)·r))/d(x and every learned tensor) at `samples`
+/// coordinates each.
+fn check(g: &Graph, shape: &[usize], train: bool) {
+    let m = Model::with_dtype(g, &Device::Cpu, DType::F64).unwrap();
+    let x = Var::from_tensor(&seeded(shape, 1)).unwrap();
+    let (y, _) = m.forward(x.as_tensor(), train).unwrap();
+    let r = seeded(y.dims(), 2);
+    let loss = |m: &Model, x: &Tensor| -> f64 {
+        let (y, _) = m.forward(x, train).unwrap();
+        (y * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+    };
+    let l = (y * &r).unwrap().sum_all().unwrap();
+    let grads = l.backward().unwrap();
+    let mut targets: Vec<(String, Var)> = m.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    targets.push(("input".into(), x.clone()));
+    let eps = 1e-6;
+    let mut checked = 0;
+    for (name, var) in targets {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}")).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let dims = var.as_tensor().dims().to_vec();
+        let n = base.len();
+        for k in 0..n.min(12) {
+            let i = (k * 7919) % n;
+            let mut p = base.clone();
+            p[i] += eps;
+            var.set(&Tensor::from_vec(p.clone(), dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            let up = loss(&m, x.as_tensor());
+            p[i] -= 2.0 * eps;
+            var.set(&Tensor::from_vec(p, dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            let down = loss(&m, x.as_tensor());
+            var.set(&Tensor::from_vec(base.clone(), dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            let fd = (up - down) / (2.0 * eps);
+            let tol = 1e-5 * (1.0 + fd.abs());
+            assert!((fd - g[i]).abs() <= tol, "{name}[{i}]: autograd {} vs finite difference {fd}", g[i]);
+            checked += 1;
+        }
+    }
+    assert!(checked > 20);
+}
+
+#[test]
+fn conv_with_stride_padding_groups_and_depthwise() {
+    let mut b = Builder::new("input", &[2, 4, 9, 9], 1);
+    let y = b.conv_with("input", ConvSpec { cin: 4, cout: 6, k: 3, stride: 2, groups: 2, bias: true });
+    let y = b.conv_with(&y, ConvSpec { cin: 6, cout: 6, k: 3, stride: 1, groups: 6, bias: false });
+    let y = b.conv_with(&y, ConvSpec { cin: 6, cout: 3, k: 1, stride: 1, groups: 1, bias: true });
+    check(&b.finish(&y), &[2, 4, 9, 9], false);
+}
+
+#[test]
+fn max_pool_3x3_stride_2_pad_1() {
+    let mut b = Builder::new("input", &[2, 3, 8, 8], 2);
+    let y = b.conv("input", 3, 4, 3, 1);
+    let y = b.node(
+        "MaxPool",
+        &[&y],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ],
+    );
+    check(&b.finish(&y), &[2, 3, 8, 8], false);
+}
+
+#[test]
+fn batch_norm_in_train_mode_gates_and_relu() {
+    let mut b = Builder::new("input", &[4, 3, 6, 6], 3);
+    let y = b.conv("input", 3, 5, 3, 1);
+    let y = b.bn(&y, 5);
+    let gate = "sss_gate/channel/b0c0";
+    let t = sss_onnx::measure::inputs::normal(&[1, 5, 1, 1], 9);
+    b.graph.initializers.insert(gate.into(), sss_onnx::graph::Tensor::F32(t));
+    let y = b.node("Mul", &[&y, gate], vec![]);
+    let y = b.relu(&y);
+    let y = b.head(&y, 5, 3);
+    let g = b.finish(&y);
+    check(&g, &[4, 3, 6, 6], true);
+    check(&g, &[4, 3, 6, 6], false);
+}
+
+#[test]
+fn option_a_shortcut_slice_and_pad() {
+    // a whole CIFAR ResNet-8 (n = 1): stage changes use Slice + Pad shortcuts
+    let g = sss_onnx::graph::build::cifar_resnet(1, 4);
+    check(&g, &[2, 3, 32, 32], true);
+}
+
+#[test]
+fn running_statistics_follow_the_momentum() {
+    let mut b = Builder::new("input", &[8, 2, 4, 4], 5);
+    let y = b.bn("input", 2);
+    let g = b.finish(&y);
+    let mut m = Model::new(&g, &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(sss_onnx::measure::inputs::normal(&[8, 2, 4, 4], 6).iter().copied().collect::<Vec<f32>>(), (8, 2, 4, 4), &Device::Cpu).unwrap();
+    let bn = g.nodes[0].clone();
+    let old_mean: Vec<f32> = m.stats[&bn.inputs[3]].to_vec1().unwrap();
+    let (_, up) = m.forward(&x, true).unwrap();
+    m.apply_stats(up);
+    let new_mean: Vec<f32> = m.stats[&bn.inputs[3]].to_vec1().unwrap();
+    // by hand: 0.9 · old + 0.1 · batch mean of channel c
+    let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    for c in 0..2 {
+        let vals: Vec<f32> = (0..8).flat_map(|n| (0..16).map(move |i| (n, i))).map(|(n, i)| xs[n * 32 + c * 16 + i]).collect();
+        let mean = vals.iter().sum::<f32>() / vals.len() as f32;
+        assert!((new_mean[c] - (0.9 * old_mean[c] + 0.1 * mean)).abs() < 1e-5);
+    }
+}
