@@ -8,7 +8,12 @@ use sss_onnx::train::model::{to_ndarray, Model};
 
 fn candle_out(g: &sss_onnx::graph::Graph, x: &ndarray::ArrayD<f32>) -> ndarray::ArrayD<f32> {
     let m = Model::new(g, &Device::Cpu).unwrap();
-    let t = Tensor::from_vec(x.iter().copied().collect::<Vec<_>>(), x.shape(), &Device::Cpu).unwrap();
+    let t = Tensor::from_vec(
+        x.iter().copied().collect::<Vec<_>>(),
+        x.shape(),
+        &Device::Cpu,
+    )
+    .unwrap();
     to_ndarray(&m.forward(&t, false).unwrap().0).unwrap()
 }
 
@@ -18,7 +23,12 @@ fn eval_mode_matches_pytorch_and_the_runtimes_on_every_fixture() {
         let (x, y) = reference(&arch(&p));
         let g = load(&p);
         let c = candle_out(&g, &x);
-        assert!(max_abs(&c, &y) <= 1e-4, "{}: candle vs PyTorch {}", p.display(), max_abs(&c, &y));
+        assert!(
+            max_abs(&c, &y) <= 1e-4,
+            "{}: candle vs PyTorch {}",
+            p.display(),
+            max_abs(&c, &y)
+        );
         let t = run_model(&p, &tract(), "input", &x);
         assert!(max_abs(&c, &t) <= 1e-4, "{}: candle vs tract", p.display());
     }

@@ -10,7 +10,12 @@ use sss_onnx::train::model::Model;
 
 fn seeded(shape: &[usize], seed: u64) -> Tensor {
     let a = sss_onnx::measure::inputs::normal(shape, seed);
-    Tensor::from_vec(a.iter().map(|&v| v as f64).collect::<Vec<f64>>(), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        a.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
+        shape,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Checks d(sum(model(x)·r))/d(x and every learned tensor) at `samples`
@@ -22,16 +27,28 @@ fn check(g: &Graph, shape: &[usize], train: bool) {
     let r = seeded(y.dims(), 2);
     let loss = |m: &Model, x: &Tensor| -> f64 {
         let (y, _) = m.forward(x, train).unwrap();
-        (y * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        (y * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
     let l = (y * &r).unwrap().sum_all().unwrap();
     let grads = l.backward().unwrap();
-    let mut targets: Vec<(String, Var)> = m.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut targets: Vec<(String, Var)> =
+        m.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     targets.push(("input".into(), x.clone()));
     let eps = 1e-6;
     let mut checked = 0;
     for (name, var) in targets {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}")).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let dims = var.as_tensor().dims().to_vec();
         let n = base.len();
@@ -39,15 +56,22 @@ fn check(g: &Graph, shape: &[usize], train: bool) {
             let i = (k * 7919) % n;
             let mut p = base.clone();
             p[i] += eps;
-            var.set(&Tensor::from_vec(p.clone(), dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(p.clone(), dims.as_slice(), &Device::Cpu).unwrap())
+                .unwrap();
             let up = loss(&m, x.as_tensor());
             p[i] -= 2.0 * eps;
-            var.set(&Tensor::from_vec(p, dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(p, dims.as_slice(), &Device::Cpu).unwrap())
+                .unwrap();
             let down = loss(&m, x.as_tensor());
-            var.set(&Tensor::from_vec(base.clone(), dims.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(base.clone(), dims.as_slice(), &Device::Cpu).unwrap())
+                .unwrap();
             let fd = (up - down) / (2.0 * eps);
             let tol = 1e-5 * (1.0 + fd.abs());
-            assert!((fd - g[i]).abs() <= tol, "{name}[{i}]: autograd {} vs finite difference {fd}", g[i]);
+            assert!(
+                (fd - g[i]).abs() <= tol,
+                "{name}[{i}]: autograd {} vs finite difference {fd}",
+                g[i]
+            );
             checked += 1;
         }
     }
@@ -57,9 +81,39 @@ fn check(g: &Graph, shape: &[usize], train: bool) {
 #[test]
 fn conv_with_stride_padding_groups_and_depthwise() {
     let mut b = Builder::new("input", &[2, 4, 9, 9], 1);
-    let y = b.conv_with("input", ConvSpec { cin: 4, cout: 6, k: 3, stride: 2, groups: 2, bias: true });
-    let y = b.conv_with(&y, ConvSpec { cin: 6, cout: 6, k: 3, stride: 1, groups: 6, bias: false });
-    let y = b.conv_with(&y, ConvSpec { cin: 6, cout: 3, k: 1, stride: 1, groups: 1, bias: true });
+    let y = b.conv_with(
+        "input",
+        ConvSpec {
+            cin: 4,
+            cout: 6,
+            k: 3,
+            stride: 2,
+            groups: 2,
+            bias: true,
+        },
+    );
+    let y = b.conv_with(
+        &y,
+        ConvSpec {
+            cin: 6,
+            cout: 6,
+            k: 3,
+            stride: 1,
+            groups: 6,
+            bias: false,
+        },
+    );
+    let y = b.conv_with(
+        &y,
+        ConvSpec {
+            cin: 6,
+            cout: 3,
+            k: 1,
+            stride: 1,
+            groups: 1,
+            bias: true,
+        },
+    );
     check(&b.finish(&y), &[2, 4, 9, 9], false);
 }
 
@@ -86,7 +140,9 @@ fn batch_norm_in_train_mode_gates_and_relu() {
     let y = b.bn(&y, 5);
     let gate = "sss_gate/channel/b0c0";
     let t = sss_onnx::measure::inputs::normal(&[1, 5, 1, 1], 9);
-    b.graph.initializers.insert(gate.into(), sss_onnx::graph::Tensor::F32(t));
+    b.graph
+        .initializers
+        .insert(gate.into(), sss_onnx::graph::Tensor::F32(t));
     let y = b.node("Mul", &[&y, gate], vec![]);
     let y = b.relu(&y);
     let y = b.head(&y, 5, 3);
@@ -108,7 +164,15 @@ fn running_statistics_follow_the_momentum() {
     let y = b.bn("input", 2);
     let g = b.finish(&y);
     let mut m = Model::new(&g, &Device::Cpu).unwrap();
-    let x = Tensor::from_vec(sss_onnx::measure::inputs::normal(&[8, 2, 4, 4], 6).iter().copied().collect::<Vec<f32>>(), (8, 2, 4, 4), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(
+        sss_onnx::measure::inputs::normal(&[8, 2, 4, 4], 6)
+            .iter()
+            .copied()
+            .collect::<Vec<f32>>(),
+        (8, 2, 4, 4),
+        &Device::Cpu,
+    )
+    .unwrap();
     let bn = g.nodes[0].clone();
     let old_mean: Vec<f32> = m.stats[&bn.inputs[3]].to_vec1().unwrap();
     let (_, up) = m.forward(&x, true).unwrap();
@@ -117,7 +181,10 @@ fn running_statistics_follow_the_momentum() {
     // by hand: 0.9 · old + 0.1 · batch mean of channel c
     let xs: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
     for c in 0..2 {
-        let vals: Vec<f32> = (0..8).flat_map(|n| (0..16).map(move |i| (n, i))).map(|(n, i)| xs[n * 32 + c * 16 + i]).collect();
+        let vals: Vec<f32> = (0..8)
+            .flat_map(|n| (0..16).map(move |i| (n, i)))
+            .map(|(n, i)| xs[n * 32 + c * 16 + i])
+            .collect();
         let mean = vals.iter().sum::<f32>() / vals.len() as f32;
         assert!((new_mean[c] - (0.9 * old_mean[c] + 0.1 * mean)).abs() < 1e-5);
     }

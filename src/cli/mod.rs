@@ -6,6 +6,7 @@ mod eval;
 mod gate;
 mod inspect;
 mod prune;
+mod train;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Gate(gate::Args),
     /// Delete zero-gated structures and fold the other gates away.
     Prune(prune::Args),
+    /// Train weights and gates (NAG + APG) on a labelled data set.
+    Train(train::Args),
     /// Compare two models' outputs on the same inputs; exit 1 beyond tolerance.
     Validate(validate::Args),
     /// Top-1 / top-5 accuracy on a labelled data set.
@@ -71,6 +74,7 @@ pub fn main() -> i32 {
         Command::Inspect(a) => inspect::run(a),
         Command::Gate(a) => gate::run(a),
         Command::Prune(a) => prune::run(a),
+        Command::Train(a) => train::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),

@@ -2,5 +2,10 @@
 //! fast CPU kernels, optimizers (NAG for weights, APG/ISTA/L1-SGD for the
 //! gates), schedules, data feeding, the loop, checkpoints.
 
+pub mod checkpoint;
+pub mod feed;
 pub mod kernels;
 pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;

@@ -4,7 +4,9 @@
 //! update with the node's momentum. Shape arithmetic is not executed: its
 //! values come from shape inference at the batch size in use.
 
-use super::kernels::{im2col::Im2Col, maxpool::MaxPool, Geometry};
+use super::kernels::batchnorm::{BatchNormTrain, ChannelStats};
+use super::kernels::channel::{ChannelBias, ChannelScale, Relu};
+use super::kernels::{conv::Conv2d, maxpool::MaxPool, Geometry};
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
 use crate::graph::ops::conv::Window;
@@ -33,7 +35,8 @@ pub fn to_ndarray(t: &Tensor) -> Result<ndarray::ArrayD<f32>> {
         .and_then(|f| f.to_dtype(DType::F32))
         .and_then(|f| f.to_vec1::<f32>())
         .map_err(|e| Error::Invalid(format!("candle: {e}")))?;
-    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).map_err(|e| Error::Invalid(e.to_string()))
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v)
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Which initializers are learned and which are BN statistics.
@@ -93,7 +96,10 @@ impl Model {
             let Some(a) = t.as_f32() else { continue };
             let x = to_candle(a, device, dtype).map_err(|e| Error::tensor(name, e.to_string()))?;
             if learned.contains(name) {
-                vars.insert(name.clone(), Var::from_tensor(&x).map_err(|e| Error::tensor(name, e.to_string()))?);
+                vars.insert(
+                    name.clone(),
+                    Var::from_tensor(&x).map_err(|e| Error::tensor(name, e.to_string()))?,
+                );
             } else if stats.contains(name) {
                 st.insert(name.clone(), x);
             } else {
@@ -131,7 +137,9 @@ impl Model {
         }
         let f = Rc::new(shape::infer_strict(&self.graph, batch)?);
         if let Some(n) = f.unknown_ops.first() {
-            return Err(Error::Invalid(format!("node `{n}`: op unknown to sss-onnx cannot be trained")));
+            return Err(Error::Invalid(format!(
+                "node `{n}`: op unknown to sss-onnx cannot be trained"
+            )));
         }
         self.facts.borrow_mut().insert(batch, f.clone());
         Ok(f)
@@ -145,13 +153,26 @@ impl Model {
         let mut env: HashMap<&str, Tensor> = HashMap::new();
         env.insert(self.input.as_str(), x.clone());
         let mut updates = Vec::new();
+        let profile = std::env::var_os("SSS_PROFILE").is_some();
+        let mut times: std::collections::BTreeMap<String, f64> = Default::default();
         for node in &self.graph.nodes {
             // shape arithmetic: every output already known as a constant
-            if node.outputs.iter().all(|o| facts.get(o).is_some_and(|f| f.value.is_some())) {
+            if node
+                .outputs
+                .iter()
+                .all(|o| facts.get(o).is_some_and(|f| f.value.is_some()))
+            {
                 continue;
             }
+            let t0 = std::time::Instant::now();
             let out = self.eval(node, &env, &facts, train, &mut updates)?;
+            if profile {
+                *times.entry(node.op_type.clone()).or_default() += t0.elapsed().as_secs_f64() * 1e3;
+            }
             env.insert(node.outputs[0].as_str(), out);
+        }
+        if profile {
+            eprintln!("forward ms by op: {times:?}");
         }
         let y = env
             .remove(self.output.as_str())
@@ -165,7 +186,13 @@ impl Model {
         }
     }
 
-    fn value(&self, name: &str, env: &HashMap<&str, Tensor>, facts: &Facts, node: &Node) -> Result<Tensor> {
+    fn value(
+        &self,
+        name: &str,
+        env: &HashMap<&str, Tensor>,
+        facts: &Facts,
+        node: &Node,
+    ) -> Result<Tensor> {
         if let Some(t) = env.get(name) {
             return Ok(t.clone());
         }
@@ -175,7 +202,10 @@ impl Model {
         if let Some(t) = self.stats.get(name).or_else(|| self.consts.get(name)) {
             return Ok(t.clone());
         }
-        let known = facts.get(name).and_then(|f| f.value.as_ref()).and_then(|v| v.to_f32());
+        let known = facts
+            .get(name)
+            .and_then(|f| f.value.as_ref())
+            .and_then(|v| v.to_f32());
         match known {
             Some(a) => to_candle(&a, &self.device, self.dtype).map_err(|e| ce(node, e)),
             None => Err(Error::node(node, format!("input `{name}` has no value"))),
@@ -191,7 +221,9 @@ impl Model {
         updates: &mut StatUpdates,
     ) -> Result<Tensor> {
         let input = |i: usize| -> Result<Tensor> {
-            let name = node.input(i).ok_or_else(|| Error::node(node, format!("input {i} missing")))?;
+            let name = node
+                .input(i)
+                .ok_or_else(|| Error::node(node, format!("input {i} missing")))?;
             self.value(name, env, facts, node)
         };
         let out_shape = || -> Result<Vec<usize>> {
@@ -202,22 +234,45 @@ impl Model {
         };
         let e = |err| ce(node, err);
         let y = match node.op_type.as_str() {
-            "Conv" => self.conv(node, &input(0)?, &input(1)?, node.input(2).map(|_| input(2)).transpose()?, facts)?,
-            "BatchNormalization" => self.batch_norm(node, &input(0)?, [input(1)?, input(2)?, input(3)?, input(4)?], train, updates)?,
+            "Conv" => self.conv(
+                node,
+                &input(0)?,
+                &input(1)?,
+                node.input(2).map(|_| input(2)).transpose()?,
+                facts,
+            )?,
+            "BatchNormalization" => self.batch_norm(
+                node,
+                &input(0)?,
+                [input(1)?, input(2)?, input(3)?, input(4)?],
+                train,
+                updates,
+            )?,
+            "Relu" if self.device.is_cpu() => input(0)?
+                .contiguous()
+                .and_then(|x| x.apply_op1(Relu))
+                .map_err(e)?,
             "Relu" => input(0)?.relu().map_err(e)?,
             "Clip" => {
                 let bound = |i: usize, d: f32| -> Result<f32> {
                     match node.input(i) {
-                        Some(_) => Ok(input(i)?.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).map_err(e)?[0]),
+                        Some(_) => Ok(input(i)?
+                            .flatten_all()
+                            .and_then(|t| t.to_dtype(DType::F32))
+                            .and_then(|t| t.to_vec1::<f32>())
+                            .map_err(e)?[0]),
                         None => node.attr_float_or(if i == 1 { "min" } else { "max" }, d),
                     }
                 };
-                input(0)?.clamp(bound(1, f32::MIN)?, bound(2, f32::MAX)?).map_err(e)?
+                input(0)?
+                    .clamp(bound(1, f32::MIN)?, bound(2, f32::MAX)?)
+                    .map_err(e)?
             }
             "LeakyRelu" => {
                 let a = node.attr_float_or("alpha", 0.01)? as f64;
                 let x = input(0)?;
-                (x.relu().map_err(e)? - (x.neg().map_err(e)?.relu().map_err(e)? * a).map_err(e)?).map_err(e)?
+                (x.relu().map_err(e)? - (x.neg().map_err(e)?.relu().map_err(e)? * a).map_err(e)?)
+                    .map_err(e)?
             }
             "Identity" | "Dropout" => input(0)?,
             "Add" | "Sum" => {
@@ -228,41 +283,78 @@ impl Model {
                 acc
             }
             "Sub" => input(0)?.broadcast_sub(&input(1)?).map_err(e)?,
-            "Mul" => input(0)?.broadcast_mul(&input(1)?).map_err(e)?,
+            "Mul" => {
+                let (a, b) = (input(0)?, input(1)?);
+                match channel_operand(&a, &b) {
+                    Some((x, s)) if self.device.is_cpu() => {
+                        let s = s.flatten_all().map_err(e)?;
+                        x.contiguous()
+                            .and_then(|x| x.apply_op2(&s, ChannelScale))
+                            .map_err(e)?
+                    }
+                    _ => a.broadcast_mul(&b).map_err(e)?,
+                }
+            }
             "Div" => input(0)?.broadcast_div(&input(1)?).map_err(e)?,
             "MaxPool" => {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
                 let xs = x.dims().to_vec();
-                let k: Vec<usize> = node.attr_ints("kernel_shape")?.unwrap_or(&[]).iter().map(|&v| v as usize).collect();
-                let (w, _) = Window::from_node(&cx, k, &xs[2..], node.attr_int_or("ceil_mode", 0)? != 0)?;
+                let k: Vec<usize> = node
+                    .attr_ints("kernel_shape")?
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|&v| v as usize)
+                    .collect();
+                let (w, _) =
+                    Window::from_node(&cx, k, &xs[2..], node.attr_int_or("ceil_mode", 0)? != 0)?;
                 let os = out_shape()?;
                 let mut geo = geometry(&xs, &w)?;
                 geo.oh = os[2];
                 geo.ow = os[3];
                 if self.device.is_cpu() {
-                    x.contiguous().and_then(|x| x.apply_op1(MaxPool(geo))).map_err(e)?
+                    x.contiguous()
+                        .and_then(|x| x.apply_op1(MaxPool(geo)))
+                        .map_err(e)?
                 } else if w.pads.iter().all(|&p| p == 0) {
-                    x.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw)).map_err(e)?
+                    x.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw))
+                        .map_err(e)?
                 } else {
                     let xp = x
                         .pad_with_same(2, w.pads[0], w.pads[2])
                         .and_then(|t| t.pad_with_same(3, w.pads[1], w.pads[3]))
                         .map_err(e)?;
-                    xp.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw)).map_err(e)?
+                    xp.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw))
+                        .map_err(e)?
                 }
             }
             "AveragePool" => {
                 let x = input(0)?;
-                let k: Vec<usize> = node.attr_ints("kernel_shape")?.unwrap_or(&[]).iter().map(|&v| v as usize).collect();
-                let s: Vec<usize> = node.attr_ints("strides")?.map(|s| s.iter().map(|&v| v as usize).collect()).unwrap_or(k.clone());
-                let no_pad = node.attr_ints("pads")?.is_none_or(|p| p.iter().all(|&v| v == 0));
+                let k: Vec<usize> = node
+                    .attr_ints("kernel_shape")?
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|&v| v as usize)
+                    .collect();
+                let s: Vec<usize> = node
+                    .attr_ints("strides")?
+                    .map(|s| s.iter().map(|&v| v as usize).collect())
+                    .unwrap_or(k.clone());
+                let no_pad = node
+                    .attr_ints("pads")?
+                    .is_none_or(|p| p.iter().all(|&v| v == 0));
                 if k.len() != 2 || k != s || !no_pad {
-                    return Err(Error::node(node, "training supports AveragePool only with kernel = stride and no padding"));
+                    return Err(Error::node(
+                        node,
+                        "training supports AveragePool only with kernel = stride and no padding",
+                    ));
                 }
                 x.avg_pool2d((k[0], k[1])).map_err(e)?
             }
-            "GlobalAveragePool" => input(0)?.mean_keepdim(D::Minus1).and_then(|t| t.mean_keepdim(D::Minus2)).map_err(e)?,
+            "GlobalAveragePool" => input(0)?
+                .mean_keepdim(D::Minus1)
+                .and_then(|t| t.mean_keepdim(D::Minus2))
+                .map_err(e)?,
             "ReduceMean" => {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
@@ -273,7 +365,9 @@ impl Model {
                 }
                 t.reshape(out_shape()?).map_err(e)?
             }
-            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => input(0)?.reshape(out_shape()?).map_err(e)?,
+            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
+                input(0)?.reshape(out_shape()?).map_err(e)?
+            }
             "Transpose" => {
                 let perm: Vec<usize> = match node.attr_ints("perm")? {
                     Some(p) => p.iter().map(|&v| v as usize).collect(),
@@ -299,7 +393,9 @@ impl Model {
                 let beta = node.attr_float_or("beta", 1.0)? as f64;
                 let mut y = (a.matmul(&b).map_err(e)? * alpha).map_err(e)?;
                 if node.input(2).is_some() {
-                    y = y.broadcast_add(&(input(2)? * beta).map_err(e)?).map_err(e)?;
+                    y = y
+                        .broadcast_add(&(input(2)? * beta).map_err(e)?)
+                        .map_err(e)?;
                 }
                 y
             }
@@ -316,7 +412,8 @@ impl Model {
                     if step == 1 {
                         t = t.narrow(axis, start as usize, len).map_err(e)?;
                     } else {
-                        let idx: Vec<u32> = (0..len).map(|i| (start + i as i64 * step) as u32).collect();
+                        let idx: Vec<u32> =
+                            (0..len).map(|i| (start + i as i64 * step) as u32).collect();
                         let idx = Tensor::new(idx.as_slice(), &self.device).map_err(e)?;
                         t = t.index_select(&idx, axis).map_err(e)?;
                     }
@@ -326,13 +423,25 @@ impl Model {
             "Pad" => {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
-                let mode = node.attr_string("mode")?.unwrap_or_else(|| "constant".into());
+                let mode = node
+                    .attr_string("mode")?
+                    .unwrap_or_else(|| "constant".into());
                 let value = match node.input(2) {
-                    Some(_) => input(2)?.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.to_vec1::<f32>()).map_err(e)?.first().copied().unwrap_or(0.0),
+                    Some(_) => input(2)?
+                        .flatten_all()
+                        .and_then(|t| t.to_dtype(DType::F32))
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .map_err(e)?
+                        .first()
+                        .copied()
+                        .unwrap_or(0.0),
                     None => 0.0,
                 };
                 if mode != "constant" || value != 0.0 {
-                    return Err(Error::node(node, "training supports only zero constant padding"));
+                    return Err(Error::node(
+                        node,
+                        "training supports only zero constant padding",
+                    ));
                 }
                 let r = x.rank();
                 let pads = shape_ops::pads(&cx, r)?;
@@ -340,7 +449,10 @@ impl Model {
                 for a in 0..r {
                     let (b, en) = (pads[a], pads[a + r]);
                     if b < 0 || en < 0 {
-                        return Err(Error::node(node, "negative pads are not supported in training"));
+                        return Err(Error::node(
+                            node,
+                            "negative pads are not supported in training",
+                        ));
                     }
                     if b > 0 || en > 0 {
                         t = t.pad_with_zeros(a, b as usize, en as usize).map_err(e)?;
@@ -353,7 +465,14 @@ impl Model {
         Ok(y)
     }
 
-    fn conv(&self, node: &Node, x: &Tensor, w: &Tensor, b: Option<Tensor>, facts: &Facts) -> Result<Tensor> {
+    fn conv(
+        &self,
+        node: &Node,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<Tensor>,
+        facts: &Facts,
+    ) -> Result<Tensor> {
         let e = |err| ce(node, err);
         let xs = x.dims().to_vec();
         let ws = w.dims().to_vec();
@@ -366,21 +485,19 @@ impl Model {
         let geo = geometry(&xs, &win)?;
         let (n, cout) = (xs[0], ws[0]);
         let y = if self.device.is_cpu() {
-            let k = geo.c * geo.kh * geo.kw;
-            let l = geo.oh * geo.ow;
-            let cols = x.contiguous().and_then(|x| x.apply_op1(Im2Col(geo))).map_err(e)?;
-            if groups == 1 {
-                let w2 = w.reshape((cout, k)).map_err(e)?;
-                w2.broadcast_matmul(&cols).map_err(e)?
-            } else {
-                let cols = cols.reshape((n, groups, k / groups, l)).map_err(e)?;
-                let w2 = w.reshape((groups, cout / groups, k / groups)).map_err(e)?;
-                w2.broadcast_matmul(&cols).map_err(e)?.reshape((n, cout, l)).map_err(e)?
-            }
-            .reshape((n, cout, geo.oh, geo.ow))
-            .map_err(e)?
+            let op = Conv2d {
+                g: geo,
+                groups,
+                cout,
+            };
+            let _ = n;
+            x.contiguous()
+                .and_then(|x| x.apply_op2(&w.contiguous()?, op))
+                .map_err(e)?
         } else {
-            let sym = win.pads[0] == win.pads[2] && win.pads[1] == win.pads[3] && win.pads[0] == win.pads[1];
+            let sym = win.pads[0] == win.pads[2]
+                && win.pads[1] == win.pads[3]
+                && win.pads[0] == win.pads[1];
             let xp = if sym {
                 x.clone()
             } else {
@@ -390,55 +507,140 @@ impl Model {
             };
             let p = if sym { win.pads[0] } else { 0 };
             if win.strides[0] != win.strides[1] || win.dilations[0] != win.dilations[1] {
-                return Err(Error::node(node, "non-square strides/dilations need the CPU path"));
+                return Err(Error::node(
+                    node,
+                    "non-square strides/dilations need the CPU path",
+                ));
             }
-            xp.conv2d(w, p, win.strides[0], win.dilations[0], groups).map_err(e)?
+            xp.conv2d(w, p, win.strides[0], win.dilations[0], groups)
+                .map_err(e)?
         };
         match b {
-            Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1)).map_err(e)?).map_err(e),
+            Some(b) if self.device.is_cpu() => y
+                .apply_op2(&b.flatten_all().map_err(e)?, ChannelBias)
+                .map_err(e),
+            Some(b) => y
+                .broadcast_add(&b.reshape((1, cout, 1, 1)).map_err(e)?)
+                .map_err(e),
             None => Ok(y),
         }
     }
 
-    fn batch_norm(&self, node: &Node, x: &Tensor, p: [Tensor; 4], train: bool, updates: &mut StatUpdates) -> Result<Tensor> {
+    fn batch_norm(
+        &self,
+        node: &Node,
+        x: &Tensor,
+        p: [Tensor; 4],
+        train: bool,
+        updates: &mut StatUpdates,
+    ) -> Result<Tensor> {
         let e = |err| ce(node, err);
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
         let c = p[0].dims()[0];
         let shape = (1, c, 1, 1);
+        let (p0, p1) = (p[0].clone(), p[1].clone());
         let [scale, bias, mean, var] = p.map(|t| t.reshape(shape));
-        let (scale, bias, mean, var) = (scale.map_err(e)?, bias.map_err(e)?, mean.map_err(e)?, var.map_err(e)?);
+        let (scale, bias, mean, var) = (
+            scale.map_err(e)?,
+            bias.map_err(e)?,
+            mean.map_err(e)?,
+            var.map_err(e)?,
+        );
+        if train && self.device.is_cpu() {
+            // fused kernels: statistics for the running averages, then the
+            // normalisation with its closed-form backward
+            let st = x
+                .contiguous()
+                .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))
+                .map_err(e)?;
+            let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
+            self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
+            let y = x
+                .contiguous()
+                .and_then(|x| {
+                    x.apply_op3(
+                        &p0.flatten_all()?,
+                        &p1.flatten_all()?,
+                        BatchNormTrain { eps },
+                    )
+                })
+                .map_err(e)?;
+            return Ok(y);
+        }
         let (m, v) = if train {
             let m = x.mean_keepdim((0, 2, 3)).map_err(e)?;
             let xc = x.broadcast_sub(&m).map_err(e)?;
-            let v = xc.sqr().and_then(|t| t.mean_keepdim((0, 2, 3))).map_err(e)?;
-            // running statistics: unbiased variance, the node's momentum
-            let count = (x.elem_count() / c) as f64;
-            let momentum = node.attr_float_or("momentum", 0.9)? as f64;
-            let unbiased = (v.detach() * (count / (count - 1.0).max(1.0))).map_err(e)?;
-            let new_mean = ((&mean * momentum).map_err(e)? + (m.detach() * (1.0 - momentum)).map_err(e)?).map_err(e)?;
-            let new_var = ((&var * momentum).map_err(e)? + (unbiased * (1.0 - momentum)).map_err(e)?).map_err(e)?;
-            if let (Some(mn), Some(vn)) = (node.input(3), node.input(4)) {
-                updates.push((mn.to_string(), new_mean.flatten_all().map_err(e)?));
-                updates.push((vn.to_string(), new_var.flatten_all().map_err(e)?));
-            }
+            let v = xc
+                .sqr()
+                .and_then(|t| t.mean_keepdim((0, 2, 3)))
+                .map_err(e)?;
+            self.running_update(
+                node,
+                &m.flatten_all().map_err(e)?,
+                &v.flatten_all().map_err(e)?,
+                x.elem_count() / c,
+                &mean,
+                &var,
+                updates,
+            )?;
             (m, v)
         } else {
             (mean, var)
         };
-        let inv = (v + eps).and_then(|t| t.sqrt()).and_then(|t| t.recip()).map_err(e)?;
+        let inv = (v + eps)
+            .and_then(|t| t.sqrt())
+            .and_then(|t| t.recip())
+            .map_err(e)?;
         let k = scale.broadcast_mul(&inv).map_err(e)?;
-        let shift = bias.broadcast_sub(&m.broadcast_mul(&k).map_err(e)?).map_err(e)?;
-        x.broadcast_mul(&k).and_then(|t| t.broadcast_add(&shift)).map_err(e)
+        let shift = bias
+            .broadcast_sub(&m.broadcast_mul(&k).map_err(e)?)
+            .map_err(e)?;
+        x.broadcast_mul(&k)
+            .and_then(|t| t.broadcast_add(&shift))
+            .map_err(e)
+    }
+
+    /// New running statistics: the node's momentum, unbiased variance.
+    #[allow(clippy::too_many_arguments)]
+    fn running_update(
+        &self,
+        node: &Node,
+        bm: &Tensor,
+        bv: &Tensor,
+        count: usize,
+        mean: &Tensor,
+        var: &Tensor,
+        updates: &mut StatUpdates,
+    ) -> Result<()> {
+        let e = |err| ce(node, err);
+        let momentum = node.attr_float_or("momentum", 0.9)? as f64;
+        let count = count as f64;
+        let unbiased = (bv.detach() * (count / (count - 1.0).max(1.0))).map_err(e)?;
+        let old_m = mean.flatten_all().map_err(e)?;
+        let old_v = var.flatten_all().map_err(e)?;
+        let new_mean = ((old_m * momentum).map_err(e)?
+            + (bm.detach() * (1.0 - momentum)).map_err(e)?)
+        .map_err(e)?;
+        let new_var = ((old_v * momentum).map_err(e)?
+            + (unbiased * (1.0 - momentum)).map_err(e)?)
+        .map_err(e)?;
+        if let (Some(mn), Some(vn)) = (node.input(3), node.input(4)) {
+            updates.push((mn.to_string(), new_mean));
+            updates.push((vn.to_string(), new_var));
+        }
+        Ok(())
     }
 
     /// Writes learned tensors and BN statistics back into the graph.
     pub fn write_back(&self) -> Result<Graph> {
         let mut g = self.graph.clone();
         for (name, v) in &self.vars {
-            g.initializers.insert(name.clone(), GTensor::F32(to_ndarray(v.as_tensor())?));
+            g.initializers
+                .insert(name.clone(), GTensor::F32(to_ndarray(v.as_tensor())?));
         }
         for (name, t) in &self.stats {
-            g.initializers.insert(name.clone(), GTensor::F32(to_ndarray(t)?));
+            g.initializers
+                .insert(name.clone(), GTensor::F32(to_ndarray(t)?));
         }
         Ok(g)
     }
@@ -448,9 +650,39 @@ impl Model {
     }
 }
 
+/// For `a · b`: the [N, C, ...] operand and the per-channel ([1, C, 1, 1],
+/// [C, 1, 1]) or scalar one, when the product has that form.
+fn channel_operand(a: &Tensor, b: &Tensor) -> Option<(Tensor, Tensor)> {
+    let fits = |x: &Tensor, s: &Tensor| {
+        let (xd, sd) = (x.dims(), s.dims());
+        if xd.len() < 2 || s.elem_count() == 0 {
+            return false;
+        }
+        let c = xd[1];
+        let n = s.elem_count();
+        (n == 1 && sd.len() <= xd.len())
+            || (n == c && sd.len() <= xd.len() && {
+                // the C entries must sit on axis 1 once right-aligned
+                let off = xd.len() - sd.len();
+                sd.iter()
+                    .enumerate()
+                    .all(|(i, &d)| if i + off == 1 { d == c } else { d == 1 })
+            })
+    };
+    if fits(a, b) && a.elem_count() >= b.elem_count() {
+        Some((a.clone(), b.clone()))
+    } else if fits(b, a) && b.elem_count() > a.elem_count() {
+        Some((b.clone(), a.clone()))
+    } else {
+        None
+    }
+}
+
 fn geometry(xs: &[usize], w: &Window) -> Result<Geometry> {
     if xs.len() != 4 || w.kernel.len() != 2 {
-        return Err(Error::Invalid("only 2-D windows are supported in training".into()));
+        return Err(Error::Invalid(
+            "only 2-D windows are supported in training".into(),
+        ));
     }
     Ok(Geometry::new(
         xs[1],

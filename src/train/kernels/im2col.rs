@@ -1,94 +1,119 @@
-//! im2col / col2im: a convolution becomes one batched matrix product
-//! (weights [Cout, C·kh·kw] × columns [C·kh·kw, OH·OW]), and its input
-//! gradient a matrix product followed by col2im (a scatter-add), both far
-//! cheaper than candle's conv-transpose path on CPU.
+//! im2col / col2im for one image and a range of channels: the column matrix
+//! [C·kh·kw, OH·OW] that turns a convolution into one matrix product, and the
+//! scatter-add back that gives the input gradient. Each output row's
+//! in-image span is computed once, so the inner loops are plain copies.
 
-use super::{contiguous, dispatch, Elem, Geometry};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use super::{Elem, Geometry};
 
-/// [N, C, H, W] → [N, C·kh·kw, OH·OW].
-pub struct Im2Col(pub Geometry);
-/// [N, C·kh·kw, OH·OW] → [N, C, H, W] (adds overlapping contributions).
-pub struct Col2Im(pub Geometry);
+/// For kernel column `kx`: the output columns `lo..hi` whose tap lies inside
+/// the image, and the input column of output column 0 (may be negative).
+#[inline]
+fn span(g: &Geometry, kx: usize) -> (usize, usize, isize) {
+    let off = (kx * g.dw) as isize - g.pw as isize;
+    let s = g.sw as isize;
+    let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+    let hi = if (g.w as isize) <= off {
+        0
+    } else {
+        ((g.w as isize - 1 - off) / s + 1).min(g.ow as isize)
+    };
+    let lo = lo.min(hi).max(0) as usize;
+    (lo, hi.max(0) as usize, off)
+}
 
-fn im2col<T: Elem>(g: Geometry, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-    let x = contiguous::<T>(s, l)?;
-    let n = l.dims()[0];
-    let (k, ll) = (g.c * g.kh * g.kw, g.oh * g.ow);
+/// Writes the columns of channels `c0..c0+cn` of one image `x` ([C, H, W])
+/// into `out` ([cn·kh·kw, OH·OW]); out-of-image taps are 0.
+pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T]) {
+    let ll = g.oh * g.ow;
     let plane = g.h * g.w;
-    let mut out = vec![T::default(); n * k * ll];
-    for (b, o) in out.chunks_mut(k * ll).enumerate() {
-        let xb = &x[b * g.c * plane..(b + 1) * g.c * plane];
-        for c in 0..g.c {
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let row = ((c * g.kh + ky) * g.kw + kx) * ll;
-                    for oy in 0..g.oh {
-                        let Some(iy) = g.iy(oy, ky) else { continue };
-                        let src = &xb[c * plane + iy * g.w..c * plane + (iy + 1) * g.w];
-                        let dst = &mut o[row + oy * g.ow..row + (oy + 1) * g.ow];
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            if let Some(ix) = g.ix(ox, kx) {
-                                *d = src[ix];
-                            }
+    let zero = T::default();
+    for c in 0..cn {
+        let xc = &x[(c0 + c) * plane..(c0 + c + 1) * plane];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let (lo, hi, off) = span(g, kx);
+                let row = ((c * g.kh + ky) * g.kw + kx) * ll;
+                for oy in 0..g.oh {
+                    let dst = &mut out[row + oy * g.ow..row + (oy + 1) * g.ow];
+                    let Some(iy) = g.iy(oy, ky) else {
+                        dst.fill(zero);
+                        continue;
+                    };
+                    let src = &xc[iy * g.w..(iy + 1) * g.w];
+                    dst[..lo].fill(zero);
+                    dst[hi..].fill(zero);
+                    if g.sw == 1 {
+                        let a = (lo as isize + off) as usize;
+                        dst[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
+                    } else {
+                        for (ox, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[((lo + ox) as isize * g.sw as isize + off) as usize];
                         }
                     }
                 }
             }
         }
     }
-    Ok((T::to_cpu_storage_owned(out), Shape::from((n, k, ll))))
 }
 
-fn col2im<T: Elem>(g: Geometry, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-    let cols = contiguous::<T>(s, l)?;
-    let n = l.dims()[0];
-    let (k, ll) = (g.c * g.kh * g.kw, g.oh * g.ow);
+/// Adds the columns `cols` ([cn·kh·kw, OH·OW]) back onto channels
+/// `c0..c0+cn` of one image gradient `dx` ([C, H, W]).
+pub fn col2im<T: Elem>(g: &Geometry, cols: &[T], c0: usize, cn: usize, dx: &mut [T]) {
+    let ll = g.oh * g.ow;
     let plane = g.h * g.w;
-    let mut out = vec![T::default(); n * g.c * plane];
-    for (b, xb) in out.chunks_mut(g.c * plane).enumerate() {
-        let o = &cols[b * k * ll..(b + 1) * k * ll];
-        for c in 0..g.c {
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let row = ((c * g.kh + ky) * g.kw + kx) * ll;
-                    for oy in 0..g.oh {
-                        let Some(iy) = g.iy(oy, ky) else { continue };
-                        let src = &o[row + oy * g.ow..row + (oy + 1) * g.ow];
-                        let dst = &mut xb[c * plane + iy * g.w..c * plane + (iy + 1) * g.w];
+    for c in 0..cn {
+        let xc = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let (lo, hi, off) = span(g, kx);
+                let row = ((c * g.kh + ky) * g.kw + kx) * ll;
+                for oy in 0..g.oh {
+                    let Some(iy) = g.iy(oy, ky) else { continue };
+                    let src = &cols[row + oy * g.ow + lo..row + oy * g.ow + hi];
+                    let dst = &mut xc[iy * g.w..(iy + 1) * g.w];
+                    if g.sw == 1 {
+                        let a = (lo as isize + off) as usize;
+                        for (d, &v) in dst[a..a + (hi - lo)].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
                         for (ox, &v) in src.iter().enumerate() {
-                            if let Some(ix) = g.ix(ox, kx) {
-                                dst[ix] += v;
-                            }
+                            dst[((lo + ox) as isize * g.sw as isize + off) as usize] += v;
                         }
                     }
                 }
             }
         }
     }
-    Ok((T::to_cpu_storage_owned(out), Shape::from((n, g.c, g.h, g.w))))
 }
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "sss-im2col"
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, im2col(self.0, s, l))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?))
-    }
-}
-
-impl CustomOp1 for Col2Im {
-    fn name(&self) -> &'static str {
-        "sss-col2im"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, col2im(self.0, s, l))
+    /// The span rule against a direct per-tap check, over many geometries.
+    #[test]
+    fn spans_match_the_definition() {
+        for w in 1..9 {
+            for k in 1..4 {
+                for s in 1..4 {
+                    for p in 0..3 {
+                        for d in 1..3 {
+                            if w + 2 * p < d * (k - 1) + 1 {
+                                continue;
+                            }
+                            let g = Geometry::new(1, 1, w, [1, k], [1, s], [0, p, 0, p], [1, d]);
+                            for kx in 0..k {
+                                let (lo, hi, _) = span(&g, kx);
+                                let inside: Vec<usize> =
+                                    (0..g.ow).filter(|&ox| g.ix(ox, kx).is_some()).collect();
+                                let got: Vec<usize> = (lo..hi).collect();
+                                assert_eq!(got, inside, "w{w} k{k} s{s} p{p} d{d} kx{kx}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

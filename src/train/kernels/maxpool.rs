@@ -41,10 +41,19 @@ fn forward<T: Elem>(g: Geometry, s: &CpuStorage, l: &Layout) -> Result<(CpuStora
             }
         }
     }
-    Ok((T::to_cpu_storage_owned(out), Shape::from((n, g.c, g.oh, g.ow))))
+    Ok((
+        T::to_cpu_storage_owned(out),
+        Shape::from((n, g.c, g.oh, g.ow)),
+    ))
 }
 
-fn backward<T: Elem>(g: Geometry, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+fn backward<T: Elem>(
+    g: Geometry,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
     let (x, dy) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let n = l1.dims()[0];
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
@@ -72,7 +81,10 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad(self.0))?))
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &MaxPoolGrad(self.0),
+        )?))
     }
 }
 
@@ -81,7 +93,13 @@ impl CustomOp2 for MaxPoolGrad {
         "sss-maxpool2d-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         dispatch!(s1, backward(self.0, s1, l1, s2, l2))
     }
 }

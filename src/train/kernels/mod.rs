@@ -3,6 +3,9 @@
 //! scaled by 1/(k·k) and refused when kernel ≠ stride). On other devices
 //! the lowering uses candle's own ops, so these never close the GPU path.
 
+pub mod batchnorm;
+pub mod channel;
+pub mod conv;
 pub mod im2col;
 pub mod maxpool;
 
@@ -27,10 +30,32 @@ pub struct Geometry {
 impl Geometry {
     /// `pads` are [top, left, bottom, right] as in ONNX.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(c: usize, h: usize, w: usize, k: [usize; 2], s: [usize; 2], pads: [usize; 4], d: [usize; 2]) -> Self {
+    pub fn new(
+        c: usize,
+        h: usize,
+        w: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        pads: [usize; 4],
+        d: [usize; 2],
+    ) -> Self {
         let oh = (h + pads[0] + pads[2] - d[0] * (k[0] - 1) - 1) / s[0] + 1;
         let ow = (w + pads[1] + pads[3] - d[1] * (k[1] - 1) - 1) / s[1] + 1;
-        Geometry { c, h, w, kh: k[0], kw: k[1], sh: s[0], sw: s[1], ph: pads[0], pw: pads[1], dh: d[0], dw: d[1], oh, ow }
+        Geometry {
+            c,
+            h,
+            w,
+            kh: k[0],
+            kw: k[1],
+            sh: s[0],
+            sw: s[1],
+            ph: pads[0],
+            pw: pads[1],
+            dh: d[0],
+            dw: d[1],
+            oh,
+            ow,
+        }
     }
 
     /// Input row for output row `oy` and kernel row `ky`, if inside.
@@ -49,26 +74,77 @@ impl Geometry {
 
 /// Element types the kernels run on: f32 for training, f64 for the
 /// finite-difference gradient checks.
-pub trait Elem: candle_core::WithDType + Copy + Default + std::ops::AddAssign + PartialOrd {
+pub trait Elem:
+    candle_core::WithDType + Copy + Default + Send + Sync + std::ops::AddAssign + PartialOrd
+{
     fn neg_infinity() -> Self;
     fn is_nan(self) -> bool;
 }
 
-impl Elem for f32 {
-    fn neg_infinity() -> Self {
-        f32::NEG_INFINITY
-    }
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
+macro_rules! elem {
+    ($t:ty) => {
+        impl Elem for $t {
+            fn neg_infinity() -> Self {
+                <$t>::NEG_INFINITY
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+        }
+    };
 }
+elem!(f32);
+elem!(f64);
 
-impl Elem for f64 {
-    fn neg_infinity() -> Self {
-        f64::NEG_INFINITY
-    }
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
+/// Row-major `dst[m×n] (+)= op(lhs)[m×k] · op(rhs)[k×n]` on one thread, where
+/// `op` transposes when asked (the operand is then stored k×m / n×k).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_rm<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    lhs: &[T],
+    lhs_t: bool,
+    rhs: &[T],
+    rhs_t: bool,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    let (lrs, lcs) = if lhs_t {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (rrs, rcs) = if rhs_t {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
+    // SAFETY: the slices hold at least the m×n, m×k and k×n elements the
+    // strides above address (checked by the assert).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lcs,
+            lrs,
+            rhs.as_ptr(),
+            rcs,
+            rrs,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
     }
 }
 

@@ -1,0 +1,83 @@
+//! Training throughput (images/s) of one model at one batch size, with the
+//! time split into forward, backward and optimizer update, so the PyTorch
+//! comparison can be repeated:
+//!
+//!     cargo bench --bench train_step -- [model.onnx] [batch] [steps]
+//!
+//! Defaults: the bundled ResNet-20 (gated), batch 128, 5 timed steps after 1
+//! warm-up step.
+
+use candle_core::{Device, Tensor};
+use sss_onnx::gate;
+use sss_onnx::graph::convert;
+use sss_onnx::structure::GateKind;
+use sss_onnx::train::model::Model;
+use sss_onnx::train::optim::Nag;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("{root}/fixtures/resnet20_fmnist.legacy17bn_or_13.onnx"));
+    let path = if path.contains("_or_") {
+        format!("{root}/fixtures/resnet20_a.legacy17bn.onnx")
+    } else {
+        path
+    };
+    let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(128);
+    let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let g = convert::load(path.as_ref()).expect("model");
+    let (g, _) =
+        gate::insert(&g, &[GateKind::Channel, GateKind::Group, GateKind::Block]).expect("gates");
+    let model = Model::new(&g, &Device::Cpu).expect("lowering");
+    let (_, shape) = sss_onnx::measure::inputs::image_input(&g).expect("image input");
+    let x = sss_onnx::measure::inputs::normal(&[batch, shape[0], shape[1], shape[2]], 1);
+    let x = Tensor::from_vec(
+        x.iter().copied().collect::<Vec<f32>>(),
+        x.shape(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let mut nag = Nag::new(0.9, 1e-4);
+    let (mut tf, mut tb, mut tu) = (0.0, 0.0, 0.0);
+    for step in 0..=steps {
+        let t0 = Instant::now();
+        let (logits, _) = model.forward(&x, true).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+        let _ = loss.to_scalar::<f32>().unwrap();
+        let t1 = Instant::now();
+        let grads = loss.backward().unwrap();
+        let t2 = Instant::now();
+        for (name, var) in &model.vars {
+            if let Some(gr) = grads.get(var.as_tensor()) {
+                let w = var.as_tensor().detach();
+                var.set(&nag.update(name, &w, gr, 0.0).unwrap()).unwrap();
+            }
+        }
+        let t3 = Instant::now();
+        if step > 0 {
+            tf += (t1 - t0).as_secs_f64();
+            tb += (t2 - t1).as_secs_f64();
+            tu += (t3 - t2).as_secs_f64();
+        }
+    }
+    let n = steps as f64;
+    let total = (tf + tb + tu) / n;
+    println!("model {path}, batch {batch}, {steps} steps");
+    println!("forward  {:8.1} ms", tf / n * 1e3);
+    println!("backward {:8.1} ms", tb / n * 1e3);
+    println!("update   {:8.1} ms", tu / n * 1e3);
+    println!(
+        "step     {:8.1} ms  = {:.1} images/s",
+        total * 1e3,
+        batch as f64 / total
+    );
+}

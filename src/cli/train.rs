@@ -1,0 +1,243 @@
+//! `sss-onnx train model.onnx --data DIR`: train weights and gates.
+
+use super::common::{load_data, load_graph};
+use super::gate::Structure;
+use super::CliResult;
+use anyhow::Context;
+use sss_onnx::data::Split;
+use sss_onnx::gate;
+use sss_onnx::graph::{convert, Graph};
+use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
+use sss_onnx::structure::GateKind;
+use sss_onnx::train::feed::{self, Augment};
+use sss_onnx::train::optim::GateOptimizer;
+use sss_onnx::train::schedule::{self, Schedule};
+use sss_onnx::train::trainer::{self, Config, Record, Stop, Trainer};
+use sss_onnx::train::{checkpoint, model::Model};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Options shared by `train` and `compress`.
+#[derive(clap::Args, Clone)]
+pub struct TrainArgs {
+    /// Epochs over the training split (fractions allowed).
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<f64>,
+    /// Optimizer steps (instead of --epochs).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Peak learning rate (a fine-tune of a trained model wants less than the paper's 0.1).
+    #[arg(long, default_value_t = 0.02)]
+    pub lr: f64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: schedule::Kind,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// L1 penalty γ on the gates.
+    #[arg(long, default_value_t = 0.01)]
+    pub gamma: f64,
+    #[arg(long = "optimizer", value_enum, default_value = "apg")]
+    pub gate_optimizer: GateOptimizer,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No random crop / flip.
+    #[arg(long)]
+    pub no_augment: bool,
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Checkpoint folder (written each epoch and on Ctrl-C).
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from a checkpoint folder.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Append one JSON line of metrics per log step here.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    pub fn config(&self, train_len: usize, target_macs: Option<f64>) -> Config {
+        let spe = feed::steps_per_epoch(train_len, self.batch_size);
+        let steps = self
+            .steps
+            .unwrap_or_else(|| (self.epochs.unwrap_or(1.0) * spe as f64).ceil() as usize)
+            .max(1);
+        Config {
+            steps,
+            batch: self.batch_size,
+            schedule: Schedule {
+                kind: self.schedule,
+                base: self.lr,
+                total: steps,
+                warmup: self.warmup,
+                factor: 0.1,
+                step_every: (steps / 3).max(1),
+                milestones: vec![0.5, 0.75],
+            },
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            gamma: self.gamma,
+            gate_optimizer: self.gate_optimizer,
+            seed: self.seed,
+            augment: if self.no_augment {
+                Augment::NONE
+            } else {
+                Augment::STANDARD
+            },
+            log_every: self.log_every,
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            checkpoint_every: spe,
+            target_macs,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    /// The trained (gated) model; default `<model>.trained.onnx`.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Insert gates first (when the model has none).
+    #[arg(long)]
+    gate: bool,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "channel,group,block"
+    )]
+    structures: Vec<Structure>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// Ctrl-C / SIGTERM set this flag; the loop checkpoints and stops.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // a second handler registration fails harmlessly (tests run several)
+    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+    flag
+}
+
+pub fn progress_line(r: &Record) -> String {
+    format!(
+        "step {:>6} ep {:>5.2}  loss {:.4}  acc {:>5.1}%  lr {:.4}  γ {:.3e}  zero gates {}/{}  MACs {:>5.1}%  {:.0} img/s",
+        r.step,
+        r.epoch,
+        r.loss,
+        r.accuracy * 100.0,
+        r.lr,
+        r.gamma,
+        r.zero_gates,
+        r.gates,
+        r.macs_ratio * 100.0,
+        r.images_per_s
+    )
+}
+
+/// Runs training, writing metrics and progress; returns the trained graph.
+pub fn run_training(
+    graph: &Graph,
+    data_dir: &Path,
+    t: &TrainArgs,
+    target_macs: Option<f64>,
+) -> anyhow::Result<(Graph, Vec<Record>, Config)> {
+    let (ds, prep, _) = load_data(data_dir, Split::Train, graph)?;
+    eprintln!(
+        "data: {} ({} training samples); {}",
+        ds.name,
+        ds.len(),
+        prep.describe()
+    );
+    let cfg = t.config(ds.len(), target_macs);
+    let device = candle_core::Device::Cpu;
+    eprintln!("device: cpu; {} steps of batch {}", cfg.steps, cfg.batch);
+    let model = Model::new(graph, &device)?;
+    let mut trainer = Trainer::new(model, cfg.clone())?;
+    if let Some(dir) = &t.resume {
+        let ck = checkpoint::load(dir, &device)
+            .with_context(|| format!("resuming from {}", dir.display()))?;
+        eprintln!("resuming at step {}", ck.meta.step);
+        trainer.resume(ck)?;
+    }
+    let mut metrics = match &t.metrics {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let stop = stop_flag();
+    let mut on_record = |r: &Record| {
+        eprintln!("{}", progress_line(r));
+        if let Some(f) = metrics.as_mut() {
+            let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    };
+    let out = trainer.run(Arc::new(ds), &prep, &stop, &mut on_record)?;
+    if out.stopped == Stop::Interrupted {
+        let where_ = t
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "nowhere (no --checkpoint-dir)".into());
+        anyhow::bail!(
+            "interrupted at step {}; checkpoint in {where_}; continue with --resume",
+            out.steps_done
+        );
+    }
+    Ok((trainer.model.write_back()?, out.records, cfg))
+}
+
+pub fn run(a: Args) -> CliResult {
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| a.model.with_extension("trained.onnx"));
+    ensure_not_input(&output, &a.model)?;
+    let mut g = load_graph(&a.model)?;
+    if a.gate {
+        let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
+        g = gate::insert(&g, &kinds)?.0;
+    }
+    let (trained, records, _) = run_training(&g, &a.data, &a.train, None)?;
+    convert::save(&trained, &output, &Default::default())?;
+    let (test, prep, _) = load_data(&a.data, Split::Test, &trained)?;
+    let acc = trainer::evaluate(
+        &Model::new(&trained, &candle_core::Device::Cpu)?,
+        &test,
+        &prep,
+        250,
+        None,
+    )?;
+    eprintln!(
+        "test accuracy (candle, eval mode): {:.2}% on {} samples",
+        acc * 100.0,
+        test.len()
+    );
+    if let Some(last) = records.last() {
+        eprintln!("final: {}", progress_line(last));
+    }
+    let summary = serde_json::json!({ "output": output, "test_accuracy": acc, "curve": records });
+    let report = output.with_extension("train.json");
+    write_atomic(&report, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!("{}", output.display());
+    Ok(())
+}

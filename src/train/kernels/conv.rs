@@ -1,0 +1,226 @@
+//! 2-D convolution (any stride, padding, dilation, groups) as a candle
+//! custom op: per image, im2col into a small buffer and one GEMM per group;
+//! images run in parallel. Its backward is two more such ops: the input
+//! gradient (GEMM with the transposed weights, then col2im) and the filter
+//! gradient (GEMM of the output gradient with the columns, summed over images
+//! per thread). Nothing goes through conv-transpose.
+
+use super::im2col::{col2im, im2col};
+use super::{contiguous, dispatch, gemm_rm, Elem, Geometry};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2d {
+    pub g: Geometry,
+    pub groups: usize,
+    pub cout: usize,
+}
+
+impl Conv2d {
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let cg = self.g.c / self.groups;
+        let kg = cg * self.g.kh * self.g.kw;
+        (cg, kg, self.cout / self.groups, self.g.oh * self.g.ow)
+    }
+}
+
+/// (output gradient, weights) → input gradient.
+struct ConvGradInput(Conv2d);
+/// (input, output gradient) → weight gradient.
+struct ConvGradFilter(Conv2d);
+
+fn forward<T: Elem>(
+    op: &Conv2d,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (x, w) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+    let n = l1.dims()[0];
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let mut y = vec![T::default(); n * op.cout * ll];
+    y.par_chunks_mut(op.cout * ll).enumerate().for_each_init(
+        || vec![T::default(); kg * ll],
+        |cols, (b, yb)| {
+            let xb = &x[b * g.c * g.h * g.w..(b + 1) * g.c * g.h * g.w];
+            for grp in 0..op.groups {
+                im2col(&g, xb, grp * cg, cg, cols);
+                let wg = &w[grp * og * kg..(grp + 1) * og * kg];
+                gemm_rm(
+                    og,
+                    ll,
+                    kg,
+                    &mut yb[grp * og * ll..(grp + 1) * og * ll],
+                    wg,
+                    false,
+                    cols,
+                    false,
+                    false,
+                );
+            }
+        },
+    );
+    Ok((
+        T::to_cpu_storage_owned(y),
+        Shape::from((n, op.cout, g.oh, g.ow)),
+    ))
+}
+
+fn grad_input<T: Elem>(
+    op: &Conv2d,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (dy, w) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+    let n = l1.dims()[0];
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let mut dx = vec![T::default(); n * plane];
+    dx.par_chunks_mut(plane).enumerate().for_each_init(
+        || vec![T::default(); kg * ll],
+        |cols, (b, dxb)| {
+            let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
+            for grp in 0..op.groups {
+                let wg = &w[grp * og * kg..(grp + 1) * og * kg];
+                // cols[kg×ll] = Wgᵀ[kg×og] · dy_g[og×ll]
+                gemm_rm(
+                    kg,
+                    ll,
+                    og,
+                    cols,
+                    wg,
+                    true,
+                    &dyb[grp * og * ll..(grp + 1) * og * ll],
+                    false,
+                    false,
+                );
+                col2im(&g, cols, grp * cg, cg, dxb);
+            }
+        },
+    );
+    Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
+}
+
+fn grad_filter<T: Elem>(
+    op: &Conv2d,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (x, dy) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+    let n = l1.dims()[0];
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let wlen = op.cout * kg;
+    let threads = rayon::current_num_threads().max(1);
+    let per = n.div_ceil(threads);
+    // one accumulator per worker, summed at the end
+    let partial: Vec<Vec<T>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![T::default(); wlen];
+            let mut cols = vec![T::default(); kg * ll];
+            for b in t * per..((t + 1) * per).min(n) {
+                let xb = &x[b * plane..(b + 1) * plane];
+                let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
+                for grp in 0..op.groups {
+                    im2col(&g, xb, grp * cg, cg, &mut cols);
+                    // dW_g[og×kg] += dy_g[og×ll] · colsᵀ[ll×kg]
+                    gemm_rm(
+                        og,
+                        kg,
+                        ll,
+                        &mut dw[grp * og * kg..(grp + 1) * og * kg],
+                        &dyb[grp * og * ll..(grp + 1) * og * ll],
+                        false,
+                        &cols,
+                        true,
+                        true,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![T::default(); wlen];
+    for p in partial {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    Ok((
+        T::to_cpu_storage_owned(dw),
+        Shape::from((op.cout, cg, g.kh, g.kw)),
+    ))
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "sss-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(s1, forward(self, s1, l1, s2, l2))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(&w.contiguous()?, &ConvGradInput(*self))?;
+        let dw = x
+            .contiguous()?
+            .apply_op2_no_bwd(&dy, &ConvGradFilter(*self))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for ConvGradInput {
+    fn name(&self) -> &'static str {
+        "sss-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(s1, grad_input(&self.0, s1, l1, s2, l2))
+    }
+}
+
+impl CustomOp2 for ConvGradFilter {
+    fn name(&self) -> &'static str {
+        "sss-conv2d-grad-filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(s1, grad_filter(&self.0, s1, l1, s2, l2))
+    }
+}

@@ -1,0 +1,88 @@
+//! Learning-rate schedules: constant, step, multi-step, cosine, each with an
+//! optional linear warm-up.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Constant,
+    /// × `factor` every `step_every` steps.
+    Step,
+    /// × `factor` at each milestone (fractions of the run).
+    Multistep,
+    Cosine,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Schedule {
+    pub kind: Kind,
+    pub base: f64,
+    pub total: usize,
+    pub warmup: usize,
+    pub factor: f64,
+    pub step_every: usize,
+    /// Milestones as fractions of `total` (multi-step).
+    pub milestones: Vec<f64>,
+}
+
+impl Schedule {
+    pub fn lr(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.base * (step + 1) as f64 / self.warmup as f64;
+        }
+        match self.kind {
+            Kind::Constant => self.base,
+            Kind::Step => self.base * self.factor.powi((step / self.step_every.max(1)) as i32),
+            Kind::Multistep => {
+                let passed = self
+                    .milestones
+                    .iter()
+                    .filter(|&&m| step as f64 >= m * self.total as f64)
+                    .count();
+                self.base * self.factor.powi(passed as i32)
+            }
+            Kind::Cosine => {
+                let span = self.total.saturating_sub(self.warmup).max(1) as f64;
+                let t = ((step - self.warmup) as f64 / span).min(1.0);
+                0.5 * self.base * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(kind: Kind) -> Schedule {
+        Schedule {
+            kind,
+            base: 0.1,
+            total: 100,
+            warmup: 0,
+            factor: 0.1,
+            step_every: 30,
+            milestones: vec![0.5, 0.75],
+        }
+    }
+
+    #[test]
+    fn values_by_hand() {
+        assert_eq!(s(Kind::Constant).lr(99), 0.1);
+        assert!((s(Kind::Step).lr(29) - 0.1).abs() < 1e-15);
+        assert!((s(Kind::Step).lr(30) - 0.01).abs() < 1e-15);
+        assert!((s(Kind::Step).lr(65) - 0.001).abs() < 1e-15);
+        assert!((s(Kind::Multistep).lr(49) - 0.1).abs() < 1e-15);
+        assert!((s(Kind::Multistep).lr(50) - 0.01).abs() < 1e-15);
+        assert!((s(Kind::Multistep).lr(75) - 0.001).abs() < 1e-15);
+        assert!((s(Kind::Cosine).lr(0) - 0.1).abs() < 1e-15);
+        assert!((s(Kind::Cosine).lr(50) - 0.05).abs() < 1e-12);
+        assert!(s(Kind::Cosine).lr(100).abs() < 1e-15);
+        let mut w = s(Kind::Cosine);
+        w.warmup = 10;
+        assert!((w.lr(0) - 0.01).abs() < 1e-15);
+        assert!((w.lr(9) - 0.1).abs() < 1e-15);
+        assert!((w.lr(10) - 0.1).abs() < 1e-15);
+    }
+}
