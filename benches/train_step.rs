@@ -15,6 +15,10 @@ use sss_onnx::train::model::Model;
 use sss_onnx::train::optim::Nag;
 use std::time::Instant;
 
+// as in the binary: reuse large buffers instead of returning them to the OS
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)

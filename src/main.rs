@@ -3,6 +3,12 @@
 
 mod cli;
 
+// Training allocates and frees tensors of megabytes every step; the system
+// allocator returns them to the OS each time (page faults, TLB shootdowns:
+// ~25% of a step measured here). mimalloc keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     std::process::exit(cli::main());
 }
