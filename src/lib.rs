@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod measure;
 pub mod onnx;
 pub mod prune;
+pub mod report;
 pub mod runtime;
 pub mod structure;
 pub mod train;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod compress;
 mod eval;
 mod gate;
 mod inspect;
@@ -29,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline: gate, train, prune, validate, evaluate, bench, report.
+    Compress(compress::Args),
     /// Ops, shapes, MACs, parameters, residual blocks and gateable structures.
     Inspect(inspect::Args),
     /// Insert SSS gates (λ = 1) on channels, groups and residual blocks.
@@ -71,6 +74,7 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
+        Command::Compress(a) => compress::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Gate(a) => gate::run(a),
         Command::Prune(a) => prune::run(a),

@@ -30,17 +30,27 @@ pub struct TrainArgs {
     pub steps: Option<usize>,
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
-    /// Peak learning rate (a fine-tune of a trained model wants less than the paper's 0.1).
-    #[arg(long, default_value_t = 0.02)]
+    /// Peak learning rate (fine-tuning a trained model wants far less than
+    /// the paper's 0.1 from scratch; BN-folded exports less still).
+    #[arg(long, default_value_t = 0.005)]
     pub lr: f64,
     #[arg(long, value_enum, default_value = "cosine")]
     pub schedule: schedule::Kind,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// L1 penalty γ on the gates.
-    #[arg(long, default_value_t = 0.01)]
-    pub gamma: f64,
+    /// L1 penalty γ on the gates (default 0.01; `compress` steers it toward
+    /// --target-macs instead when no γ is given).
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Peak learning rate of the gates (default: --lr, as in the paper;
+    /// a larger one makes gates move faster than the weights can adapt).
+    #[arg(long)]
+    pub gate_lr: Option<f64>,
+    /// Lock the zero pattern after this fraction of the steps (or, with a MAC
+    /// target, once it is reached) and fine-tune the rest with γ = 0.
+    #[arg(long)]
+    pub lock_at: Option<f64>,
     #[arg(long = "optimizer", value_enum, default_value = "apg")]
     pub gate_optimizer: GateOptimizer,
     #[arg(long, default_value_t = 0.9)]
@@ -86,7 +96,8 @@ impl TrainArgs {
             },
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            gamma: self.gamma,
+            gamma: self.gamma.unwrap_or(if target_macs.is_some() { 0.05 } else { 0.01 }),
+            gate_lr: self.gate_lr,
             gate_optimizer: self.gate_optimizer,
             seed: self.seed,
             augment: if self.no_augment {
@@ -98,6 +109,7 @@ impl TrainArgs {
             checkpoint_dir: self.checkpoint_dir.clone(),
             checkpoint_every: spe,
             target_macs,
+            lock_at: self.lock_at,
         }
     }
 }
@@ -135,7 +147,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
 
 pub fn progress_line(r: &Record) -> String {
     format!(
-        "step {:>6} ep {:>5.2}  loss {:.4}  acc {:>5.1}%  lr {:.4}  γ {:.3e}  zero gates {}/{}  MACs {:>5.1}%  {:.0} img/s",
+        "step {:>6} ep {:>5.2}  loss {:.4}  acc {:>5.1}%  lr {:.4}  γ {:.3e}  zero gates {}/{}  MACs {:>5.1}%  {:.0} img/s{}",
         r.step,
         r.epoch,
         r.loss,
@@ -145,7 +157,8 @@ pub fn progress_line(r: &Record) -> String {
         r.zero_gates,
         r.gates,
         r.macs_ratio * 100.0,
-        r.images_per_s
+        r.images_per_s,
+        if r.locked { "  [locked: fine-tuning]" } else { "" }
     )
 }
 

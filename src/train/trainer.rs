@@ -29,6 +29,9 @@ pub struct Config {
     pub weight_decay: f64,
     /// The L1 penalty γ on the gates.
     pub gamma: f64,
+    /// Peak learning rate of the gates (same schedule shape as the weights);
+    /// `None`: the weights' rate, as in the paper.
+    pub gate_lr: Option<f64>,
     pub gate_optimizer: GateOptimizer,
     pub seed: u64,
     pub augment: Augment,
@@ -37,6 +40,10 @@ pub struct Config {
     pub checkpoint_every: usize,
     /// Steer γ so the implied MACs reach this fraction of the original.
     pub target_macs: Option<f64>,
+    /// Fraction of the run after which the zero pattern is locked and the
+    /// rest is fine-tuning (γ = 0, zero gates stay 0). In target mode the lock also happens as soon as the
+    /// target is reached. `None`: never (the paper's single run).
+    pub lock_at: Option<f64>,
 }
 
 /// One line of the training curve.
@@ -53,6 +60,8 @@ pub struct Record {
     /// MACs the current zero pattern implies, over the original MACs.
     pub macs_ratio: f64,
     pub images_per_s: f64,
+    /// Whether the zero pattern is locked (fine-tuning phase).
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,6 +77,12 @@ pub struct Outcome {
     pub gamma: f64,
     pub steps_done: usize,
 }
+
+/// Steps of learning-rate warm-up after the lock.
+const LOCK_WARMUP: usize = 20;
+
+/// Steps between MAC-controller updates.
+const STEER_EVERY: usize = 5;
 
 struct GateVar {
     name: String,
@@ -87,6 +102,10 @@ pub struct Trainer {
     base_macs: u64,
     pub gamma: f64,
     pub start_step: usize,
+    /// Step at which the zero pattern was locked.
+    pub locked_at: Option<usize>,
+    /// Factors the MAC budget set to 0 at the lock (beyond APG's zeros).
+    pub budget_zeroed: usize,
 }
 
 impl Trainer {
@@ -111,7 +130,9 @@ impl Trainer {
                 } else {
                     1
                 },
-                weight: if mean > 0.0 { c / mean } else { 1.0 },
+                // cost-aware but bounded: a block gate must not carry 10× the
+                // penalty of a channel (it would die before the net adapts)
+                weight: if mean > 0.0 { (c / mean).clamp(0.25, 4.0) } else { 1.0 },
             })
             .collect();
         // BN scale/shift and gates take no weight decay
@@ -135,6 +156,8 @@ impl Trainer {
             no_decay,
             base_macs,
             start_step: 0,
+            locked_at: None,
+            budget_zeroed: 0,
         })
     }
 
@@ -201,6 +224,8 @@ impl Trainer {
         let lam = var.as_tensor().detach();
         let shape = lam.dims().to_vec();
         let gamma = self.gamma * gv.weight;
+        let locked = self.locked_at.is_some();
+        let gamma = if locked { 0.0 } else { gamma };
         let new = if gv.span > 1 {
             let c = lam.elem_count();
             let groups = c / gv.span;
@@ -217,6 +242,8 @@ impl Trainer {
         } else {
             self.rule.update(&gv.name, &lam, grad, lr, gamma)?
         };
+        // after the lock a deleted structure stays deleted
+        let new = if locked { new.broadcast_mul(&lam.ne(0.0)?.to_dtype(lam.dtype())?)? } else { new };
         var.set(&new)
     }
 
@@ -262,7 +289,18 @@ impl Trainer {
                 });
             }
             let step = b.step;
-            let lr = self.cfg.schedule.lr(step);
+            // the schedule runs on through the lock, with a short warm-up
+            // after it: an abrupt deletion plus stale momentum made BN-less
+            // (folded) nets diverge within a few steps
+            let lr = match self.locked_at {
+                Some(at) => self.cfg.schedule.lr(step) * ((step + 1 - at) as f64 / LOCK_WARMUP as f64).min(1.0),
+                None => self.cfg.schedule.lr(step),
+            };
+            let gate_lr = match self.cfg.gate_lr {
+                Some(g) if self.cfg.schedule.base > 0.0 => lr * g / self.cfg.schedule.base,
+                Some(g) => g,
+                None => lr,
+            };
             let e =
                 |err: candle_core::Error| Error::Invalid(format!("training step {step}: {err}"));
             let x = Tensor::from_vec(b.x.iter().copied().collect::<Vec<f32>>(), b.x.shape(), &dev)
@@ -292,7 +330,7 @@ impl Trainer {
                         span: self.gates[gi].span,
                         weight: self.gates[gi].weight,
                     };
-                    self.gate_step(&gv, &var, g, lr).map_err(e)?;
+                    self.gate_step(&gv, &var, g, gate_lr).map_err(e)?;
                 } else {
                     let wd = if self.no_decay.contains(name) {
                         0.0
@@ -315,12 +353,31 @@ impl Trainer {
             n_steps += 1;
             last = step + 1;
             let end = step + 1 == self.cfg.steps;
+            if self.locked_at.is_none() {
+                let due = self.cfg.lock_at.is_some_and(|f| (step + 1) as f64 >= f * self.cfg.steps as f64);
+                let mut reached = false;
+                if let Some(target) = self.cfg.target_macs {
+                    if (step + 1) % STEER_EVERY == 0 {
+                        let (ratio, _, _) = self.implied()?;
+                        reached = ratio <= target * 1.02;
+                        // with a lock the budget step meets the target; γ
+                        // steering is for single-phase runs
+                        if !reached && self.cfg.lock_at.is_none() {
+                            self.steer(ratio, target, step);
+                        }
+                    }
+                }
+                if due || (reached && self.cfg.lock_at.is_some()) {
+                    if let Some(target) = self.cfg.target_macs {
+                        self.budget_zeroed = self.enforce_budget(target)?;
+                    }
+                    self.locked_at = Some(step + 1);
+                    self.nag.load_state(HashMap::new());
+                }
+            }
             if (step + 1) % self.cfg.log_every.max(1) == 0 || end {
                 let secs = t0.elapsed().as_secs_f64();
                 let (ratio, zeros, total) = self.implied()?;
-                if let Some(target) = self.cfg.target_macs {
-                    self.steer(ratio, target, step);
-                }
                 let r = Record {
                     step: step + 1,
                     epoch: (step + 1) as f64 / spe as f64,
@@ -332,6 +389,7 @@ impl Trainer {
                     gates: total,
                     macs_ratio: ratio,
                     images_per_s: seen as f64 / secs.max(1e-9),
+                    locked: self.locked_at.is_some(),
                 };
                 progress(&r);
                 records.push(r);
@@ -353,14 +411,68 @@ impl Trainer {
     }
 
     /// MAC-target controller: raise γ while the implied MACs are above the
-    /// target, lower it (letting gates revive) when below. Multiplicative,
-    /// bounded steps; it acts while the learning rate still moves gates.
-    fn steer(&mut self, ratio: f64, target: f64, step: usize) {
-        let progress = step as f64 / self.cfg.steps.max(1) as f64;
+    /// target, lower it (so gates can revive) when below. Small bounded
+    /// multiplicative steps: structures die one by one and the network has
+    /// time to adapt; inside the ±2 % band γ holds.
+    fn steer(&mut self, ratio: f64, target: f64, _step: usize) {
         let err = (ratio - target) / target;
-        let k = if progress < 0.8 { 1.0 } else { 0.5 };
-        self.gamma *= (k * err).clamp(-0.3, 0.3).exp();
-        self.gamma = self.gamma.clamp(1e-6, 10.0);
+        self.gamma *= (2.0 * err).clamp(-0.15, 0.15).exp();
+        self.gamma = self.gamma.clamp(1e-4, 100.0);
+    }
+}
+
+impl Trainer {
+    /// At the lock, with a MAC target not yet met: set to 0 the factors with
+    /// the smallest values (the structures APG found least useful), one at a
+    /// time, skipping any whose removal would undershoot the band, until the
+    /// implied MACs reach the target. Returns how many were zeroed.
+    fn enforce_budget(&mut self, target: f64) -> Result<usize> {
+        let (mut ratio, _, _) = self.implied()?;
+        if ratio <= target * 1.02 {
+            return Ok(0);
+        }
+        let e = |err: candle_core::Error| Error::Invalid(format!("budget: {err}"));
+        // candidates: (value, gate index, factor index)
+        let mut units: Vec<(f32, usize, usize)> = Vec::new();
+        let mut values: Vec<Vec<f32>> = Vec::new();
+        for (gi, gv) in self.gates.iter().enumerate() {
+            let a = super::model::to_ndarray(self.model.vars[&gv.name].as_tensor())?;
+            let f: Vec<f32> = a.iter().step_by(gv.span).copied().collect();
+            for (k, &v) in f.iter().enumerate() {
+                if v != 0.0 {
+                    units.push((v.abs(), gi, k));
+                }
+            }
+            values.push(f);
+        }
+        units.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut zeroed = 0;
+        for (_, gi, k) in units {
+            if ratio <= target * 1.02 {
+                break;
+            }
+            let old = values[gi][k];
+            values[gi][k] = 0.0;
+            self.write_gate(gi, &values[gi]).map_err(e)?;
+            let (r, _, _) = self.implied()?;
+            if r < target * 0.95 {
+                values[gi][k] = old; // too much at once (a whole block): skip it
+                self.write_gate(gi, &values[gi]).map_err(e)?;
+                continue;
+            }
+            ratio = r;
+            zeroed += 1;
+        }
+        Ok(zeroed)
+    }
+
+    fn write_gate(&self, gi: usize, factors: &[f32]) -> candle_core::Result<()> {
+        let gv = &self.gates[gi];
+        let var = &self.model.vars[&gv.name];
+        let shape = var.as_tensor().dims().to_vec();
+        let full: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| factors[i / gv.span]).collect();
+        let t = Tensor::from_vec(full, shape, var.as_tensor().device())?.to_dtype(var.as_tensor().dtype())?;
+        var.set(&t)
     }
 }
 

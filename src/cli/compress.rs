@@ -1,0 +1,248 @@
+//! `sss-onnx compress model.onnx`: import → gate → train (APG) → prune →
+//! validate → evaluate → bench → report, in one command.
+
+use super::common::{load_data, load_graph, open, RuntimeArgs};
+use super::gate::Structure;
+use super::train::{run_training, TrainArgs};
+use super::{CliResult, Failure};
+use anyhow::Context;
+use sss_onnx::data::{Fit, Split};
+use sss_onnx::gate;
+use sss_onnx::graph::{convert, cost, shape, Graph};
+use sss_onnx::measure::accuracy::evaluate;
+use sss_onnx::measure::{bench, inputs, validate};
+use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
+use sss_onnx::onnx::WriteOptions;
+use sss_onnx::prune;
+use sss_onnx::report::{self, GateValues, ModelFigures, Report, Training};
+use sss_onnx::runtime::Options;
+use sss_onnx::structure::GateKind;
+use sss_onnx::train::{model::Model, trainer};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    model: PathBuf,
+    /// Labelled data (idx, CIFAR binary, ImageFolder). Default: the bundled
+    /// Fashion-MNIST subset, when the model's input fits it.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The pruned model; default `<model>.sss.onnx` beside the input.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "channel,group,block")]
+    structures: Vec<Structure>,
+    /// Reach this fraction of the original MACs (±5 %) by steering γ during
+    /// training (APG phase, then the lowest gates at the lock). Default 0.65
+    /// unless --gamma is given.
+    #[arg(long, conflicts_with = "gamma")]
+    target_macs: Option<f64>,
+    #[command(flatten)]
+    train: TrainArgs,
+    #[command(flatten)]
+    rt: RuntimeArgs,
+    /// Print the JSON report on stdout instead of the Markdown summary.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    external_data: bool,
+    /// Batch sizes for the latency comparison.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    bench_batch: Vec<usize>,
+    #[arg(long, default_value_t = 30)]
+    bench_iters: usize,
+}
+
+fn bundled_data() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("fmnist");
+    p.is_dir().then_some(p)
+}
+
+fn file_bytes(p: &Path) -> u64 {
+    let data = p.with_file_name(format!("{}.data", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) + std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0)
+}
+
+fn counts(g: &Graph) -> anyhow::Result<(u64, u64)> {
+    let c = cost::count(g, &shape::infer_strict(g, 1)?);
+    Ok((c.macs, c.params))
+}
+
+fn stage(i: usize, name: &str) {
+    eprintln!("[{i}/8] {name}");
+}
+
+pub fn run(a: Args) -> CliResult {
+    let t_all = Instant::now();
+    let out = a.output.clone().unwrap_or_else(|| a.model.with_extension("sss.onnx"));
+    ensure_not_input(&out, &a.model)?;
+    let ckpt = a.train.checkpoint_dir.clone().unwrap_or_else(|| out.with_extension("ckpt"));
+    if let Some(t) = a.target_macs {
+        if !(0.01..1.0).contains(&t) {
+            return Err(anyhow::anyhow!("--target-macs {t} must lie in (0, 1)").into());
+        }
+    }
+    let target = match (a.target_macs, a.train.gamma) {
+        (Some(t), _) => Some(t),
+        (None, Some(_)) => None,
+        (None, None) => Some(0.65),
+    };
+
+    stage(1, "import");
+    let g = load_graph(&a.model)?;
+    let data_dir = match &a.data {
+        Some(d) => d.clone(),
+        None => bundled_data().ok_or_else(|| anyhow::anyhow!("no --data given and the bundled Fashion-MNIST subset is not available: pass --data DIR"))?,
+    };
+    let (test, prep, input) = load_data(&data_dir, Split::Test, &g)?;
+    if a.data.is_none() {
+        let classes = shape::infer_strict(&g, 1)?.shape(&g.outputs[0].name).map(|s| s.last().copied().unwrap_or(0)).unwrap_or(0);
+        if prep.fit == Fit::Resize || classes != test.classes {
+            return Err(anyhow::anyhow!(
+                "the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): pass --data DIR",
+                prep.to
+            )
+            .into());
+        }
+        eprintln!("data: none given; using the bundled {}", test.name);
+    }
+    let opts: Options = a.rt.options();
+    let (macs0, params0) = counts(&g)?;
+    let mut s0 = open(&a.model, &opts)?;
+    let runtime_name = s0.describe();
+    let acc0 = evaluate(s0.as_mut(), &input, &test, &prep, 250, None)?;
+    eprintln!("original: {:.2} M MACs, {} params, top-1 {:.2}% ({runtime_name})", macs0 as f64 / 1e6, params0, acc0.top1 * 100.0);
+
+    stage(2, "gate");
+    let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
+    let (gated, gates) = gate::insert(&g, &kinds)?;
+    eprintln!("{} gate tensors, {} factors", gates.len(), gates.iter().map(|g| g.count).sum::<usize>());
+
+    stage(3, "train (NAG for weights, APG for gates)");
+    let mut targs = a.train.clone();
+    if targs.epochs.is_none() && targs.steps.is_none() {
+        targs.epochs = Some(8.0);
+    }
+    if targs.lock_at.is_none() {
+        targs.lock_at = Some(0.5);
+    }
+    targs.checkpoint_dir = Some(ckpt.clone());
+    let t_train = Instant::now();
+    let (trained, curve, cfg) = run_training(&gated, &data_dir, &targs, target)?;
+    let train_secs = t_train.elapsed().as_secs_f64();
+    let gated_path = ckpt.join("gated.onnx");
+    convert::save(&trained, &gated_path, &WriteOptions::default())?;
+
+    stage(4, "prune");
+    let (pruned, prune_report) = prune::prune(&trained)?;
+    let pruned_check = ckpt.join("pruned.onnx");
+    convert::save(&pruned, &pruned_check, &WriteOptions::default())?;
+
+    stage(5, "validate (pruned vs trained gated model)");
+    let (mut sg, mut sp) = (open(&gated_path, &opts)?, open(&pruned_check, &opts)?);
+    let plan = validate::Plan { random_batches: 4, batch: 8, seed: 1, real: Some((&test, &prep, 256)), atol: 1e-4, rtol: 1e-4 };
+    let exact = validate::validate(&trained, sg.as_mut(), sp.as_mut(), &plan)?;
+    let worst = exact.outputs.iter().map(|d| d.max_abs).fold(0.0, f64::max);
+    if !exact.passed {
+        return Err(Failure::Validation(format!(
+            "the pruned model differs from the trained gated model by {worst:.3e} (> 1e-4); nothing written to {}; both models are in {}",
+            out.display(),
+            ckpt.display()
+        )));
+    }
+    eprintln!("exact: max abs diff {worst:.2e}");
+
+    stage(6, "evaluate");
+    let acc_gated_rt = evaluate(sg.as_mut(), &input, &test, &prep, 250, None)?;
+    let acc_gated_candle = trainer::evaluate(&Model::new(&trained, &candle_core::Device::Cpu)?, &test, &prep, 250, None)?;
+    let acc1 = evaluate(sp.as_mut(), &input, &test, &prep, 250, None)?;
+    eprintln!("pruned: top-1 {:.2}% (gated: {:.2}% runtime, {:.2}% candle)", acc1.top1 * 100.0, acc_gated_rt.top1 * 100.0, acc_gated_candle * 100.0);
+    let opts_write = if a.external_data { WriteOptions::external() } else { WriteOptions::default() };
+    convert::save(&pruned, &out, &opts_write).with_context(|| format!("writing {}", out.display()))?;
+
+    stage(7, "bench (interleaved, original vs pruned)");
+    let mut lat0 = Vec::new();
+    let mut lat1 = Vec::new();
+    for &b in &a.bench_batch {
+        let mut sessions = vec![
+            (a.model.display().to_string(), macs0, open(&a.model, &opts)?, inputs::random_inputs(&g, b, 0)?),
+            (out.display().to_string(), counts(&pruned)?.0, open(&out, &opts)?, inputs::random_inputs(&pruned, b, 0)?),
+        ];
+        for s in sessions.iter_mut() {
+            s.1 *= b as u64;
+        }
+        let r = bench::interleaved(&mut sessions, b, 3, a.bench_iters)?;
+        lat0.push(r[0].clone());
+        lat1.push(r[1].clone());
+    }
+
+    stage(8, "report");
+    let (macs1, params1) = counts(&pruned)?;
+    let gate_values = gates
+        .iter()
+        .map(|gt| {
+            let f = gate::factors(&trained, gt).unwrap_or_default();
+            GateValues { name: gt.name.clone(), kind: gt.kind.as_str().into(), block: gt.block, values: f }
+        })
+        .collect();
+    let images = curve.iter().map(|r| r.images_per_s).sum::<f64>() / curve.len().max(1) as f64;
+    let report_path = out.with_extension("json");
+    let mut r = Report {
+        tool: format!("sss-onnx {}", env!("CARGO_PKG_VERSION")),
+        status: "ok".into(),
+        runtime: runtime_name,
+        settings: serde_json::json!({
+            "structures": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "target_macs": target,
+            "gamma_start": cfg.gamma,
+            "gate_optimizer": cfg.gate_optimizer,
+            "gate_lr": cfg.gate_lr,
+            "lock_at": cfg.lock_at,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch,
+            "lr": cfg.schedule.base,
+            "schedule": cfg.schedule.kind,
+            "momentum": cfg.momentum,
+            "weight_decay": cfg.weight_decay,
+            "seed": cfg.seed,
+            "augment": format!("{:?}", cfg.augment),
+            "threads": a.rt.threads,
+        }),
+        data: serde_json::json!({
+            "dir": data_dir, "name": test.name, "test_samples": test.len(), "preprocess": prep.describe(),
+        }),
+        original: ModelFigures { file: a.model.display().to_string(), file_bytes: file_bytes(&a.model), macs: macs0, params: params0, top1: acc0.top1, top5: acc0.top5, latency: lat0 },
+        pruned: ModelFigures { file: out.display().to_string(), file_bytes: file_bytes(&out), macs: macs1, params: params1, top1: acc1.top1, top5: acc1.top5, latency: lat1 },
+        macs_reduction: 1.0 - macs1 as f64 / macs0.max(1) as f64,
+        params_reduction: 1.0 - params1 as f64 / params0.max(1) as f64,
+        accuracy_drop_pt: (acc0.top1 - acc1.top1) * 100.0,
+        pruning: prune_report,
+        exactness: exact,
+        training: Training {
+            steps: cfg.steps,
+            seconds: train_secs,
+            images_per_s: images,
+            final_gamma: curve.last().map(|c| c.gamma).unwrap_or(cfg.gamma),
+            curve,
+            gated_top1_candle: acc_gated_candle,
+            gated_top1_runtime: acc_gated_rt.top1,
+        },
+        gates: gate_values,
+        plots: vec![],
+    };
+    for (name, svg) in report::plots(&r) {
+        let p = out.with_extension(format!("{name}.svg"));
+        write_atomic(&p, svg.as_bytes())?;
+        r.plots.push(p.display().to_string());
+    }
+    let json = serde_json::to_string_pretty(&r)?;
+    write_atomic(&report_path, json.as_bytes())?;
+    if a.json {
+        println!("{json}");
+    } else {
+        print!("{}", report::markdown(&r));
+        println!("\nWrote {}, {} and {} plots in {:.0} s.", out.display(), report_path.display(), r.plots.len(), t_all.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

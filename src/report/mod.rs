@@ -1,0 +1,159 @@
+//! The `compress` report: everything measured, as JSON (machine-readable),
+//! a Markdown summary (stdout) and SVG plots.
+
+pub mod svg;
+
+use crate::measure::bench::Latency;
+use crate::measure::validate::Validation;
+use crate::prune::PruneReport;
+use crate::train::trainer::Record;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelFigures {
+    pub file: String,
+    pub file_bytes: u64,
+    pub macs: u64,
+    pub params: u64,
+    pub top1: f64,
+    pub top5: f64,
+    pub latency: Vec<Latency>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateValues {
+    pub name: String,
+    pub kind: String,
+    pub block: usize,
+    pub values: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Training {
+    pub steps: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    pub final_gamma: f64,
+    pub curve: Vec<Record>,
+    /// Accuracy of the trained gated model in candle (eval mode) and in the
+    /// runtime: the written ONNX gives what training saw.
+    pub gated_top1_candle: f64,
+    pub gated_top1_runtime: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub status: String,
+    pub runtime: String,
+    pub settings: serde_json::Value,
+    pub data: serde_json::Value,
+    pub original: ModelFigures,
+    pub pruned: ModelFigures,
+    pub macs_reduction: f64,
+    pub params_reduction: f64,
+    pub accuracy_drop_pt: f64,
+    pub pruning: PruneReport,
+    pub exactness: Validation,
+    pub training: Training,
+    pub gates: Vec<GateValues>,
+    pub plots: Vec<String>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+fn mega(x: u64) -> String {
+    format!("{:.2} M", x as f64 / 1e6)
+}
+
+/// The Markdown summary printed on stdout.
+pub fn markdown(r: &Report) -> String {
+    let (o, p) = (&r.original, &r.pruned);
+    let mut s = String::new();
+    s.push_str(&format!("## sss-onnx compress: {} → {}\n\n", o.file, p.file));
+    s.push_str("| | original | pruned | change |\n|---|---:|---:|---:|\n");
+    s.push_str(&format!(
+        "| MACs (batch 1) | {} | {} | −{} |\n",
+        mega(o.macs),
+        mega(p.macs),
+        pct(1.0 - p.macs as f64 / o.macs.max(1) as f64)
+    ));
+    s.push_str(&format!(
+        "| parameters | {} | {} | −{} |\n",
+        mega(o.params),
+        mega(p.params),
+        pct(1.0 - p.params as f64 / o.params.max(1) as f64)
+    ));
+    s.push_str(&format!(
+        "| file size | {:.2} MB | {:.2} MB | −{} |\n",
+        o.file_bytes as f64 / 1e6,
+        p.file_bytes as f64 / 1e6,
+        pct(1.0 - p.file_bytes as f64 / o.file_bytes.max(1) as f64)
+    ));
+    s.push_str(&format!(
+        "| top-1 accuracy | {} | {} | {:+.2} pt |\n",
+        pct(o.top1),
+        pct(p.top1),
+        (p.top1 - o.top1) * 100.0
+    ));
+    for (a, b) in o.latency.iter().zip(&p.latency) {
+        s.push_str(&format!(
+            "| latency p50, batch {} | {:.3} ms | {:.3} ms | {:.2}× faster |\n",
+            a.batch, a.p50_ms, b.p50_ms, b.speedup_vs_first
+        ));
+    }
+    let pr = &r.pruning;
+    s.push_str(&format!(
+        "\nRemoved: {} of {} blocks, {} channels, {} groups ({} Relus after deleted blocks). ",
+        pr.blocks_removed.len() + pr.blocks_replaced_by_constant.len(),
+        pr.stages.iter().map(|st| st.blocks).sum::<usize>(),
+        pr.channels_removed,
+        pr.groups_removed,
+        pr.relus_removed
+    ));
+    s.push_str(&format!(
+        "Exactness (pruned vs trained gated model, {}): max abs diff {:.2e} over {} random batches and {} real samples — {}.\n",
+        r.exactness.runtime,
+        r.exactness.outputs.iter().map(|d| d.max_abs).fold(0.0, f64::max),
+        r.exactness.random_batches,
+        r.exactness.real_samples,
+        if r.exactness.passed { "passed" } else { "FAILED" }
+    ));
+    s.push_str(&format!(
+        "Training: {} steps in {:.0} s ({:.0} images/s), final γ {:.3e}.\n",
+        r.training.steps, r.training.seconds, r.training.images_per_s, r.training.final_gamma
+    ));
+    s.push_str("\n| stage | blocks removed | channels removed | groups removed |\n|---:|---:|---:|---:|\n");
+    for st in &pr.stages {
+        s.push_str(&format!(
+            "| {} | {}/{} | {}/{} | {}/{} |\n",
+            st.stage, st.blocks_removed, st.blocks, st.channels_removed, st.channels, st.groups_removed, st.groups
+        ));
+    }
+    s
+}
+
+/// The plots: training curves and final gate values.
+pub fn plots(r: &Report) -> Vec<(String, String)> {
+    let c = &r.training.curve;
+    let total = c.last().map(|x| x.gates).unwrap_or(1).max(1) as f64;
+    let curve = svg::lines(
+        "training: implied MACs, zero gates, train accuracy",
+        "step",
+        1.0,
+        &[
+            ("implied MACs / original", "#3b6ea5", c.iter().map(|x| (x.step as f64, x.macs_ratio)).collect()),
+            ("zero gates (share)", "#c0504d", c.iter().map(|x| (x.step as f64, x.zero_gates as f64 / total)).collect()),
+            ("train accuracy", "#4f9a55", c.iter().map(|x| (x.step as f64, x.accuracy)).collect()),
+        ],
+    );
+    let groups: Vec<(String, Vec<f32>)> = r
+        .gates
+        .iter()
+        .map(|g| (g.name.trim_start_matches("sss_gate/").to_string(), g.values.clone()))
+        .collect();
+    let gates = svg::bars("final gate values per layer (0 = deleted)", &groups);
+    vec![("curve".into(), curve), ("gates".into(), gates)]
+}
