@@ -16,14 +16,37 @@ fn compress_report_matches_independent_remeasurement() {
     let before = std::fs::read(&input).unwrap();
     let out = d.path().join("r20.sss.onnx");
     let o = run(&[
-        "compress", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--steps", "12", "--batch-size", "64",
-        "--gamma", "0.3", "--gate-lr", "0.5", "--log-every", "4", "--bench-iters", "3", "--bench-batch", "1",
-        "--runtime", "ort", "--json",
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--steps",
+        "12",
+        "--batch-size",
+        "64",
+        "--gamma",
+        "0.3",
+        "--gate-lr",
+        "0.5",
+        "--log-every",
+        "4",
+        "--bench-iters",
+        "3",
+        "--bench-batch",
+        "1",
+        "--runtime",
+        "ort",
+        "--json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&input).unwrap(), before, "the input was modified");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input was modified"
+    );
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let on_disk: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
     assert_eq!(r, on_disk);
     // MACs recounted from the written files
     let recount = |p: &std::path::Path| {
@@ -33,21 +56,44 @@ fn compress_report_matches_independent_remeasurement() {
     };
     assert_eq!(r["original"]["macs"], 40_551_040u64);
     assert_eq!(r["pruned"]["macs"].as_u64().unwrap(), recount(&out));
-    assert!(r["macs_reduction"].as_f64().unwrap() > 0.0, "nothing was pruned: {}", r["pruning"]);
+    assert!(
+        r["macs_reduction"].as_f64().unwrap() > 0.0,
+        "nothing was pruned: {}",
+        r["pruning"]
+    );
     assert_eq!(r["pruning"]["after"]["macs"], r["pruned"]["macs"]);
     // accuracy re-evaluated in ORT by the eval command
-    let e = run(&["eval", out.to_str().unwrap(), "--data", fixture("fmnist").to_str().unwrap(), "--runtime", "ort", "--json"]);
+    let e = run(&[
+        "eval",
+        out.to_str().unwrap(),
+        "--data",
+        fixture("fmnist").to_str().unwrap(),
+        "--runtime",
+        "ort",
+        "--json",
+    ]);
     let ev: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
     assert_eq!(ev["top1"], r["pruned"]["top1"]);
     assert!((r["original"]["top1"].as_f64().unwrap() - 0.927).abs() < 1e-9);
     // exactness re-validated against the trained gated model
     let gated = out.with_extension("ckpt").join("gated.onnx");
-    let v = run(&["validate", gated.to_str().unwrap(), out.to_str().unwrap(), "--runtime", "tract", "--data", fixture("fmnist").to_str().unwrap()]);
+    let v = run(&[
+        "validate",
+        gated.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--runtime",
+        "tract",
+        "--data",
+        fixture("fmnist").to_str().unwrap(),
+    ]);
     assert_eq!(v.status.code(), Some(0), "{}", stderr(&v));
     assert_eq!(r["exactness"]["passed"], true);
     assert!(r["exactness"]["outputs"][0]["max_abs"].as_f64().unwrap() <= 1e-4);
     // the gated model's accuracy is the same in candle and in the runtime
-    let (gc, gr) = (r["training"]["gated_top1_candle"].as_f64().unwrap(), r["training"]["gated_top1_runtime"].as_f64().unwrap());
+    let (gc, gr) = (
+        r["training"]["gated_top1_candle"].as_f64().unwrap(),
+        r["training"]["gated_top1_runtime"].as_f64().unwrap(),
+    );
     assert!((gc - gr).abs() <= 0.002, "candle {gc} vs runtime {gr}");
     for p in r["plots"].as_array().unwrap() {
         let text = std::fs::read_to_string(p.as_str().unwrap()).unwrap();
@@ -67,12 +113,31 @@ fn compress_exit_codes_for_bad_input() {
     let a = run(&["compress", tv.to_str().unwrap(), "-o", o.to_str().unwrap()]);
     assert_eq!(a.status.code(), Some(2));
     assert!(stderr(&a).contains("pass --data"), "{}", stderr(&a));
-    let b = run(&["compress", r20.to_str().unwrap(), "-o", o.to_str().unwrap(), "--data", "/nonexistent"]);
+    let b = run(&[
+        "compress",
+        r20.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--data",
+        "/nonexistent",
+    ]);
     assert_eq!(b.status.code(), Some(2));
     assert!(stderr(&b).contains("/nonexistent"), "{}", stderr(&b));
-    let c = run(&["compress", r20.to_str().unwrap(), "-o", o.to_str().unwrap(), "--target-macs", "1.5"]);
+    let c = run(&[
+        "compress",
+        r20.to_str().unwrap(),
+        "-o",
+        o.to_str().unwrap(),
+        "--target-macs",
+        "1.5",
+    ]);
     assert_eq!(c.status.code(), Some(2));
-    let e = run(&["compress", r20.to_str().unwrap(), "-o", r20.to_str().unwrap()]);
+    let e = run(&[
+        "compress",
+        r20.to_str().unwrap(),
+        "-o",
+        r20.to_str().unwrap(),
+    ]);
     assert_eq!(e.status.code(), Some(2));
     assert!(stderr(&e).contains("refusing to overwrite"));
     let f = run(&["compress", r20.to_str().unwrap(), "--no-such-flag"]);
@@ -87,9 +152,21 @@ fn interrupt_leaves_a_checkpoint_that_resume_continues() {
     let out = d.path().join("t.onnx");
     let args = |extra: &[&str]| {
         let mut v: Vec<String> = [
-            "train", fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(), "--data", fixture("fmnist").to_str().unwrap(),
-            "--gate", "--steps", "80", "--batch-size", "32", "--log-every", "2", "--checkpoint-dir", ck.to_str().unwrap(),
-            "-o", out.to_str().unwrap(),
+            "train",
+            fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+            "--data",
+            fixture("fmnist").to_str().unwrap(),
+            "--gate",
+            "--steps",
+            "80",
+            "--batch-size",
+            "32",
+            "--log-every",
+            "2",
+            "--checkpoint-dir",
+            ck.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -97,7 +174,11 @@ fn interrupt_leaves_a_checkpoint_that_resume_continues() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
-    let mut child = bin().args(args(&[])).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = bin()
+        .args(args(&[]))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = String::new();
     for l in lines.by_ref() {
@@ -108,7 +189,10 @@ fn interrupt_leaves_a_checkpoint_that_resume_continues() {
             break;
         }
     }
-    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     for l in lines {
         log.push_str(&l.unwrap());
         log.push('\n');
@@ -116,15 +200,27 @@ fn interrupt_leaves_a_checkpoint_that_resume_continues() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("interrupted at step"), "{log}");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(ck.join("checkpoint.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ck.join("checkpoint.json")).unwrap()).unwrap();
     let step = meta["step"].as_u64().unwrap();
     assert!((6..80).contains(&step), "{meta}");
     assert!(!out.exists());
-    let o = bin().args(args(&["--resume", ck.to_str().unwrap()])).output().unwrap();
+    let o = bin()
+        .args(args(&["--resume", ck.to_str().unwrap()]))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("resuming at step {step}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("resuming at step {step}")),
+        "{}",
+        stderr(&o)
+    );
     // the resumed run logs only the steps after the checkpoint
-    let first = stderr(&o).lines().find(|l| l.starts_with("step")).unwrap().to_string();
+    let first = stderr(&o)
+        .lines()
+        .find(|l| l.starts_with("step"))
+        .unwrap()
+        .to_string();
     let n: usize = first.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(n as u64 > step, "{first}");
     assert!(out.exists());
@@ -135,10 +231,55 @@ fn divergence_stops_with_a_clear_message() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("t.onnx");
     let o = run(&[
-        "train", fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(), "--data", fixture("fmnist").to_str().unwrap(),
-        "--steps", "30", "--batch-size", "32", "--lr", "50", "-o", out.to_str().unwrap(),
+        "train",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "--data",
+        fixture("fmnist").to_str().unwrap(),
+        "--steps",
+        "30",
+        "--batch-size",
+        "32",
+        "--lr",
+        "50",
+        "-o",
+        out.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("diverged"), "{}", stderr(&o));
     assert!(!out.exists());
+}
+
+#[test]
+fn target_macs_lands_within_five_percent() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("half.sss.onnx");
+    let o = run(&[
+        "compress",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--target-macs",
+        "0.5",
+        "--steps",
+        "16",
+        "--batch-size",
+        "64",
+        "--bench-iters",
+        "2",
+        "--bench-batch",
+        "1",
+        "--runtime",
+        "tract",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let ratio = r["pruned"]["macs"].as_f64().unwrap() / r["original"]["macs"].as_f64().unwrap();
+    assert!((ratio - 0.5).abs() <= 0.025, "MACs ratio {ratio}");
+    // recounted from the file, not taken from the report
+    let g = load(&out);
+    let macs =
+        sss_onnx::graph::cost::count(&g, &sss_onnx::graph::shape::infer_strict(&g, 1).unwrap())
+            .macs;
+    assert_eq!(macs as f64, r["pruned"]["macs"].as_f64().unwrap());
 }

@@ -21,7 +21,10 @@ use std::sync::Arc;
 
 fn full_data() -> PathBuf {
     let p = root().join(".data").join("fashion-mnist");
-    assert!(p.join("train-images-idx3-ubyte.gz").is_file(), "run scripts/fetch-fashion-mnist.sh first (the README's test command does)");
+    assert!(
+        p.join("train-images-idx3-ubyte.gz").is_file(),
+        "run scripts/fetch-fashion-mnist.sh first (the README's test command does)"
+    );
     p
 }
 
@@ -29,7 +32,15 @@ fn config(steps: usize, lr: f64) -> Config {
     Config {
         steps,
         batch: 128,
-        schedule: Schedule { kind: Kind::Cosine, base: lr, total: steps, warmup: 0, factor: 0.1, step_every: 1, milestones: vec![] },
+        schedule: Schedule {
+            kind: Kind::Cosine,
+            base: lr,
+            total: steps,
+            warmup: 0,
+            factor: 0.1,
+            step_every: 1,
+            milestones: vec![],
+        },
         momentum: 0.9,
         weight_decay: 1e-4,
         gamma: 0.0,
@@ -47,7 +58,10 @@ fn config(steps: usize, lr: f64) -> Config {
 
 fn train(g: &Graph, train: Dataset, prep: &Preprocess, cfg: Config) -> Graph {
     let mut t = Trainer::new(Model::new(g, &Device::Cpu).unwrap(), cfg).unwrap();
-    t.run(Arc::new(train), prep, &AtomicBool::new(false), &mut |r| eprintln!("{r:?}")).unwrap();
+    t.run(Arc::new(train), prep, &AtomicBool::new(false), &mut |r| {
+        eprintln!("{r:?}")
+    })
+    .unwrap();
     t.model.write_back().unwrap()
 }
 
@@ -57,8 +71,11 @@ fn both_accuracies(g: &Graph, test: &Dataset, prep: &Preprocess) -> (f64, f64) {
     let p = d.path().join("m.onnx");
     convert::save(g, &p, &Default::default()).unwrap();
     let mut s = sss_onnx::runtime::open(&p, &ort()).unwrap();
-    let a = accuracy::evaluate(s.as_mut(), "input", test, prep, 500, None).unwrap().top1;
-    let c = trainer::evaluate(&Model::new(g, &Device::Cpu).unwrap(), test, prep, 500, None).unwrap();
+    let a = accuracy::evaluate(s.as_mut(), "input", test, prep, 500, None)
+        .unwrap()
+        .top1;
+    let c =
+        trainer::evaluate(&Model::new(g, &Device::Cpu).unwrap(), test, prep, 500, None).unwrap();
     (a, c)
 }
 
@@ -66,14 +83,26 @@ fn both_accuracies(g: &Graph, test: &Dataset, prep: &Preprocess) -> (f64, f64) {
 fn fine_tuning_the_trained_fixture_keeps_its_accuracy() {
     let dir = full_data();
     let g = load(&fixture("resnet20_fmnist.legacy13.onnx"));
-    let (tr, te) = (data::load(&dir, Split::Train).unwrap(), data::load(&dir, Split::Test).unwrap());
+    let (tr, te) = (
+        data::load(&dir, Split::Train).unwrap(),
+        data::load(&dir, Split::Test).unwrap(),
+    );
     let prep = Preprocess::plan(&tr, [3, 32, 32]).unwrap();
     let (before, _) = both_accuracies(&g, &te, &prep);
-    assert!((before - 0.9118).abs() < 1e-9, "the export script measured 91.18 %: {before}");
+    assert!(
+        (before - 0.9118).abs() < 1e-9,
+        "the export script measured 91.18 %: {before}"
+    );
     let tuned = train(&g, tr, &prep, config(200, 0.002));
     let (ort_acc, candle_acc) = both_accuracies(&tuned, &te, &prep);
-    assert!((ort_acc - before).abs() <= 0.005, "fine-tuned {ort_acc} vs {before}");
-    assert!((ort_acc - candle_acc).abs() <= 0.0005, "ORT {ort_acc} vs candle {candle_acc}");
+    assert!(
+        (ort_acc - before).abs() <= 0.005,
+        "fine-tuned {ort_acc} vs {before}"
+    );
+    assert!(
+        (ort_acc - candle_acc).abs() <= 0.0005,
+        "ORT {ort_acc} vs candle {candle_acc}"
+    );
 }
 
 /// He-normal convolutions, identity BatchNorm, small fully connected layer.
@@ -82,7 +111,14 @@ fn reinitialise(g: &mut Graph) {
         .nodes
         .iter()
         .filter(|n| n.op_type == "BatchNormalization")
-        .flat_map(|n| [(n.inputs[1].clone(), 1.0), (n.inputs[2].clone(), 0.0), (n.inputs[3].clone(), 0.0), (n.inputs[4].clone(), 1.0)])
+        .flat_map(|n| {
+            [
+                (n.inputs[1].clone(), 1.0),
+                (n.inputs[2].clone(), 0.0),
+                (n.inputs[3].clone(), 0.0),
+                (n.inputs[4].clone(), 1.0),
+            ]
+        })
         .collect();
     let mut seed = 11;
     for (name, t) in g.initializers.iter_mut() {
@@ -91,7 +127,11 @@ fn reinitialise(g: &mut Graph) {
             a.fill(*v);
         } else if a.ndim() >= 2 {
             let fan_in: usize = a.shape()[1..].iter().product();
-            let scale = if a.ndim() == 4 { (2.0 / fan_in as f32).sqrt() } else { (1.0 / fan_in as f32).sqrt() };
+            let scale = if a.ndim() == 4 {
+                (2.0 / fan_in as f32).sqrt()
+            } else {
+                (1.0 / fan_in as f32).sqrt()
+            };
             seed += 1;
             *a = sss_onnx::measure::inputs::normal(a.shape(), seed).mapv(|v| v * scale);
         } else {
@@ -105,11 +145,17 @@ fn one_epoch_from_random_initialisation_learns_fashion_mnist() {
     let dir = full_data();
     let mut g = load(&fixture("resnet20_a.legacy17bn.onnx"));
     reinitialise(&mut g);
-    let (tr, te) = (data::load(&dir, Split::Train).unwrap(), data::load(&dir, Split::Test).unwrap());
+    let (tr, te) = (
+        data::load(&dir, Split::Train).unwrap(),
+        data::load(&dir, Split::Test).unwrap(),
+    );
     let prep = Preprocess::plan(&tr, [3, 32, 32]).unwrap();
     let steps = tr.len() / 128;
     let trained = train(&g, tr, &prep, config(steps, 0.1));
     let (ort_acc, candle_acc) = both_accuracies(&trained, &te, &prep);
     assert!(ort_acc >= 0.80, "one epoch: {ort_acc}");
-    assert!((ort_acc - candle_acc).abs() <= 0.0005, "ORT {ort_acc} vs candle {candle_acc}");
+    assert!(
+        (ort_acc - candle_acc).abs() <= 0.0005,
+        "ORT {ort_acc} vs candle {candle_acc}"
+    );
 }

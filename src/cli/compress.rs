@@ -3,7 +3,7 @@
 
 use super::common::{load_data, load_graph, open, RuntimeArgs};
 use super::gate::Structure;
-use super::train::{run_training, TrainArgs};
+use super::train::{run_training, TrainArgs, Trained};
 use super::{CliResult, Failure};
 use anyhow::Context;
 use sss_onnx::data::{Fit, Split};
@@ -31,7 +31,12 @@ pub struct Args {
     /// The pruned model; default `<model>.sss.onnx` beside the input.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "channel,group,block")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "channel,group,block"
+    )]
     structures: Vec<Structure>,
     /// Reach this fraction of the original MACs (±5 %) by steering γ during
     /// training (APG phase, then the lowest gates at the lock). Default 0.65
@@ -55,13 +60,21 @@ pub struct Args {
 }
 
 fn bundled_data() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("fmnist");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("fmnist");
     p.is_dir().then_some(p)
 }
 
 fn file_bytes(p: &Path) -> u64 {
-    let data = p.with_file_name(format!("{}.data", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) + std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0)
+    let data = p.with_file_name(format!(
+        "{}.data",
+        p.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0)
 }
 
 fn counts(g: &Graph) -> anyhow::Result<(u64, u64)> {
@@ -75,9 +88,16 @@ fn stage(i: usize, name: &str) {
 
 pub fn run(a: Args) -> CliResult {
     let t_all = Instant::now();
-    let out = a.output.clone().unwrap_or_else(|| a.model.with_extension("sss.onnx"));
+    let out = a
+        .output
+        .clone()
+        .unwrap_or_else(|| a.model.with_extension("sss.onnx"));
     ensure_not_input(&out, &a.model)?;
-    let ckpt = a.train.checkpoint_dir.clone().unwrap_or_else(|| out.with_extension("ckpt"));
+    let ckpt = a
+        .train
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| out.with_extension("ckpt"));
     if let Some(t) = a.target_macs {
         if !(0.01..1.0).contains(&t) {
             return Err(anyhow::anyhow!("--target-macs {t} must lie in (0, 1)").into());
@@ -97,8 +117,14 @@ pub fn run(a: Args) -> CliResult {
     };
     let (test, prep, input) = load_data(&data_dir, Split::Test, &g)?;
     if a.data.is_none() {
-        let classes = shape::infer_strict(&g, 1)?.shape(&g.outputs[0].name).map(|s| s.last().copied().unwrap_or(0)).unwrap_or(0);
-        if prep.fit == Fit::Resize || classes != test.classes {
+        let classes = shape::infer_strict(&g, 1)?
+            .shape(&g.outputs[0].name)
+            .map(|s| s.last().copied().unwrap_or(0))
+            .unwrap_or(0);
+        // "fits": the same size or a small pad (28×28 into ≤ 36×36); a model
+        // for 64×64 or 224×224 images would learn nothing useful from it
+        let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
+        if prep.fit == Fit::Resize || !small_pad || classes != test.classes {
             return Err(anyhow::anyhow!(
                 "the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): pass --data DIR",
                 prep.to
@@ -112,12 +138,21 @@ pub fn run(a: Args) -> CliResult {
     let mut s0 = open(&a.model, &opts)?;
     let runtime_name = s0.describe();
     let acc0 = evaluate(s0.as_mut(), &input, &test, &prep, 250, None)?;
-    eprintln!("original: {:.2} M MACs, {} params, top-1 {:.2}% ({runtime_name})", macs0 as f64 / 1e6, params0, acc0.top1 * 100.0);
+    eprintln!(
+        "original: {:.2} M MACs, {} params, top-1 {:.2}% ({runtime_name})",
+        macs0 as f64 / 1e6,
+        params0,
+        acc0.top1 * 100.0
+    );
 
     stage(2, "gate");
     let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
     let (gated, gates) = gate::insert(&g, &kinds)?;
-    eprintln!("{} gate tensors, {} factors", gates.len(), gates.iter().map(|g| g.count).sum::<usize>());
+    eprintln!(
+        "{} gate tensors, {} factors",
+        gates.len(),
+        gates.iter().map(|g| g.count).sum::<usize>()
+    );
 
     stage(3, "train (NAG for weights, APG for gates)");
     let mut targs = a.train.clone();
@@ -129,7 +164,13 @@ pub fn run(a: Args) -> CliResult {
     }
     targs.checkpoint_dir = Some(ckpt.clone());
     let t_train = Instant::now();
-    let (trained, curve, cfg) = run_training(&gated, &data_dir, &targs, target)?;
+    let Trained {
+        graph: trained,
+        records: curve,
+        cfg,
+        locked_at,
+        budget_zeroed,
+    } = run_training(&gated, &data_dir, &targs, target)?;
     let train_secs = t_train.elapsed().as_secs_f64();
     let gated_path = ckpt.join("gated.onnx");
     convert::save(&trained, &gated_path, &WriteOptions::default())?;
@@ -141,7 +182,14 @@ pub fn run(a: Args) -> CliResult {
 
     stage(5, "validate (pruned vs trained gated model)");
     let (mut sg, mut sp) = (open(&gated_path, &opts)?, open(&pruned_check, &opts)?);
-    let plan = validate::Plan { random_batches: 4, batch: 8, seed: 1, real: Some((&test, &prep, 256)), atol: 1e-4, rtol: 1e-4 };
+    let plan = validate::Plan {
+        random_batches: 4,
+        batch: 8,
+        seed: 1,
+        real: Some((&test, &prep, 256)),
+        atol: 1e-4,
+        rtol: 1e-4,
+    };
     let exact = validate::validate(&trained, sg.as_mut(), sp.as_mut(), &plan)?;
     let worst = exact.outputs.iter().map(|d| d.max_abs).fold(0.0, f64::max);
     if !exact.passed {
@@ -155,19 +203,45 @@ pub fn run(a: Args) -> CliResult {
 
     stage(6, "evaluate");
     let acc_gated_rt = evaluate(sg.as_mut(), &input, &test, &prep, 250, None)?;
-    let acc_gated_candle = trainer::evaluate(&Model::new(&trained, &candle_core::Device::Cpu)?, &test, &prep, 250, None)?;
+    let acc_gated_candle = trainer::evaluate(
+        &Model::new(&trained, &candle_core::Device::Cpu)?,
+        &test,
+        &prep,
+        250,
+        None,
+    )?;
     let acc1 = evaluate(sp.as_mut(), &input, &test, &prep, 250, None)?;
-    eprintln!("pruned: top-1 {:.2}% (gated: {:.2}% runtime, {:.2}% candle)", acc1.top1 * 100.0, acc_gated_rt.top1 * 100.0, acc_gated_candle * 100.0);
-    let opts_write = if a.external_data { WriteOptions::external() } else { WriteOptions::default() };
-    convert::save(&pruned, &out, &opts_write).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "pruned: top-1 {:.2}% (gated: {:.2}% runtime, {:.2}% candle)",
+        acc1.top1 * 100.0,
+        acc_gated_rt.top1 * 100.0,
+        acc_gated_candle * 100.0
+    );
+    let opts_write = if a.external_data {
+        WriteOptions::external()
+    } else {
+        WriteOptions::default()
+    };
+    convert::save(&pruned, &out, &opts_write)
+        .with_context(|| format!("writing {}", out.display()))?;
 
     stage(7, "bench (interleaved, original vs pruned)");
     let mut lat0 = Vec::new();
     let mut lat1 = Vec::new();
     for &b in &a.bench_batch {
         let mut sessions = vec![
-            (a.model.display().to_string(), macs0, open(&a.model, &opts)?, inputs::random_inputs(&g, b, 0)?),
-            (out.display().to_string(), counts(&pruned)?.0, open(&out, &opts)?, inputs::random_inputs(&pruned, b, 0)?),
+            (
+                a.model.display().to_string(),
+                macs0,
+                open(&a.model, &opts)?,
+                inputs::random_inputs(&g, b, 0)?,
+            ),
+            (
+                out.display().to_string(),
+                counts(&pruned)?.0,
+                open(&out, &opts)?,
+                inputs::random_inputs(&pruned, b, 0)?,
+            ),
         ];
         for s in sessions.iter_mut() {
             s.1 *= b as u64;
@@ -183,7 +257,12 @@ pub fn run(a: Args) -> CliResult {
         .iter()
         .map(|gt| {
             let f = gate::factors(&trained, gt).unwrap_or_default();
-            GateValues { name: gt.name.clone(), kind: gt.kind.as_str().into(), block: gt.block, values: f }
+            GateValues {
+                name: gt.name.clone(),
+                kind: gt.kind.as_str().into(),
+                block: gt.block,
+                values: f,
+            }
         })
         .collect();
     let images = curve.iter().map(|r| r.images_per_s).sum::<f64>() / curve.len().max(1) as f64;
@@ -212,8 +291,24 @@ pub fn run(a: Args) -> CliResult {
         data: serde_json::json!({
             "dir": data_dir, "name": test.name, "test_samples": test.len(), "preprocess": prep.describe(),
         }),
-        original: ModelFigures { file: a.model.display().to_string(), file_bytes: file_bytes(&a.model), macs: macs0, params: params0, top1: acc0.top1, top5: acc0.top5, latency: lat0 },
-        pruned: ModelFigures { file: out.display().to_string(), file_bytes: file_bytes(&out), macs: macs1, params: params1, top1: acc1.top1, top5: acc1.top5, latency: lat1 },
+        original: ModelFigures {
+            file: a.model.display().to_string(),
+            file_bytes: file_bytes(&a.model),
+            macs: macs0,
+            params: params0,
+            top1: acc0.top1,
+            top5: acc0.top5,
+            latency: lat0,
+        },
+        pruned: ModelFigures {
+            file: out.display().to_string(),
+            file_bytes: file_bytes(&out),
+            macs: macs1,
+            params: params1,
+            top1: acc1.top1,
+            top5: acc1.top5,
+            latency: lat1,
+        },
         macs_reduction: 1.0 - macs1 as f64 / macs0.max(1) as f64,
         params_reduction: 1.0 - params1 as f64 / params0.max(1) as f64,
         accuracy_drop_pt: (acc0.top1 - acc1.top1) * 100.0,
@@ -227,6 +322,8 @@ pub fn run(a: Args) -> CliResult {
             curve,
             gated_top1_candle: acc_gated_candle,
             gated_top1_runtime: acc_gated_rt.top1,
+            locked_at,
+            budget_zeroed,
         },
         gates: gate_values,
         plots: vec![],
@@ -242,7 +339,13 @@ pub fn run(a: Args) -> CliResult {
         println!("{json}");
     } else {
         print!("{}", report::markdown(&r));
-        println!("\nWrote {}, {} and {} plots in {:.0} s.", out.display(), report_path.display(), r.plots.len(), t_all.elapsed().as_secs_f64());
+        println!(
+            "\nWrote {}, {} and {} plots in {:.0} s.",
+            out.display(),
+            report_path.display(),
+            r.plots.len(),
+            t_all.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

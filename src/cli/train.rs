@@ -96,7 +96,9 @@ impl TrainArgs {
             },
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            gamma: self.gamma.unwrap_or(if target_macs.is_some() { 0.05 } else { 0.01 }),
+            gamma: self
+                .gamma
+                .unwrap_or(if target_macs.is_some() { 0.05 } else { 0.01 }),
             gate_lr: self.gate_lr,
             gate_optimizer: self.gate_optimizer,
             seed: self.seed,
@@ -168,7 +170,7 @@ pub fn run_training(
     data_dir: &Path,
     t: &TrainArgs,
     target_macs: Option<f64>,
-) -> anyhow::Result<(Graph, Vec<Record>, Config)> {
+) -> anyhow::Result<Trained> {
     let (ds, prep, _) = load_data(data_dir, Split::Train, graph)?;
     eprintln!(
         "data: {} ({} training samples); {}",
@@ -216,7 +218,24 @@ pub fn run_training(
             out.steps_done
         );
     }
-    Ok((trainer.model.write_back()?, out.records, cfg))
+    Ok(Trained {
+        graph: trainer.model.write_back()?,
+        records: out.records,
+        cfg,
+        locked_at: trainer.locked_at,
+        budget_zeroed: trainer.budget_zeroed,
+    })
+}
+
+/// What a training run produced.
+pub struct Trained {
+    pub graph: Graph,
+    pub records: Vec<Record>,
+    pub cfg: Config,
+    /// Step at which the zero pattern was locked (two-phase runs).
+    pub locked_at: Option<usize>,
+    /// Factors the MAC budget set to 0 at the lock, beyond APG's zeros.
+    pub budget_zeroed: usize,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -230,7 +249,11 @@ pub fn run(a: Args) -> CliResult {
         let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
         g = gate::insert(&g, &kinds)?.0;
     }
-    let (trained, records, _) = run_training(&g, &a.data, &a.train, None)?;
+    let Trained {
+        graph: trained,
+        records,
+        ..
+    } = run_training(&g, &a.data, &a.train, None)?;
     convert::save(&trained, &output, &Default::default())?;
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained)?;
     let acc = trainer::evaluate(

@@ -39,6 +39,10 @@ pub struct Training {
     /// runtime: the written ONNX gives what training saw.
     pub gated_top1_candle: f64,
     pub gated_top1_runtime: f64,
+    /// Step at which the zero pattern was locked (two-phase runs).
+    pub locked_at: Option<usize>,
+    /// Gate factors the MAC budget set to 0 at the lock, beyond APG's zeros.
+    pub budget_zeroed: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +76,10 @@ fn mega(x: u64) -> String {
 pub fn markdown(r: &Report) -> String {
     let (o, p) = (&r.original, &r.pruned);
     let mut s = String::new();
-    s.push_str(&format!("## sss-onnx compress: {} → {}\n\n", o.file, p.file));
+    s.push_str(&format!(
+        "## sss-onnx compress: {} → {}\n\n",
+        o.file, p.file
+    ));
     s.push_str("| | original | pruned | change |\n|---|---:|---:|---:|\n");
     s.push_str(&format!(
         "| MACs (batch 1) | {} | {} | −{} |\n",
@@ -122,14 +129,29 @@ pub fn markdown(r: &Report) -> String {
         if r.exactness.passed { "passed" } else { "FAILED" }
     ));
     s.push_str(&format!(
-        "Training: {} steps in {:.0} s ({:.0} images/s), final γ {:.3e}.\n",
+        "Training: {} steps in {:.0} s ({:.0} images/s), final γ {:.3e}",
         r.training.steps, r.training.seconds, r.training.images_per_s, r.training.final_gamma
     ));
-    s.push_str("\n| stage | blocks removed | channels removed | groups removed |\n|---:|---:|---:|---:|\n");
+    match r.training.locked_at {
+        Some(at) => s.push_str(&format!(
+            "; zero pattern locked at step {at}, {} gate factors zeroed by the MAC budget there (the rest by APG).\n",
+            r.training.budget_zeroed
+        )),
+        None => s.push_str(".\n"),
+    }
+    s.push_str(
+        "\n| stage | blocks removed | channels removed | groups removed |\n|---:|---:|---:|---:|\n",
+    );
     for st in &pr.stages {
         s.push_str(&format!(
             "| {} | {}/{} | {}/{} | {}/{} |\n",
-            st.stage, st.blocks_removed, st.blocks, st.channels_removed, st.channels, st.groups_removed, st.groups
+            st.stage,
+            st.blocks_removed,
+            st.blocks,
+            st.channels_removed,
+            st.channels,
+            st.groups_removed,
+            st.groups
         ));
     }
     s
@@ -144,15 +166,34 @@ pub fn plots(r: &Report) -> Vec<(String, String)> {
         "step",
         1.0,
         &[
-            ("implied MACs / original", "#3b6ea5", c.iter().map(|x| (x.step as f64, x.macs_ratio)).collect()),
-            ("zero gates (share)", "#c0504d", c.iter().map(|x| (x.step as f64, x.zero_gates as f64 / total)).collect()),
-            ("train accuracy", "#4f9a55", c.iter().map(|x| (x.step as f64, x.accuracy)).collect()),
+            (
+                "implied MACs / original",
+                "#3b6ea5",
+                c.iter().map(|x| (x.step as f64, x.macs_ratio)).collect(),
+            ),
+            (
+                "zero gates (share)",
+                "#c0504d",
+                c.iter()
+                    .map(|x| (x.step as f64, x.zero_gates as f64 / total))
+                    .collect(),
+            ),
+            (
+                "train accuracy",
+                "#4f9a55",
+                c.iter().map(|x| (x.step as f64, x.accuracy)).collect(),
+            ),
         ],
     );
     let groups: Vec<(String, Vec<f32>)> = r
         .gates
         .iter()
-        .map(|g| (g.name.trim_start_matches("sss_gate/").to_string(), g.values.clone()))
+        .map(|g| {
+            (
+                g.name.trim_start_matches("sss_gate/").to_string(),
+                g.values.clone(),
+            )
+        })
         .collect();
     let gates = svg::bars("final gate values per layer (0 = deleted)", &groups);
     vec![("curve".into(), curve), ("gates".into(), gates)]

@@ -21,12 +21,17 @@ fn frame(title: &str, out: &mut String) {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
+
+/// A labelled, coloured line: (label, colour, points).
+pub type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 /// Lines over a shared x axis; each series is (label, colour, points), y in
 /// [0, y_max].
-pub fn lines(title: &str, x_label: &str, y_max: f64, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+pub fn lines(title: &str, x_label: &str, y_max: f64, series: &[Series]) -> String {
     let mut out = String::new();
     frame(title, &mut out);
     let x_max = series
@@ -37,13 +42,38 @@ pub fn lines(title: &str, x_label: &str, y_max: f64, series: &[(&str, &str, Vec<
     let sy = |y: f64| H - M - (y / y_max).clamp(0.0, 1.05) * (H - 2.0 * M);
     for k in 0..=4 {
         let v = y_max * k as f64 / 4.0;
-        let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="end">{:.2}</text>"#, M - 4.0, sy(v) + 4.0, v);
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" text-anchor="end">{:.2}</text>"#,
+            M - 4.0,
+            sy(v) + 4.0,
+            v
+        );
     }
-    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#, W / 2.0, H - 15.0, escape(x_label));
-    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="end">{:.0}</text>"#, W - 10.0, H - M + 15.0, x_max);
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        H - 15.0,
+        escape(x_label)
+    );
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="end">{:.0}</text>"#,
+        W - 10.0,
+        H - M + 15.0,
+        x_max
+    );
     for (i, (label, colour, pts)) in series.iter().enumerate() {
-        let path: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-        let _ = write!(out, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = write!(
+            out,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
         let _ = write!(
             out,
             r#"<text x="{}" y="{}" fill="{colour}">{}</text>"#,
@@ -94,7 +124,13 @@ pub fn bars(title: &str, groups: &[(String, Vec<f32>)]) -> String {
             );
         }
     }
-    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="end">{:.2}</text>"#, M - 4.0, M + 4.0, y_max);
+    let _ = write!(
+        out,
+        r#"<text x="{}" y="{}" text-anchor="end">{:.2}</text>"#,
+        M - 4.0,
+        M + 4.0,
+        y_max
+    );
     out.push_str("</svg>\n");
     out
 }

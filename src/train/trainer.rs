@@ -132,7 +132,11 @@ impl Trainer {
                 },
                 // cost-aware but bounded: a block gate must not carry 10× the
                 // penalty of a channel (it would die before the net adapts)
-                weight: if mean > 0.0 { (c / mean).clamp(0.25, 4.0) } else { 1.0 },
+                weight: if mean > 0.0 {
+                    (c / mean).clamp(0.25, 4.0)
+                } else {
+                    1.0
+                },
             })
             .collect();
         // BN scale/shift and gates take no weight decay
@@ -243,7 +247,11 @@ impl Trainer {
             self.rule.update(&gv.name, &lam, grad, lr, gamma)?
         };
         // after the lock a deleted structure stays deleted
-        let new = if locked { new.broadcast_mul(&lam.ne(0.0)?.to_dtype(lam.dtype())?)? } else { new };
+        let new = if locked {
+            new.broadcast_mul(&lam.ne(0.0)?.to_dtype(lam.dtype())?)?
+        } else {
+            new
+        };
         var.set(&new)
     }
 
@@ -293,7 +301,10 @@ impl Trainer {
             // after it: an abrupt deletion plus stale momentum made BN-less
             // (folded) nets diverge within a few steps
             let lr = match self.locked_at {
-                Some(at) => self.cfg.schedule.lr(step) * ((step + 1 - at) as f64 / LOCK_WARMUP as f64).min(1.0),
+                Some(at) => {
+                    self.cfg.schedule.lr(step)
+                        * ((step + 1 - at) as f64 / LOCK_WARMUP as f64).min(1.0)
+                }
                 None => self.cfg.schedule.lr(step),
             };
             let gate_lr = match self.cfg.gate_lr {
@@ -354,7 +365,10 @@ impl Trainer {
             last = step + 1;
             let end = step + 1 == self.cfg.steps;
             if self.locked_at.is_none() {
-                let due = self.cfg.lock_at.is_some_and(|f| (step + 1) as f64 >= f * self.cfg.steps as f64);
+                let due = self
+                    .cfg
+                    .lock_at
+                    .is_some_and(|f| (step + 1) as f64 >= f * self.cfg.steps as f64);
                 let mut reached = false;
                 if let Some(target) = self.cfg.target_macs {
                     if (step + 1) % STEER_EVERY == 0 {
@@ -470,8 +484,11 @@ impl Trainer {
         let gv = &self.gates[gi];
         let var = &self.model.vars[&gv.name];
         let shape = var.as_tensor().dims().to_vec();
-        let full: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| factors[i / gv.span]).collect();
-        let t = Tensor::from_vec(full, shape, var.as_tensor().device())?.to_dtype(var.as_tensor().dtype())?;
+        let full: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|i| factors[i / gv.span])
+            .collect();
+        let t = Tensor::from_vec(full, shape, var.as_tensor().device())?
+            .to_dtype(var.as_tensor().dtype())?;
         var.set(&t)
     }
 }
