@@ -113,7 +113,7 @@ pub fn markdown(r: &Report) -> String {
     }
     let pr = &r.pruning;
     s.push_str(&format!(
-        "\nRemoved: {} of {} blocks, {} channels, {} groups ({} Relus after deleted blocks). ",
+        "\nRemoved: {} of {} blocks; in the blocks kept, {} channels and {} groups ({} Relus after deleted blocks). ",
         pr.blocks_removed.len() + pr.blocks_replaced_by_constant.len(),
         pr.stages.iter().map(|st| st.blocks).sum::<usize>(),
         pr.channels_removed,
@@ -140,7 +140,7 @@ pub fn markdown(r: &Report) -> String {
         None => s.push_str(".\n"),
     }
     s.push_str(
-        "\n| stage | blocks removed | channels removed | groups removed |\n|---:|---:|---:|---:|\n",
+        "\n| stage | blocks removed | gated channels gone (alone or with their block) | gated groups gone |\n|---:|---:|---:|---:|\n",
     );
     for st in &pr.stages {
         s.push_str(&format!(
