@@ -460,10 +460,20 @@ impl Trainer {
             values.push(f);
         }
         units.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut alive: Vec<usize> = values
+            .iter()
+            .map(|f| f.iter().filter(|&&v| v != 0.0).count())
+            .collect();
         let mut zeroed = 0;
         for (_, gi, k) in units {
             if ratio <= target * 1.02 {
                 break;
+            }
+            // a branch goes only through its block gate: emptying a conv via
+            // its channel gates leaves the next conv's bias as a constant
+            // offset (measured: training collapsed)
+            if values[gi].len() > 1 && alive[gi] == 1 {
+                continue;
             }
             let old = values[gi][k];
             values[gi][k] = 0.0;
@@ -475,6 +485,7 @@ impl Trainer {
                 continue;
             }
             ratio = r;
+            alive[gi] -= 1;
             zeroed += 1;
         }
         Ok(zeroed)
