@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench train_step -- [model.onnx] [batch] [steps]
 //!
-//! Defaults: the bundled ResNet-20 (gated), batch 128, 5 timed steps after 1
+//! Defaults: the BN-kept ResNet-20 export (gated), batch 128, 5 timed steps after 1
 //! warm-up step.
 
 use candle_core::{Device, Tensor};
@@ -28,12 +28,7 @@ fn main() {
     let path = args
         .first()
         .cloned()
-        .unwrap_or_else(|| format!("{root}/fixtures/resnet20_fmnist.legacy17bn_or_13.onnx"));
-    let path = if path.contains("_or_") {
-        format!("{root}/fixtures/resnet20_a.legacy17bn.onnx")
-    } else {
-        path
-    };
+        .unwrap_or_else(|| format!("{root}/fixtures/resnet20_a.legacy17bn.onnx"));
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(128);
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let g = convert::load(path.as_ref()).expect("model");

@@ -153,8 +153,6 @@ impl Model {
         let mut env: HashMap<&str, Tensor> = HashMap::new();
         env.insert(self.input.as_str(), x.clone());
         let mut updates = Vec::new();
-        let profile = std::env::var_os("SSS_PROFILE").is_some();
-        let mut times: std::collections::BTreeMap<String, f64> = Default::default();
         for node in &self.graph.nodes {
             // shape arithmetic: every output already known as a constant
             if node
@@ -164,15 +162,8 @@ impl Model {
             {
                 continue;
             }
-            let t0 = std::time::Instant::now();
             let out = self.eval(node, &env, &facts, train, &mut updates)?;
-            if profile {
-                *times.entry(node.op_type.clone()).or_default() += t0.elapsed().as_secs_f64() * 1e3;
-            }
             env.insert(node.outputs[0].as_str(), out);
-        }
-        if profile {
-            eprintln!("forward ms by op: {times:?}");
         }
         let y = env
             .remove(self.output.as_str())
@@ -483,14 +474,13 @@ impl Model {
         let cx = node_ctx(&self.graph, facts, node);
         let (win, _) = Window::from_node(&cx, ws[2..].to_vec(), &xs[2..], false)?;
         let geo = geometry(&xs, &win)?;
-        let (n, cout) = (xs[0], ws[0]);
+        let cout = ws[0];
         let y = if self.device.is_cpu() {
             let op = Conv2d {
                 g: geo,
                 groups,
                 cout,
             };
-            let _ = n;
             x.contiguous()
                 .and_then(|x| x.apply_op2(&w.contiguous()?, op))
                 .map_err(e)?

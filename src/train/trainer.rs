@@ -377,7 +377,7 @@ impl Trainer {
                         // with a lock the budget step meets the target; γ
                         // steering is for single-phase runs
                         if !reached && self.cfg.lock_at.is_none() {
-                            self.steer(ratio, target, step);
+                            self.steer(ratio, target);
                         }
                     }
                 }
@@ -428,7 +428,7 @@ impl Trainer {
     /// target, lower it (so gates can revive) when below. Small bounded
     /// multiplicative steps: structures die one by one and the network has
     /// time to adapt; inside the ±2 % band γ holds.
-    fn steer(&mut self, ratio: f64, target: f64, _step: usize) {
+    fn steer(&mut self, ratio: f64, target: f64) {
         let err = (ratio - target) / target;
         self.gamma *= (2.0 * err).clamp(-0.15, 0.15).exp();
         self.gamma = self.gamma.clamp(1e-4, 100.0);
