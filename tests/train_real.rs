@@ -14,7 +14,7 @@ use sss_onnx::train::feed::Augment;
 use sss_onnx::train::model::Model;
 use sss_onnx::train::optim::GateOptimizer;
 use sss_onnx::train::schedule::{Kind, Schedule};
-use sss_onnx::train::trainer::{self, Config, Trainer};
+use sss_onnx::train::trainer::{self, Config, Rank, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -53,6 +53,8 @@ fn config(steps: usize, lr: f64) -> Config {
         checkpoint_every: 1000,
         target_macs: None,
         lock_at: None,
+        rank: Rank::Taylor,
+        budget_steps: 1,
     }
 }
 

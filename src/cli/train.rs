@@ -12,7 +12,7 @@ use sss_onnx::structure::GateKind;
 use sss_onnx::train::feed::{self, Augment};
 use sss_onnx::train::optim::GateOptimizer;
 use sss_onnx::train::schedule::{self, Schedule};
-use sss_onnx::train::trainer::{self, Config, Record, Stop, Trainer};
+use sss_onnx::train::trainer::{self, Config, Rank, Record, Stop, Trainer};
 use sss_onnx::train::{checkpoint, model::Model};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,8 +39,7 @@ pub struct TrainArgs {
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// L1 penalty γ on the gates (default 0.01; `compress` steers it toward
-    /// --target-macs instead when no γ is given).
+    /// L1 penalty γ on the gates (default 0.01).
     #[arg(long)]
     pub gamma: Option<f64>,
     /// Peak learning rate of the gates (default: --lr, as in the paper;
@@ -48,9 +47,18 @@ pub struct TrainArgs {
     #[arg(long)]
     pub gate_lr: Option<f64>,
     /// Lock the zero pattern after this fraction of the steps (or, with a MAC
-    /// target, once it is reached) and fine-tune the rest with γ = 0.
+    /// target, once it is reached) and fine-tune the rest with γ = 0
+    /// (`compress` default with a target: 0.3).
     #[arg(long)]
     pub lock_at: Option<f64>,
+    /// How a MAC budget picks what to delete: taylor (loss change per MAC,
+    /// from the gate gradients) or value (smallest |λ|).
+    #[arg(long, value_enum, default_value = "taylor")]
+    pub rank: Rank,
+    /// Budget steps spread over the first phase (gradual pruning); 1 = all
+    /// at the lock.
+    #[arg(long, default_value_t = 4)]
+    pub budget_steps: usize,
     #[arg(long = "optimizer", value_enum, default_value = "apg")]
     pub gate_optimizer: GateOptimizer,
     #[arg(long, default_value_t = 0.9)]
@@ -73,6 +81,45 @@ pub struct TrainArgs {
     /// Append one JSON line of metrics per log step here.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
+    /// Training device: auto (CUDA when the binary was built with the
+    /// `cuda` feature and a GPU is visible, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// Resolves `--device`; the string says which device and why.
+pub fn pick_device(spec: &str) -> anyhow::Result<(candle_core::Device, String)> {
+    use candle_core::Device;
+    let cuda = |n: usize| -> anyhow::Result<(Device, String)> {
+        if !candle_core::utils::cuda_is_available() {
+            anyhow::bail!(
+                "--device {spec}: this binary was built without CUDA; rebuild with `cargo build --release --features cuda` (README: GPU build)"
+            );
+        }
+        let d = Device::new_cuda(n)
+            .with_context(|| format!("--device {spec}: opening CUDA device {n}"))?;
+        Ok((d, format!("cuda:{n}")))
+    };
+    match spec {
+        "cpu" => Ok((Device::Cpu, "cpu".into())),
+        "cuda" => cuda(0),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                match Device::new_cuda(0) {
+                    Ok(d) => return Ok((d, "cuda:0 (auto: built with CUDA, GPU visible)".into())),
+                    Err(e) => return Ok((Device::Cpu, format!("cpu (auto: no usable GPU: {e})"))),
+                }
+            }
+            Ok((Device::Cpu, "cpu (auto: built without CUDA)".into()))
+        }
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => cuda(n),
+            None => anyhow::bail!("--device {s}: expected auto, cpu, cuda or cuda:N"),
+        },
+    }
 }
 
 impl TrainArgs {
@@ -96,9 +143,7 @@ impl TrainArgs {
             },
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            gamma: self
-                .gamma
-                .unwrap_or(if target_macs.is_some() { 0.05 } else { 0.01 }),
+            gamma: self.gamma.unwrap_or(0.01),
             gate_lr: self.gate_lr,
             gate_optimizer: self.gate_optimizer,
             seed: self.seed,
@@ -112,6 +157,8 @@ impl TrainArgs {
             checkpoint_every: spe,
             target_macs,
             lock_at: self.lock_at,
+            rank: self.rank,
+            budget_steps: self.budget_steps,
         }
     }
 }
@@ -179,8 +226,8 @@ pub fn run_training(
         prep.describe()
     );
     let cfg = t.config(ds.len(), target_macs);
-    let device = candle_core::Device::Cpu;
-    eprintln!("device: cpu; {} steps of batch {}", cfg.steps, cfg.batch);
+    let (device, said) = pick_device(&t.device)?;
+    eprintln!("device: {said}; {} steps of batch {}", cfg.steps, cfg.batch);
     let model = Model::new(graph, &device)?;
     let mut trainer = Trainer::new(model, cfg.clone())?;
     if let Some(dir) = &t.resume {
@@ -224,6 +271,7 @@ pub fn run_training(
         cfg,
         locked_at: trainer.locked_at,
         budget_zeroed: trainer.budget_zeroed,
+        device: said,
     })
 }
 
@@ -234,8 +282,10 @@ pub struct Trained {
     pub cfg: Config,
     /// Step at which the zero pattern was locked (two-phase runs).
     pub locked_at: Option<usize>,
-    /// Factors the MAC budget set to 0 at the lock, beyond APG's zeros.
+    /// Factors the MAC budget set to 0, beyond APG's zeros.
     pub budget_zeroed: usize,
+    /// The training device, as said on stderr.
+    pub device: String,
 }
 
 pub fn run(a: Args) -> CliResult {

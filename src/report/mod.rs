@@ -41,8 +41,11 @@ pub struct Training {
     pub gated_top1_runtime: f64,
     /// Step at which the zero pattern was locked (two-phase runs).
     pub locked_at: Option<usize>,
-    /// Gate factors the MAC budget set to 0 at the lock, beyond APG's zeros.
+    /// Gate factors the MAC budget set to 0 (its steps up to the lock),
+    /// beyond APG's zeros.
     pub budget_zeroed: usize,
+    /// Where training ran ("cpu", "cuda:0").
+    pub device: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,10 +137,11 @@ pub fn markdown(r: &Report) -> String {
     ));
     match r.training.locked_at {
         Some(at) => s.push_str(&format!(
-            "; zero pattern locked at step {at}, {} gate factors zeroed by the MAC budget there (the rest by APG).\n",
-            r.training.budget_zeroed
+            "; zero pattern locked at step {at}, {} gate factors zeroed by the MAC budget up to there (the rest by APG); trained on {}.\n",
+            r.training.budget_zeroed,
+            r.training.device
         )),
-        None => s.push_str(".\n"),
+        None => s.push_str(&format!("; trained on {}.\n", r.training.device)),
     }
     s.push_str(
         "\n| stage | blocks removed | gated channels gone (alone or with their block) | gated groups gone |\n|---:|---:|---:|---:|\n",

@@ -44,6 +44,22 @@ pub struct Config {
     /// rest is fine-tuning (γ = 0, zero gates stay 0). In target mode the lock also happens as soon as the
     /// target is reached. `None`: never (the paper's single run).
     pub lock_at: Option<f64>,
+    /// How the MAC budget picks the factors it zeroes.
+    pub rank: Rank,
+    /// Budget steps spread over the first phase (the last one at the lock);
+    /// 1: everything at the lock.
+    pub budget_steps: usize,
+}
+
+/// Ordering of the factors the MAC budget zeroes (least important first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rank {
+    /// The gate value |λ| (what APG has learned).
+    Value,
+    /// First-order loss change of removing the factor, (λ·∂L/∂λ)² summed
+    /// over the steps so far, per MAC the factor costs.
+    Taylor,
 }
 
 /// One line of the training curve.
@@ -104,8 +120,19 @@ pub struct Trainer {
     pub start_step: usize,
     /// Step at which the zero pattern was locked.
     pub locked_at: Option<usize>,
-    /// Factors the MAC budget set to 0 at the lock (beyond APG's zeros).
+    /// Factors the MAC budget set to 0 (beyond APG's zeros).
     pub budget_zeroed: usize,
+    /// MACs one factor of each gate costs.
+    costs: Vec<f64>,
+    /// Σ (λ·∂L/∂λ)² per gate element since the start.
+    taylor: HashMap<String, Tensor>,
+    /// Per gate: 1 where the factor may move, 0 where a budget step (or the
+    /// lock) deleted it for good.
+    alive: HashMap<String, Tensor>,
+    /// Step of the latest budget step (the learning rate warms up after it).
+    last_cut: Option<usize>,
+    /// Budget steps done.
+    cuts: usize,
 }
 
 impl Trainer {
@@ -114,7 +141,7 @@ impl Trainer {
         let found = gate::find(g)?;
         let facts = shape::infer_strict(g, 1)?;
         let base_macs = crate::graph::cost::count(g, &facts).macs;
-        let costs = if cfg.target_macs.is_some() && !found.is_empty() {
+        let costs = if !found.is_empty() {
             unit_costs(g, &found)?
         } else {
             vec![1.0; found.len()]
@@ -132,7 +159,7 @@ impl Trainer {
                 },
                 // cost-aware but bounded: a block gate must not carry 10× the
                 // penalty of a channel (it would die before the net adapts)
-                weight: if mean > 0.0 {
+                weight: if mean > 0.0 && cfg.target_macs.is_some() {
                     (c / mean).clamp(0.25, 4.0)
                 } else {
                     1.0
@@ -162,6 +189,11 @@ impl Trainer {
             start_step: 0,
             locked_at: None,
             budget_zeroed: 0,
+            costs,
+            taylor: HashMap::new(),
+            alive: HashMap::new(),
+            last_cut: None,
+            cuts: 0,
         })
     }
 
@@ -172,6 +204,21 @@ impl Trainer {
         self.rule.load_state(ck.gates_state);
         self.gamma = ck.meta.gamma;
         self.start_step = ck.meta.step;
+        // the phase and the frozen zeros follow from the step: budget steps
+        // already taken are not repeated, their zeros stay (the Taylor sums
+        // start again)
+        let e = |err: candle_core::Error| Error::Invalid(format!("resume: {err}"));
+        if self.lock_step().is_some_and(|l| self.start_step >= l) {
+            self.lock().map_err(e)?;
+            self.locked_at = self.lock_step();
+        } else if self.cfg.target_macs.is_some() {
+            while self.budget_due(self.start_step.saturating_sub(1)).is_some() {
+                self.cuts += 1;
+            }
+            if self.cuts > 0 {
+                self.lock().map_err(e)?;
+            }
+        }
         Ok(())
     }
 
@@ -226,10 +273,19 @@ impl Trainer {
         lr: f64,
     ) -> candle_core::Result<()> {
         let lam = var.as_tensor().detach();
+        // importance before the step: the first-order loss change of λ → 0
+        let t = (&lam * grad)?.sqr()?;
+        let t = match self.taylor.remove(&gv.name) {
+            Some(acc) => (acc + t)?,
+            None => t,
+        };
+        self.taylor.insert(gv.name.clone(), t);
         let shape = lam.dims().to_vec();
-        let gamma = self.gamma * gv.weight;
-        let locked = self.locked_at.is_some();
-        let gamma = if locked { 0.0 } else { gamma };
+        let gamma = if self.locked_at.is_some() {
+            0.0
+        } else {
+            self.gamma * gv.weight
+        };
         let new = if gv.span > 1 {
             let c = lam.elem_count();
             let groups = c / gv.span;
@@ -246,13 +302,24 @@ impl Trainer {
         } else {
             self.rule.update(&gv.name, &lam, grad, lr, gamma)?
         };
-        // after the lock a deleted structure stays deleted
-        let new = if locked {
-            new.broadcast_mul(&lam.ne(0.0)?.to_dtype(lam.dtype())?)?
-        } else {
-            new
+        // what a budget step or the lock deleted stays deleted
+        let new = match self.alive.get(&gv.name) {
+            Some(m) => new.broadcast_mul(m)?,
+            None => new,
         };
         var.set(&new)
+    }
+
+    fn lock_step(&self) -> Option<usize> {
+        lock_step(&self.cfg)
+    }
+
+    fn lr_at(&self, step: usize) -> f64 {
+        phase_lr(&self.cfg, self.locked_at, self.last_cut, step)
+    }
+
+    fn budget_due(&self, step: usize) -> Option<f64> {
+        budget_aim(&self.cfg, self.cuts, step)
     }
 
     /// Trains from `start_step` to `cfg.steps`; `stop` is polled between
@@ -297,16 +364,7 @@ impl Trainer {
                 });
             }
             let step = b.step;
-            // the schedule runs on through the lock, with a short warm-up
-            // after it: an abrupt deletion plus stale momentum made BN-less
-            // (folded) nets diverge within a few steps
-            let lr = match self.locked_at {
-                Some(at) => {
-                    self.cfg.schedule.lr(step)
-                        * ((step + 1 - at) as f64 / LOCK_WARMUP as f64).min(1.0)
-                }
-                None => self.cfg.schedule.lr(step),
-            };
+            let lr = self.lr_at(step);
             let gate_lr = match self.cfg.gate_lr {
                 Some(g) if self.cfg.schedule.base > 0.0 => lr * g / self.cfg.schedule.base,
                 Some(g) => g,
@@ -365,16 +423,19 @@ impl Trainer {
             last = step + 1;
             let end = step + 1 == self.cfg.steps;
             if self.locked_at.is_none() {
-                let due = self
-                    .cfg
-                    .lock_at
-                    .is_some_and(|f| (step + 1) as f64 >= f * self.cfg.steps as f64);
+                let due = self.lock_step().is_some_and(|l| step + 1 >= l);
                 let mut reached = false;
                 if let Some(target) = self.cfg.target_macs {
+                    if let Some(aim) = self.budget_due(step) {
+                        self.budget_zeroed += self.enforce_budget(aim.max(target))?;
+                        self.cuts += 1;
+                        self.last_cut = Some(step + 1);
+                        self.nag.load_state(HashMap::new());
+                    }
                     if (step + 1) % STEER_EVERY == 0 {
                         let (ratio, _, _) = self.implied()?;
                         reached = ratio <= target * 1.02;
-                        // with a lock the budget step meets the target; γ
+                        // with a lock the budget steps meet the target; γ
                         // steering is for single-phase runs
                         if !reached && self.cfg.lock_at.is_none() {
                             self.steer(ratio, target);
@@ -383,9 +444,11 @@ impl Trainer {
                 }
                 if due || (reached && self.cfg.lock_at.is_some()) {
                     if let Some(target) = self.cfg.target_macs {
-                        self.budget_zeroed = self.enforce_budget(target)?;
+                        self.budget_zeroed += self.enforce_budget(target)?;
                     }
+                    self.lock().map_err(e)?;
                     self.locked_at = Some(step + 1);
+                    self.last_cut = Some(step + 1);
                     self.nag.load_state(HashMap::new());
                 }
             }
@@ -436,30 +499,58 @@ impl Trainer {
 }
 
 impl Trainer {
-    /// At the lock, with a MAC target not yet met: set to 0 the factors with
-    /// the smallest values (the structures APG found least useful), one at a
-    /// time, skipping any whose removal would undershoot the band, until the
-    /// implied MACs reach the target. Returns how many were zeroed.
+    /// Freezes the zero pattern: every gate element that is 0 stays 0.
+    fn lock(&mut self) -> candle_core::Result<()> {
+        for gv in &self.gates {
+            let v = self.model.vars[&gv.name].as_tensor();
+            let m = v.ne(0.0)?.to_dtype(v.dtype())?;
+            self.alive.insert(gv.name.clone(), m);
+        }
+        Ok(())
+    }
+
+    /// A budget step: set to 0 the least important factors (by `cfg.rank`),
+    /// one at a time, skipping any whose removal would undershoot the band,
+    /// until the implied MACs reach `target`; then every zero (APG's too) is
+    /// frozen. Returns how many factors the budget zeroed.
     fn enforce_budget(&mut self, target: f64) -> Result<usize> {
         let (mut ratio, _, _) = self.implied()?;
         if ratio <= target * 1.02 {
             return Ok(0);
         }
         let e = |err: candle_core::Error| Error::Invalid(format!("budget: {err}"));
-        // candidates: (value, gate index, factor index)
-        let mut units: Vec<(f32, usize, usize)> = Vec::new();
+        // candidates: (score, gate index, factor index), least important first
+        let mut units: Vec<(f64, usize, usize)> = Vec::new();
         let mut values: Vec<Vec<f32>> = Vec::new();
         for (gi, gv) in self.gates.iter().enumerate() {
             let a = super::model::to_ndarray(self.model.vars[&gv.name].as_tensor())?;
             let f: Vec<f32> = a.iter().step_by(gv.span).copied().collect();
+            let taylor: Option<Vec<f64>> = match (self.cfg.rank, self.taylor.get(&gv.name)) {
+                (Rank::Taylor, Some(t)) => {
+                    let t = super::model::to_ndarray(t)?;
+                    let t: Vec<f64> = t.iter().map(|&v| v as f64).collect();
+                    Some(t.chunks(gv.span).map(|c| c.iter().sum()).collect())
+                }
+                _ => None,
+            };
             for (k, &v) in f.iter().enumerate() {
                 if v != 0.0 {
-                    units.push((v.abs(), gi, k));
+                    let score = match &taylor {
+                        Some(t) => t[k] / self.costs[gi].max(1.0),
+                        None => v.abs() as f64,
+                    };
+                    units.push((score, gi, k));
                 }
             }
             values.push(f);
         }
-        units.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // ties (e.g. a branch whose every part scores 0) go to the bigger
+        // structure: one block gate rather than its channels one by one
+        let costs = &self.costs;
+        units.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then_with(|| costs[b.1].total_cmp(&costs[a.1]))
+        });
         let mut alive: Vec<usize> = values
             .iter()
             .map(|f| f.iter().filter(|&&v| v != 0.0).count())
@@ -488,6 +579,16 @@ impl Trainer {
             alive[gi] -= 1;
             zeroed += 1;
         }
+        // budget zeros are final: APG must not revive them
+        for gv in &self.gates {
+            let v = self.model.vars[&gv.name].as_tensor();
+            let m = v.ne(0.0).and_then(|m| m.to_dtype(v.dtype())).map_err(e)?;
+            let m = match self.alive.get(&gv.name) {
+                Some(old) => (old * m).map_err(e)?,
+                None => m,
+            };
+            self.alive.insert(gv.name.clone(), m);
+        }
         Ok(zeroed)
     }
 
@@ -502,6 +603,54 @@ impl Trainer {
             .to_dtype(var.as_tensor().dtype())?;
         var.set(&t)
     }
+}
+
+/// Step at which the zero pattern is due to lock (two-phase runs).
+fn lock_step(cfg: &Config) -> Option<usize> {
+    cfg.lock_at
+        .map(|f| ((f * cfg.steps as f64).round() as usize).clamp(1, cfg.steps))
+}
+
+/// The weights' learning rate at `step`. Two-phase runs hold the base rate
+/// until the lock and run the schedule over the fine-tuning phase, so what
+/// was deleted is recovered from at a real rate; after every budget step
+/// (`last_cut`) it warms up again over `LOCK_WARMUP` steps: an abrupt
+/// deletion plus stale momentum made BN-less, folded nets diverge within a
+/// few steps.
+fn phase_lr(cfg: &Config, locked_at: Option<usize>, last_cut: Option<usize>, step: usize) -> f64 {
+    let sched = &cfg.schedule;
+    let lr = match (lock_step(cfg), locked_at) {
+        (None, _) => sched.lr(step),
+        (Some(_), None) if step < sched.warmup => sched.lr(step),
+        (Some(_), None) => sched.base,
+        (Some(_), Some(at)) => {
+            let mut s = sched.clone();
+            s.total = cfg.steps.saturating_sub(at).max(1);
+            s.warmup = 0;
+            s.lr(step.saturating_sub(at))
+        }
+    };
+    match last_cut {
+        Some(c) => lr * ((step + 1).saturating_sub(c) as f64 / LOCK_WARMUP as f64).min(1.0),
+        None => lr,
+    }
+}
+
+/// Whether budget step `cuts + 1` (of `budget_steps`) is due after `step`,
+/// and the MAC fraction it aims at. The steps are spread evenly over the
+/// first phase, the last at the lock, and the aims follow a cubic (most of
+/// the cut early, while the net is most redundant; finer ones later), as
+/// in gradual magnitude pruning (Zhu & Gupta 2017).
+fn budget_aim(cfg: &Config, cuts: usize, step: usize) -> Option<f64> {
+    let target = cfg.target_macs?;
+    let lock = lock_step(cfg)?;
+    let k_all = cfg.budget_steps.max(1);
+    let k = cuts + 1;
+    if k > k_all || step + 1 < (lock * k).div_ceil(k_all) {
+        return None;
+    }
+    let frac = k as f64 / k_all as f64;
+    Some(1.0 - (1.0 - target) * (1.0 - (1.0 - frac).powi(3)))
 }
 
 /// MACs that one factor of each gate stands for: the drop in predicted MACs
@@ -552,4 +701,82 @@ pub fn evaluate(
             .count();
     }
     Ok(correct as f64 / n.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::schedule::Kind;
+
+    fn cfg(lock_at: Option<f64>) -> Config {
+        Config {
+            steps: 100,
+            batch: 8,
+            schedule: Schedule {
+                kind: Kind::Cosine,
+                base: 0.1,
+                total: 100,
+                warmup: 0,
+                factor: 0.1,
+                step_every: 1,
+                milestones: vec![],
+            },
+            momentum: 0.9,
+            weight_decay: 0.0,
+            gamma: 0.0,
+            gate_lr: None,
+            gate_optimizer: GateOptimizer::Apg,
+            seed: 0,
+            augment: Augment::NONE,
+            log_every: 10,
+            checkpoint_dir: None,
+            checkpoint_every: 10,
+            target_macs: Some(0.6),
+            lock_at,
+            rank: Rank::Taylor,
+            budget_steps: 4,
+        }
+    }
+
+    #[test]
+    fn single_phase_runs_follow_the_schedule() {
+        let c = cfg(None);
+        assert_eq!(phase_lr(&c, None, None, 0), 0.1);
+        assert!((phase_lr(&c, None, None, 50) - 0.05).abs() < 1e-12);
+        assert_eq!(budget_aim(&c, 0, 99), None);
+    }
+
+    #[test]
+    fn two_phase_runs_hold_the_base_rate_then_restart_the_schedule() {
+        let c = cfg(Some(0.4));
+        assert_eq!(lock_step(&c), Some(40));
+        // phase 1: constant (the cosine would be 0.0905 at step 30)
+        assert_eq!(phase_lr(&c, None, None, 30), 0.1);
+        // 5 steps after a budget step at 20: 6/20 of the rate
+        assert!((phase_lr(&c, None, Some(20), 25) - 0.1 * 6.0 / 20.0).abs() < 1e-12);
+        // fine-tuning: cosine over the 60 remaining steps, from the lock;
+        // half-way (step 70) it is base/2, once the warm-up is over
+        assert!((phase_lr(&c, Some(40), Some(40), 70) - 0.05).abs() < 1e-12);
+        assert!(phase_lr(&c, Some(40), Some(40), 99) < 0.001);
+    }
+
+    #[test]
+    fn budget_steps_are_spread_over_the_first_phase_with_cubic_aims() {
+        let c = cfg(Some(0.4));
+        // four steps at 10, 20, 30, 40 (1-based step counts)
+        assert_eq!(budget_aim(&c, 0, 8), None);
+        let a1 = budget_aim(&c, 0, 9).unwrap();
+        // 1 − 0.4·(1 − 0.75³) = 0.76875
+        assert!((a1 - 0.76875).abs() < 1e-12, "{a1}");
+        assert_eq!(budget_aim(&c, 1, 18), None);
+        let a2 = budget_aim(&c, 1, 19).unwrap();
+        assert!((a2 - (1.0 - 0.4 * (1.0 - 0.125))).abs() < 1e-12);
+        let a4 = budget_aim(&c, 3, 39).unwrap();
+        assert!((a4 - 0.6).abs() < 1e-12);
+        assert_eq!(budget_aim(&c, 4, 99), None);
+        // without a target there is no budget
+        let mut n = cfg(Some(0.4));
+        n.target_macs = None;
+        assert_eq!(budget_aim(&n, 0, 50), None);
+    }
 }

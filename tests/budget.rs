@@ -1,0 +1,90 @@
+//! The MAC budget of two-phase training: it deletes what the loss does not
+//! need (Taylor ranking), reaches its target, and what it deletes stays
+//! deleted through the fine-tuning.
+
+mod common;
+use candle_core::Device;
+use common::*;
+use sss_onnx::data::{self, Preprocess, Split};
+use sss_onnx::gate;
+use sss_onnx::graph::Tensor;
+use sss_onnx::structure::{self, GateKind};
+use sss_onnx::train::feed::Augment;
+use sss_onnx::train::model::Model;
+use sss_onnx::train::optim::GateOptimizer;
+use sss_onnx::train::schedule::{Kind, Schedule};
+use sss_onnx::train::trainer::{Config, Rank, Trainer};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn config(steps: usize, target: f64) -> Config {
+    Config {
+        steps,
+        batch: 32,
+        schedule: Schedule {
+            kind: Kind::Constant,
+            base: 1e-5,
+            total: steps,
+            warmup: 0,
+            factor: 0.1,
+            step_every: 1,
+            milestones: vec![],
+        },
+        momentum: 0.9,
+        weight_decay: 0.0,
+        gamma: 0.0,
+        gate_lr: None,
+        gate_optimizer: GateOptimizer::Apg,
+        seed: 5,
+        augment: Augment::NONE,
+        log_every: 100,
+        checkpoint_dir: None,
+        checkpoint_every: 1000,
+        target_macs: Some(target),
+        lock_at: Some(0.5),
+        rank: Rank::Taylor,
+        budget_steps: 1,
+    }
+}
+
+#[test]
+fn the_taylor_budget_deletes_what_the_loss_does_not_need() {
+    let mut g = load(&fixture("resnet20_fmnist.legacy13.onnx"));
+    // block 4's branch made to output exactly 0: its last conv's weight and
+    // bias zeroed. Its gates then get no gradient, so their first-order
+    // importance is 0, although their values (1) are the largest
+    let dead = 4;
+    let a = structure::analyse(&g);
+    let last = a.blocks[dead].convs.last().unwrap().conv_name.clone();
+    let node = g.nodes.iter().find(|n| n.name == last).unwrap().clone();
+    for input in node.inputs.iter().skip(1) {
+        if let Some(Tensor::F32(t)) = g.initializers.get_mut(input) {
+            t.fill(0.0);
+        }
+    }
+    let (gated, gates) = gate::insert(&g, &[GateKind::Channel, GateKind::Block]).unwrap();
+    let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
+    let (_, shape) = sss_onnx::measure::inputs::image_input(&gated).unwrap();
+    let prep = Preprocess::plan(&ds, shape).unwrap();
+    // one block is ~11 % of the MACs: a 0.9 target needs exactly one
+    let mut t = Trainer::new(Model::new(&gated, &Device::Cpu).unwrap(), config(6, 0.9)).unwrap();
+    t.run(Arc::new(ds), &prep, &AtomicBool::new(false), &mut |_| {})
+        .unwrap();
+    let trained = t.model.write_back().unwrap();
+    assert_eq!(t.locked_at, Some(3));
+    // everything deleted belongs to the dead block (its gate, or its
+    // channels, which score 0 alike); nothing else is touched
+    let mut deleted = 0;
+    for gt in &gates {
+        let f = gate::factors(&trained, gt).unwrap();
+        let zeros = f.iter().filter(|&&v| v == 0.0).count();
+        if gt.block == dead {
+            deleted += zeros;
+        } else {
+            assert_eq!(zeros, 0, "{} lost {zeros} factors", gt.name);
+        }
+    }
+    assert!(deleted > 0);
+    let (ratio, _, _) = t.implied().unwrap();
+    assert!((0.855..=0.918).contains(&ratio), "{ratio}");
+}
