@@ -3,12 +3,19 @@
 # It comes from the PyPI wheel `onnxruntime==1.32.0`: pip downloads the wheel
 # (no install) and one file is unzipped from it. Needs python3 with pip and
 # unzip or python3's zipfile. Idempotent: does nothing when the file exists.
-#   GPU build: ORT_PACKAGE=onnxruntime-gpu scripts/fetch-onnxruntime.sh
+#   GPU build (CUDA execution provider, `--ep cuda`), into .ort-gpu/:
+#   scripts/fetch-onnxruntime.sh --gpu     (then ORT_DYLIB_PATH=.ort-gpu/libonnxruntime.so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VERSION="${ORT_VERSION:-1.32.0}"
-PACKAGE="${ORT_PACKAGE:-onnxruntime}"
-DEST="${ORT_DEST:-.ort}"
+if [ "${1:-}" = "--gpu" ]; then
+  VERSION="${ORT_VERSION:-1.31.1}"
+  PACKAGE=onnxruntime-gpu
+  DEST="${ORT_DEST:-.ort-gpu}"
+else
+  VERSION="${ORT_VERSION:-1.32.0}"
+  PACKAGE="${ORT_PACKAGE:-onnxruntime}"
+  DEST="${ORT_DEST:-.ort}"
+fi
 LIB="libonnxruntime.so.${VERSION}"
 if [ -f "$DEST/$LIB" ]; then
   echo "onnxruntime: $DEST/$LIB already present" >&2

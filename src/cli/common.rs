@@ -4,7 +4,7 @@
 use anyhow::Context;
 use sss_onnx::data::{self, Dataset, Preprocess, Split};
 use sss_onnx::graph::{convert, Graph};
-use sss_onnx::runtime::{self, Kind, Options, Session};
+use sss_onnx::runtime::{self, Ep, Kind, Options, Session};
 use std::path::Path;
 
 #[derive(clap::Args, Clone)]
@@ -15,6 +15,10 @@ pub struct RuntimeArgs {
     /// Intra-op threads (0: the runtime's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// ONNX Runtime execution provider: cpu, or cuda (GPU build of the
+    /// library; an error when it cannot start).
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub ep: Ep,
 }
 
 impl RuntimeArgs {
@@ -27,6 +31,7 @@ impl RuntimeArgs {
         Options {
             kind,
             threads: self.threads,
+            ep: self.ep,
         }
     }
 }

@@ -38,6 +38,20 @@ pub struct Options {
     pub kind: Kind,
     /// Intra-op threads; 0 = the runtime's default.
     pub threads: usize,
+    /// ONNX Runtime's execution provider (tract is CPU only).
+    pub ep: Ep,
+}
+
+/// Where ONNX Runtime executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ep {
+    #[default]
+    Cpu,
+    /// The CUDA execution provider; needs the GPU build of the library
+    /// (`scripts/fetch-onnxruntime.sh --gpu`) and is an error, not a silent
+    /// CPU fallback, when it cannot start.
+    Cuda,
 }
 
 impl Default for Options {
@@ -45,6 +59,7 @@ impl Default for Options {
         Options {
             kind: Kind::Auto,
             threads: 0,
+            ep: Ep::Cpu,
         }
     }
 }
@@ -62,12 +77,17 @@ pub fn resolve(kind: Kind) -> (Kind, Option<String>) {
 
 /// Opens `model` on the runtime `opts.kind` names.
 pub fn open(model: &Path, opts: &Options) -> Result<Box<dyn Session>> {
-    match resolve(opts.kind).0 {
-        Kind::Ort => Ok(Box::new(ort_backend::OrtSession::open(
+    match (resolve(opts.kind).0, opts.ep) {
+        (Kind::Ort, ep) => Ok(Box::new(ort_backend::OrtSession::open(
             model,
             opts.threads,
+            ep,
         )?)),
-        _ => Ok(Box::new(tract_backend::TractSession::open(model)?)),
+        (_, Ep::Cuda) => Err(crate::error::Error::Runtime {
+            backend: "tract",
+            reason: "tract runs on the CPU only; --ep cuda needs ONNX Runtime's GPU library".into(),
+        }),
+        (_, Ep::Cpu) => Ok(Box::new(tract_backend::TractSession::open(model)?)),
     }
 }
 

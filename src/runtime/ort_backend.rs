@@ -1,7 +1,7 @@
-//! ONNX Runtime (CPU execution provider) through `ort` with a dynamically
-//! loaded library.
+//! ONNX Runtime (CPU or CUDA execution provider) through `ort` with a
+//! dynamically loaded library.
 
-use super::{find_onnxruntime, Session, Tensors};
+use super::{find_onnxruntime, Ep, Session, Tensors};
 use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -34,10 +34,11 @@ fn environment() -> Result<&'static ort::environment::Environment> {
 pub struct OrtSession {
     session: ort::session::Session,
     version: String,
+    ep: Ep,
 }
 
 impl OrtSession {
-    pub fn open(model: &Path, threads: usize) -> Result<Self> {
+    pub fn open(model: &Path, threads: usize, ep: Ep) -> Result<Self> {
         let env = environment()?;
         let mut b = ort::session::Session::builder(env)
             .map_err(err)?
@@ -46,19 +47,35 @@ impl OrtSession {
         if threads > 0 {
             b = b.with_intra_threads(threads).map_err(err)?;
         }
+        if ep == Ep::Cuda {
+            // error_on_failure: a CPU library or a missing GPU must not pass
+            // silently for a CUDA measurement
+            b = b
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| {
+                    err(format!(
+                        "the CUDA execution provider did not start ({e}); it needs the GPU build of ONNX Runtime (scripts/fetch-onnxruntime.sh --gpu, then ORT_DYLIB_PATH) and a visible GPU"
+                    ))
+                })?;
+        }
         let session = b
             .commit_from_file(model)
             .map_err(|e| err(format!("{}: {e}", model.display())))?;
         Ok(OrtSession {
             session,
             version: super::locate::ORT_VERSION.to_string(),
+            ep,
         })
     }
 }
 
 impl Session for OrtSession {
     fn describe(&self) -> String {
-        format!("onnxruntime {} (CPU)", self.version)
+        let ep = match self.ep {
+            Ep::Cpu => "CPU",
+            Ep::Cuda => "CUDA",
+        };
+        format!("onnxruntime {} ({ep})", self.version)
     }
 
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors> {

@@ -6,7 +6,8 @@
 
 use super::kernels::batchnorm::{BatchNormTrain, ChannelStats};
 use super::kernels::channel::{ChannelBias, ChannelScale, Relu};
-use super::kernels::{conv::Conv2d, maxpool::MaxPool, Geometry};
+use super::kernels::maxpool::{max_pool_generic, MaxPool};
+use super::kernels::{conv::Conv2d, Geometry};
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
 use crate::graph::ops::conv::Window;
@@ -76,6 +77,9 @@ pub struct Model {
     facts: RefCell<HashMap<usize, Rc<Facts>>>,
     input: String,
     output: String,
+    /// Whether the CPU custom kernels run (on the CPU); false: candle's own
+    /// ops, the path every other device (CUDA) takes.
+    fused: bool,
 }
 
 /// Running-statistics updates from a train-mode pass.
@@ -126,9 +130,17 @@ impl Model {
             facts: RefCell::new(HashMap::new()),
             input,
             output,
+            fused: device.is_cpu(),
         };
         m.facts(1)?; // every op must be lowerable: fail now, not mid-training
         Ok(m)
+    }
+
+    /// Lowers with candle's own ops even on the CPU: the code path a GPU
+    /// runs, so it can be checked against the custom kernels without one.
+    pub fn without_custom_kernels(mut self) -> Self {
+        self.fused = false;
+        self
     }
 
     fn facts(&self, batch: usize) -> Result<Rc<Facts>> {
@@ -239,7 +251,7 @@ impl Model {
                 train,
                 updates,
             )?,
-            "Relu" if self.device.is_cpu() => input(0)?
+            "Relu" if self.fused => input(0)?
                 .contiguous()
                 .and_then(|x| x.apply_op1(Relu))
                 .map_err(e)?,
@@ -277,7 +289,7 @@ impl Model {
             "Mul" => {
                 let (a, b) = (input(0)?, input(1)?);
                 match channel_operand(&a, &b) {
-                    Some((x, s)) if self.device.is_cpu() => {
+                    Some((x, s)) if self.fused => {
                         let s = s.flatten_all().map_err(e)?;
                         x.contiguous()
                             .and_then(|x| x.apply_op2(&s, ChannelScale))
@@ -303,20 +315,13 @@ impl Model {
                 let mut geo = geometry(&xs, &w)?;
                 geo.oh = os[2];
                 geo.ow = os[3];
-                if self.device.is_cpu() {
+                if self.fused {
                     x.contiguous()
                         .and_then(|x| x.apply_op1(MaxPool(geo)))
                         .map_err(e)?
-                } else if w.pads.iter().all(|&p| p == 0) {
-                    x.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw))
-                        .map_err(e)?
                 } else {
-                    let xp = x
-                        .pad_with_same(2, w.pads[0], w.pads[2])
-                        .and_then(|t| t.pad_with_same(3, w.pads[1], w.pads[3]))
-                        .map_err(e)?;
-                    xp.max_pool2d_with_stride((geo.kh, geo.kw), (geo.sh, geo.sw))
-                        .map_err(e)?
+                    // candle's max_pool2d has the wrong gradient
+                    max_pool_generic(&x, &geo).map_err(e)?
                 }
             }
             "AveragePool" => {
@@ -468,14 +473,17 @@ impl Model {
         let xs = x.dims().to_vec();
         let ws = w.dims().to_vec();
         if xs.len() != 4 {
-            return Err(Error::node(node, "training supports 2-D convolutions"));
+            return Err(Error::node(
+                node,
+                format!("training supports 2-D convolutions (input {xs:?})"),
+            ));
         }
         let groups = crate::graph::ops::conv::groups(node)?;
         let cx = node_ctx(&self.graph, facts, node);
         let (win, _) = Window::from_node(&cx, ws[2..].to_vec(), &xs[2..], false)?;
         let geo = geometry(&xs, &win)?;
         let cout = ws[0];
-        let y = if self.device.is_cpu() {
+        let y = if self.fused {
             let op = Conv2d {
                 g: geo,
                 groups,
@@ -506,7 +514,7 @@ impl Model {
                 .map_err(e)?
         };
         match b {
-            Some(b) if self.device.is_cpu() => y
+            Some(b) if self.fused => y
                 .apply_op2(&b.flatten_all().map_err(e)?, ChannelBias)
                 .map_err(e),
             Some(b) => y
@@ -536,7 +544,7 @@ impl Model {
             mean.map_err(e)?,
             var.map_err(e)?,
         );
-        if train && self.device.is_cpu() {
+        if train && self.fused {
             // fused kernels: statistics for the running averages, then the
             // normalisation with its closed-form backward
             let st = x

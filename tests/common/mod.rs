@@ -83,6 +83,7 @@ pub fn ort() -> sss_onnx::runtime::Options {
     sss_onnx::runtime::Options {
         kind: sss_onnx::runtime::Kind::Ort,
         threads: 1,
+        ep: sss_onnx::runtime::Ep::Cpu,
     }
 }
 
@@ -90,6 +91,7 @@ pub fn tract() -> sss_onnx::runtime::Options {
     sss_onnx::runtime::Options {
         kind: sss_onnx::runtime::Kind::Tract,
         threads: 1,
+        ep: sss_onnx::runtime::Ep::Cpu,
     }
 }
 

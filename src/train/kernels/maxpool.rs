@@ -103,3 +103,92 @@ impl CustomOp2 for MaxPoolGrad {
         dispatch!(s1, backward(self.0, s1, l1, s2, l2))
     }
 }
+
+/// Max pooling from candle's own ops, for devices without the custom
+/// kernel (CUDA): pad with the lowest finite value, take each of the
+/// kh·kw strided views, fold them with `maximum`. Its gradient is
+/// candle's `maximum` backward, which sends each output's gradient to one
+/// winner like the CPU kernel (not candle's max_pool2d, which scales it by
+/// 1/(k·k)). Dilation 1 only, as in ResNets.
+pub fn max_pool_generic(x: &Tensor, g: &Geometry) -> Result<Tensor> {
+    if g.dh != 1 || g.dw != 1 {
+        candle_core::bail!("max-pool with dilation is not supported on this device");
+    }
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    // every strided view takes oh·sh rows from offset ky ≤ kh − 1
+    let need_h = (g.kh - 1 + g.oh * g.sh).max(g.h + g.ph);
+    let need_w = (g.kw - 1 + g.ow * g.sw).max(g.w + g.pw);
+    let low = match x.dtype() {
+        candle_core::DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    };
+    let fill = |h: usize, w: usize| {
+        Tensor::full(low, (n, c, h, w), x.device()).and_then(|t| t.to_dtype(x.dtype()))
+    };
+    let mut rows = vec![];
+    if g.ph > 0 {
+        rows.push(fill(g.ph, g.w)?);
+    }
+    rows.push(x.clone());
+    if need_h > g.h + g.ph {
+        rows.push(fill(need_h - g.h - g.ph, g.w)?);
+    }
+    let xp = Tensor::cat(&rows, 2)?;
+    let mut cols = vec![];
+    if g.pw > 0 {
+        cols.push(fill(need_h, g.pw)?);
+    }
+    cols.push(xp);
+    if need_w > g.w + g.pw {
+        cols.push(fill(need_h, need_w - g.w - g.pw)?);
+    }
+    let xp = Tensor::cat(&cols, 3)?;
+    let mut out: Option<Tensor> = None;
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            // rows ky, ky + sh, …: a window of oh·sh rows, reshaped so the
+            // stride is its own axis, of which index 0 is kept
+            let v = xp
+                .narrow(2, ky, g.oh * g.sh)?
+                .narrow(3, kx, g.ow * g.sw)?
+                .reshape((n, c, g.oh, g.sh, g.ow, g.sw))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .reshape((n, c, g.oh, g.ow))?;
+            out = Some(match out {
+                Some(o) => o.maximum(&v)?,
+                None => v,
+            });
+        }
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("empty max-pool window".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// The generic (any-device) path against the CPU kernel: same values,
+    /// same gradient, on windows with padding, stride and a ragged edge.
+    #[test]
+    fn generic_max_pool_matches_the_cpu_kernel() {
+        for (h, k, s, p) in [(9, 3, 2, 1), (8, 3, 2, 1), (7, 2, 2, 0), (6, 3, 1, 1)] {
+            let g = Geometry::new(2, h, h, [k, k], [s, s], [p, p, p, p], [1, 1]);
+            let x = Tensor::randn(0f64, 1.0, (2, 2, h, h), &Device::Cpu).unwrap();
+            let x = Var::from_tensor(&x).unwrap();
+            let w = Tensor::randn(0f64, 1.0, (2, 2, g.oh, g.ow), &Device::Cpu).unwrap();
+            let a = x.as_tensor().apply_op1(MaxPool(g)).unwrap();
+            let b = max_pool_generic(x.as_tensor(), &g).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            let d = (&a - &b).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f64>().unwrap(), 0.0, "{h} {k} {s} {p}");
+            let ga = (a * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (b * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let (ga, gb) = (ga.get(&x).unwrap(), gb.get(&x).unwrap());
+            let d = (ga - gb).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f64>().unwrap() < 1e-12, "{h} {k} {s} {p}");
+            assert_eq!(ga.dtype(), DType::F64);
+        }
+    }
+}
