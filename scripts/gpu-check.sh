@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, in one call of the device tool (a few minutes). Prepare here:
 #   scripts/build-cuda.sh && scripts/fetch-onnxruntime.sh
-#   [scripts/fetch-onnxruntime.sh --gpu]   # if the GPU library fits the carry
-# then run on the GPU machine, carrying target/cuda/release/sss-onnx and .ort
-# (and .ort-gpu):
+#   [scripts/fetch-onnxruntime.sh --gpu]   # the CUDA EP, if it fits the carry
+#   scripts/pack-gpu.sh                    # → .gpu/ (xz, fits 64 MiB)
+# then on the GPU machine, carrying .gpu:
 #   bash scripts/gpu-check.sh
 # It prints the GPU, runs `compress` with training on CUDA (and validation on
 # ORT's CUDA EP when a GPU build of ONNX Runtime is there), runs the same
@@ -13,8 +13,20 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-bin=${SSS_BIN:-target/cuda/release/sss-onnx}
 model=fixtures/resnet20_fmnist.legacy13.onnx
+# unpack what scripts/pack-gpu.sh packed
+if [ -f .gpu/sss-onnx.xz ]; then
+    u=/tmp/sss-gpu; mkdir -p $u/ort $u/ort-gpu
+    xz -dc .gpu/sss-onnx.xz > $u/sss-onnx && chmod +x $u/sss-onnx
+    for d in ort ort-gpu; do for f in .gpu/$d/*.xz; do
+        [ -f "$f" ] && xz -dc "$f" > "$u/$d/$(basename "${f%.xz}")"; done; done
+    for d in ort ort-gpu; do l=$(ls $u/$d/libonnxruntime.so.* 2>/dev/null | head -1)
+        [ -n "$l" ] && ln -sf "$l" $u/$d/libonnxruntime.so; done
+    bin=$u/sss-onnx; cpu_ort=$u/ort/libonnxruntime.so; gpu_ort=$u/ort-gpu/libonnxruntime.so
+else
+    bin=${SSS_BIN:-target/cuda/release/sss-onnx}
+    cpu_ort=$PWD/.ort/libonnxruntime.so; gpu_ort=$PWD/.ort-gpu/libonnxruntime.so
+fi
 log() { echo "== $*" | tee -a "$out/summary.txt"; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
@@ -33,14 +45,18 @@ if ! ldd "$bin" | grep -q "not found"; then log "binary: every library found"; e
     log "binary: missing libraries"; ldd "$bin" | grep "not found"; exit 1; fi
 
 ep=cpu
-if [ -f .ort-gpu/libonnxruntime.so ]; then
-    gpu_ort=$PWD/.ort-gpu/libonnxruntime.so
+if [ -f "$gpu_ort" ]; then
     if ORT_DYLIB_PATH=$gpu_ort "$bin" validate "$model" "$model" --ep cuda >/dev/null 2>"$out/ep.err"; then
         ep=cuda; log "ONNX Runtime CUDA EP: available"
     else log "ONNX Runtime CUDA EP: failed to start: $(tail -1 "$out/ep.err")"; fi
 else log "ONNX Runtime CUDA EP: no GPU build carried (.ort-gpu); validation on the CPU EP"; fi
-ort_for() { if [ "$1" = cuda ]; then echo "$gpu_ort"; else echo "$PWD/.ort/libonnxruntime.so"; fi; }
+ort_for() { if [ "$1" = cuda ]; then echo "$gpu_ort"; else echo "$cpu_ort"; fi; }
 
+log "training images/s, ResNet-20 batch 128, 60 steps: CUDA, then CPU"
+for d in cuda cpu; do
+    ORT_DYLIB_PATH=$cpu_ort "$bin" train "$model" --data fixtures/fmnist --gate --steps 60 --log-every 20 \
+        --device $d -o "$out/train-$d.onnx" 2>&1 | grep -E "^(device|step +60)" | tee -a "$out/summary.txt"
+done
 log "compress, training on CUDA, validation on the $ep EP"
 ORT_DYLIB_PATH=$(ort_for $ep) "$bin" compress "$model" --device cuda --ep $ep --seed 0 \
     -o "$out/gpu.sss.onnx" --json > "$out/gpu.json" 2> "$out/gpu.err"

@@ -17,7 +17,7 @@ use sss_onnx::train::trainer::{Config, Rank, Trainer};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn config(steps: usize, target: f64) -> Config {
+fn config(steps: usize, target: f64, blocks_first: bool) -> Config {
     Config {
         steps,
         batch: 32,
@@ -44,16 +44,17 @@ fn config(steps: usize, target: f64) -> Config {
         lock_at: Some(0.5),
         rank: Rank::Taylor,
         budget_steps: 1,
+        blocks_first,
     }
 }
 
-#[test]
-fn the_taylor_budget_deletes_what_the_loss_does_not_need() {
+/// Block 4's branch made to output exactly 0 (its last conv's weight and
+/// bias zeroed): its gates then get no gradient, so their first-order
+/// importance is 0, although their values (1) are the largest. Returns the
+/// gates' factors after a run whose 0.9 MAC target needs one block's worth.
+fn train_with_a_dead_block(blocks_first: bool) -> (Vec<(gate::Gate, Vec<f32>)>, f64) {
     let mut g = load(&fixture("resnet20_fmnist.legacy13.onnx"));
-    // block 4's branch made to output exactly 0: its last conv's weight and
-    // bias zeroed. Its gates then get no gradient, so their first-order
-    // importance is 0, although their values (1) are the largest
-    let dead = 4;
+    let dead = DEAD;
     let a = structure::analyse(&g);
     let last = a.blocks[dead].convs.last().unwrap().conv_name.clone();
     let node = g.nodes.iter().find(|n| n.name == last).unwrap().clone();
@@ -67,24 +68,52 @@ fn the_taylor_budget_deletes_what_the_loss_does_not_need() {
     let (_, shape) = sss_onnx::measure::inputs::image_input(&gated).unwrap();
     let prep = Preprocess::plan(&ds, shape).unwrap();
     // one block is ~11 % of the MACs: a 0.9 target needs exactly one
-    let mut t = Trainer::new(Model::new(&gated, &Device::Cpu).unwrap(), config(6, 0.9)).unwrap();
+    let cfg = config(6, 0.9, blocks_first);
+    let mut t = Trainer::new(Model::new(&gated, &Device::Cpu).unwrap(), cfg).unwrap();
     t.run(Arc::new(ds), &prep, &AtomicBool::new(false), &mut |_| {})
         .unwrap();
     let trained = t.model.write_back().unwrap();
     assert_eq!(t.locked_at, Some(3));
+    let (ratio, _, _) = t.implied().unwrap();
+    let factors = gates
+        .into_iter()
+        .map(|gt| {
+            let f = gate::factors(&trained, &gt).unwrap();
+            (gt, f)
+        })
+        .collect();
+    (factors, ratio)
+}
+
+const DEAD: usize = 4;
+
+fn zeros(f: &[f32]) -> usize {
+    f.iter().filter(|&&v| v == 0.0).count()
+}
+
+#[test]
+fn the_taylor_budget_deletes_what_the_loss_does_not_need() {
+    let (factors, ratio) = train_with_a_dead_block(false);
     // everything deleted belongs to the dead block (its gate, or its
     // channels, which score 0 alike); nothing else is touched
     let mut deleted = 0;
-    for gt in &gates {
-        let f = gate::factors(&trained, gt).unwrap();
-        let zeros = f.iter().filter(|&&v| v == 0.0).count();
-        if gt.block == dead {
-            deleted += zeros;
+    for (gt, f) in &factors {
+        if gt.block == DEAD {
+            deleted += zeros(f);
         } else {
-            assert_eq!(zeros, 0, "{} lost {zeros} factors", gt.name);
+            assert_eq!(zeros(f), 0, "{} lost {} factors", gt.name, zeros(f));
         }
     }
     assert!(deleted > 0);
-    let (ratio, _, _) = t.implied().unwrap();
+    assert!((0.855..=0.918).contains(&ratio), "{ratio}");
+}
+
+#[test]
+fn blocks_first_deletes_the_dead_block_whole_and_no_channel() {
+    let (factors, ratio) = train_with_a_dead_block(true);
+    for (gt, f) in &factors {
+        let want = usize::from(gt.kind == GateKind::Block && gt.block == DEAD);
+        assert_eq!(zeros(f), want, "{}: {f:?}", gt.name);
+    }
     assert!((0.855..=0.918).contains(&ratio), "{ratio}");
 }

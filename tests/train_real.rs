@@ -55,6 +55,7 @@ fn config(steps: usize, lr: f64) -> Config {
         lock_at: None,
         rank: Rank::Taylor,
         budget_steps: 1,
+        blocks_first: false,
     }
 }
 

@@ -284,6 +284,7 @@ pub fn run(a: Args) -> CliResult {
             "lock_at": cfg.lock_at,
             "rank": cfg.rank,
             "budget_steps": cfg.budget_steps,
+            "blocks_first": cfg.blocks_first,
             "steps": cfg.steps,
             "batch_size": cfg.batch,
             "lr": cfg.schedule.base,

@@ -59,6 +59,11 @@ pub struct TrainArgs {
     /// at the lock.
     #[arg(long, default_value_t = 4)]
     pub budget_steps: usize,
+    /// Order of the MAC budget: blocks-first (whole residual blocks by
+    /// importance, then channels/groups for the rest: what speeds a CPU
+    /// runtime up) or score (importance per MAC across all kinds).
+    #[arg(long, value_enum, default_value = "blocks-first")]
+    pub budget_order: BudgetOrder,
     #[arg(long = "optimizer", value_enum, default_value = "apg")]
     pub gate_optimizer: GateOptimizer,
     #[arg(long, default_value_t = 0.9)]
@@ -85,6 +90,12 @@ pub struct TrainArgs {
     /// `cuda` feature and a GPU is visible, else CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BudgetOrder {
+    BlocksFirst,
+    Score,
 }
 
 /// Resolves `--device`; the string says which device and why.
@@ -159,6 +170,7 @@ impl TrainArgs {
             lock_at: self.lock_at,
             rank: self.rank,
             budget_steps: self.budget_steps,
+            blocks_first: self.budget_order == BudgetOrder::BlocksFirst,
         }
     }
 }

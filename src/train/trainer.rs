@@ -49,6 +49,8 @@ pub struct Config {
     /// Budget steps spread over the first phase (the last one at the lock);
     /// 1: everything at the lock.
     pub budget_steps: usize,
+    /// Whether the budget deletes whole blocks before channels and groups.
+    pub blocks_first: bool,
 }
 
 /// Ordering of the factors the MAC budget zeroes (least important first).
@@ -102,6 +104,7 @@ const STEER_EVERY: usize = 5;
 
 struct GateVar {
     name: String,
+    block_gate: bool,
     /// Channels per factor (group gates tie C/G channels).
     span: usize,
     /// γ multiplier: 1, or the MACs one factor costs relative to the mean.
@@ -152,6 +155,7 @@ impl Trainer {
             .zip(&costs)
             .map(|(gt, &c)| GateVar {
                 name: gt.name.clone(),
+                block_gate: gt.kind == GateKind::Block,
                 span: if gt.kind == GateKind::Group {
                     gt.span
                 } else {
@@ -396,6 +400,7 @@ impl Trainer {
                 if let Some(&gi) = gate_index.get(name) {
                     let gv = GateVar {
                         name: self.gates[gi].name.clone(),
+                        block_gate: self.gates[gi].block_gate,
                         span: self.gates[gi].span,
                         weight: self.gates[gi].weight,
                     };
@@ -544,11 +549,17 @@ impl Trainer {
             }
             values.push(f);
         }
-        // ties (e.g. a branch whose every part scores 0) go to the bigger
+        // blocks first when asked: a deleted block shortens the graph, while
+        // thinner inner convs barely speed a CPU runtime up (measured: −34 %
+        // MACs by channels 0.99–1.09× in ORT, −32 % by blocks 1.4–1.9×).
+        // Ties (a branch whose every part scores 0) go to the bigger
         // structure: one block gate rather than its channels one by one
         let costs = &self.costs;
+        let first = |gi: usize| !(self.cfg.blocks_first && self.gates[gi].block_gate);
         units.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
+            first(a.1)
+                .cmp(&first(b.1))
+                .then_with(|| a.0.total_cmp(&b.0))
                 .then_with(|| costs[b.1].total_cmp(&costs[a.1]))
         });
         let mut alive: Vec<usize> = values
@@ -735,6 +746,7 @@ mod tests {
             lock_at,
             rank: Rank::Taylor,
             budget_steps: 4,
+            blocks_first: true,
         }
     }
 
