@@ -174,6 +174,7 @@ pub fn run(a: Args) -> CliResult {
         locked_at,
         budget_zeroed,
         device,
+        rewinds,
     } = run_training(&gated, &data_dir, &targs, target)?;
     let train_secs = t_train.elapsed().as_secs_f64();
     let gated_path = ckpt.join("gated.onnx");
@@ -332,6 +333,7 @@ pub fn run(a: Args) -> CliResult {
             locked_at,
             budget_zeroed,
             device,
+            rewinds,
         },
         gates: gate_values,
         plots: vec![],

@@ -220,7 +220,11 @@ pub fn progress_line(r: &Record) -> String {
         r.macs_ratio * 100.0,
         r.images_per_s,
         if r.locked { "  [locked: fine-tuning]" } else { "" }
-    )
+    ) + &if r.rewinds > 0 {
+        format!("  [loss ran away {}×: rewound, lr halved]", r.rewinds)
+    } else {
+        String::new()
+    }
 }
 
 /// Runs training, writing metrics and progress; returns the trained graph.
@@ -284,6 +288,7 @@ pub fn run_training(
         locked_at: trainer.locked_at,
         budget_zeroed: trainer.budget_zeroed,
         device: said,
+        rewinds: trainer.rewinds(),
     })
 }
 
@@ -298,6 +303,8 @@ pub struct Trained {
     pub budget_zeroed: usize,
     /// The training device, as said on stderr.
     pub device: String,
+    /// Divergence-guard rewinds.
+    pub rewinds: usize,
 }
 
 pub fn run(a: Args) -> CliResult {

@@ -46,6 +46,9 @@ pub struct Training {
     pub budget_zeroed: usize,
     /// Where training ran ("cpu", "cuda:0").
     pub device: String,
+    /// Times the divergence guard rewound to the last healthy state and
+    /// halved the learning rate.
+    pub rewinds: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +145,12 @@ pub fn markdown(r: &Report) -> String {
             r.training.device
         )),
         None => s.push_str(&format!("; trained on {}.\n", r.training.device)),
+    }
+    if r.training.rewinds > 0 {
+        s.push_str(&format!(
+            "The loss ran away {} time(s) during training; each time it was rewound to the last healthy state with half the learning rate.\n",
+            r.training.rewinds
+        ));
     }
     s.push_str(
         "\n| stage | blocks removed | gated channels gone (alone or with their block) | gated groups gone |\n|---:|---:|---:|---:|\n",

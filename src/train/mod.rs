@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod feed;
+pub mod guard;
 pub mod kernels;
 pub mod model;
 pub mod optim;

@@ -3,6 +3,7 @@
 
 use super::checkpoint::{self, Meta};
 use super::feed::{self, Augment};
+use super::guard::{Guard, Verdict};
 use super::model::Model;
 use super::optim::{gate_rule, GateOptimizer, Nag, Rule};
 use super::schedule::Schedule;
@@ -80,6 +81,9 @@ pub struct Record {
     pub images_per_s: f64,
     /// Whether the zero pattern is locked (fine-tuning phase).
     pub locked: bool,
+    /// Rewinds so far (the loss ran away; back to the last healthy state at
+    /// half the learning rate).
+    pub rewinds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -136,6 +140,9 @@ pub struct Trainer {
     last_cut: Option<usize>,
     /// Budget steps done.
     cuts: usize,
+    guard: Guard,
+    /// The last healthy state: learned tensors and BN statistics.
+    snapshot: Option<(Vec<Tensor>, HashMap<String, Tensor>)>,
 }
 
 impl Trainer {
@@ -198,6 +205,8 @@ impl Trainer {
             alive: HashMap::new(),
             last_cut: None,
             cuts: 0,
+            guard: Guard::new(),
+            snapshot: None,
         })
     }
 
@@ -319,7 +328,35 @@ impl Trainer {
     }
 
     fn lr_at(&self, step: usize) -> f64 {
-        phase_lr(&self.cfg, self.locked_at, self.last_cut, step)
+        phase_lr(&self.cfg, self.locked_at, self.last_cut, step) * self.guard.lr_scale
+    }
+
+    /// Rewinds done so far by the divergence guard.
+    pub fn rewinds(&self) -> usize {
+        self.guard.rewinds
+    }
+
+    /// Deep copies: `Var::set` writes in place.
+    fn take_snapshot(&mut self) -> candle_core::Result<()> {
+        let vars = self
+            .model
+            .vars
+            .values()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.snapshot = Some((vars, self.model.stats.clone()));
+        Ok(())
+    }
+
+    fn rewind(&mut self) -> candle_core::Result<()> {
+        if let Some((vars, stats)) = &self.snapshot {
+            for (v, t) in self.model.vars.values().zip(vars) {
+                v.set(t)?;
+            }
+            self.model.stats = stats.clone();
+        }
+        self.nag.load_state(HashMap::new());
+        Ok(())
     }
 
     fn budget_due(&self, step: usize) -> Option<f64> {
@@ -417,6 +454,11 @@ impl Trainer {
                 }
             }
             self.model.apply_stats(updates);
+            match self.guard.observe(lv) {
+                Some(Verdict::Healthy) => self.take_snapshot().map_err(e)?,
+                Some(Verdict::Rewind) => self.rewind().map_err(e)?,
+                None => {}
+            }
             let pred = logits
                 .argmax(D::Minus1)
                 .and_then(|p| p.to_vec1::<u32>())
@@ -436,6 +478,8 @@ impl Trainer {
                         self.cuts += 1;
                         self.last_cut = Some(step + 1);
                         self.nag.load_state(HashMap::new());
+                        self.guard.restart();
+                        self.take_snapshot().map_err(e)?;
                     }
                     if (step + 1) % STEER_EVERY == 0 {
                         let (ratio, _, _) = self.implied()?;
@@ -455,6 +499,8 @@ impl Trainer {
                     self.locked_at = Some(step + 1);
                     self.last_cut = Some(step + 1);
                     self.nag.load_state(HashMap::new());
+                    self.guard.restart();
+                    self.take_snapshot().map_err(e)?;
                 }
             }
             if (step + 1) % self.cfg.log_every.max(1) == 0 || end {
@@ -472,6 +518,7 @@ impl Trainer {
                     macs_ratio: ratio,
                     images_per_s: seen as f64 / secs.max(1e-9),
                     locked: self.locked_at.is_some(),
+                    rewinds: self.guard.rewinds,
                 };
                 progress(&r);
                 records.push(r);
