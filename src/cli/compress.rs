@@ -56,7 +56,9 @@ pub struct Args {
     /// Batch sizes for the latency comparison.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     bench_batch: Vec<usize>,
-    #[arg(long, default_value_t = 30)]
+    /// Timed runs per model and batch size (interleaved; batch-1 latencies
+    /// of ~0.3 ms on a shared machine need a few hundred for a stable p50).
+    #[arg(long, default_value_t = 200)]
     bench_iters: usize,
 }
 
