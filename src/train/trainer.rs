@@ -42,8 +42,9 @@ pub struct Config {
     /// Steer γ so the implied MACs reach this fraction of the original.
     pub target_macs: Option<f64>,
     /// Fraction of the run after which the zero pattern is locked and the
-    /// rest is fine-tuning (γ = 0, zero gates stay 0). In target mode the lock also happens as soon as the
-    /// target is reached. `None`: never (the paper's single run).
+    /// rest is fine-tuning (γ = 0, zero gates stay 0). In target mode the
+    /// lock also happens as soon as the target is reached. `None`: never
+    /// (the paper's single run).
     pub lock_at: Option<f64>,
     /// How the MAC budget picks the factors it zeroes.
     pub rank: Rank,
@@ -100,7 +101,7 @@ pub struct Outcome {
     pub steps_done: usize,
 }
 
-/// Steps of learning-rate warm-up after the lock.
+/// Steps of learning-rate warm-up after the lock and each budget step.
 const LOCK_WARMUP: usize = 20;
 
 /// Steps between MAC-controller updates.
