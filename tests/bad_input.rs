@@ -198,3 +198,57 @@ fn an_unknown_op_loads_round_trips_and_is_reported() {
     sss_onnx::graph::convert::save(&g, &out, &Default::default()).unwrap();
     assert_eq!(load(&out), g);
 }
+
+/// Asking for a GPU where there is none is an error (exit 2) that says what
+/// is missing, never a silent CPU run: ORT's CUDA provider with the CPU
+/// library, and CUDA training in a build without the `cuda` feature.
+#[test]
+fn gpu_requests_without_a_gpu_build_fail_clearly() {
+    require_ort();
+    let m = fixture("resnet20_a.legacy13.onnx");
+    let m = m.to_str().unwrap();
+    let o = run(&["validate", m, m, "--runtime", "ort", "--ep", "cuda"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CUDA execution provider"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["validate", m, m, "--runtime", "tract", "--ep", "cuda"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("tract runs on the CPU only"),
+        "{}",
+        stderr(&o)
+    );
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("t.onnx");
+    let data = fixture("fmnist");
+    let args = |dev: &'static str| {
+        run(&[
+            "train",
+            fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--device",
+            dev,
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    if !cfg!(feature = "cuda") {
+        let o = args("cuda");
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("built without CUDA"), "{}", stderr(&o));
+    }
+    let o = args("tpu:0");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("expected auto, cpu, cuda or cuda:N"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
