@@ -107,6 +107,7 @@ const LOCK_WARMUP: usize = 20;
 /// Steps between MAC-controller updates.
 const STEER_EVERY: usize = 5;
 
+#[derive(Clone)]
 struct GateVar {
     name: String,
     block_gate: bool,
@@ -152,7 +153,8 @@ impl Trainer {
         let found = gate::find(g)?;
         let facts = shape::infer_strict(g, 1)?;
         let base_macs = crate::graph::cost::count(g, &facts).macs;
-        let costs = if !found.is_empty() {
+        // what one factor costs matters only to a MAC target
+        let costs = if cfg.target_macs.is_some() && !found.is_empty() {
             unit_costs(g, &found)?
         } else {
             vec![1.0; found.len()]
@@ -171,7 +173,7 @@ impl Trainer {
                 },
                 // cost-aware but bounded: a block gate must not carry 10× the
                 // penalty of a channel (it would die before the net adapts)
-                weight: if mean > 0.0 && cfg.target_macs.is_some() {
+                weight: if mean > 0.0 {
                     (c / mean).clamp(0.25, 4.0)
                 } else {
                     1.0
@@ -287,13 +289,19 @@ impl Trainer {
         lr: f64,
     ) -> candle_core::Result<()> {
         let lam = var.as_tensor().detach();
-        // importance before the step: the first-order loss change of λ → 0
-        let t = (&lam * grad)?.sqr()?;
-        let t = match self.taylor.remove(&gv.name) {
-            Some(acc) => (acc + t)?,
-            None => t,
-        };
-        self.taylor.insert(gv.name.clone(), t);
+        // importance before the step: the first-order loss change of λ → 0,
+        // kept only while a budget step can still use it
+        if self.cfg.rank == Rank::Taylor
+            && self.cfg.target_macs.is_some()
+            && self.locked_at.is_none()
+        {
+            let t = (&lam * grad)?.sqr()?;
+            let t = match self.taylor.remove(&gv.name) {
+                Some(acc) => (acc + t)?,
+                None => t,
+            };
+            self.taylor.insert(gv.name.clone(), t);
+        }
         let shape = lam.dims().to_vec();
         let gamma = if self.locked_at.is_some() {
             0.0
@@ -436,12 +444,7 @@ impl Trainer {
                     continue;
                 };
                 if let Some(&gi) = gate_index.get(name) {
-                    let gv = GateVar {
-                        name: self.gates[gi].name.clone(),
-                        block_gate: self.gates[gi].block_gate,
-                        span: self.gates[gi].span,
-                        weight: self.gates[gi].weight,
-                    };
+                    let gv = self.gates[gi].clone();
                     self.gate_step(&gv, &var, g, gate_lr).map_err(e)?;
                 } else {
                     let wd = if self.no_decay.contains(name) {
@@ -638,16 +641,9 @@ impl Trainer {
             alive[gi] -= 1;
             zeroed += 1;
         }
-        // budget zeros are final: APG must not revive them
-        for gv in &self.gates {
-            let v = self.model.vars[&gv.name].as_tensor();
-            let m = v.ne(0.0).and_then(|m| m.to_dtype(v.dtype())).map_err(e)?;
-            let m = match self.alive.get(&gv.name) {
-                Some(old) => (old * m).map_err(e)?,
-                None => m,
-            };
-            self.alive.insert(gv.name.clone(), m);
-        }
+        // budget zeros are final: APG must not revive them (earlier frozen
+        // factors are 0 already, so the new mask covers them)
+        self.lock().map_err(e)?;
         Ok(zeroed)
     }
 
