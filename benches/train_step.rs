@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use sss_onnx::gate;
 use sss_onnx::graph::convert;
 use sss_onnx::structure::GateKind;
+use sss_onnx::train::kernels::profile;
 use sss_onnx::train::model::Model;
 use sss_onnx::train::optim::Nag;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    sss_onnx::alloc::keep_freed_pages();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -62,6 +64,9 @@ fn main() {
             }
         }
         let t3 = Instant::now();
+        if step == 0 {
+            profile::enable(true);
+        }
         if step > 0 {
             tf += (t1 - t0).as_secs_f64();
             tb += (t2 - t1).as_secs_f64();
@@ -69,6 +74,7 @@ fn main() {
         }
     }
     let n = steps as f64;
+    let kernels = profile::take();
     let total = (tf + tb + tu) / n;
     println!("model {path}, batch {batch}, {steps} steps");
     println!("forward  {:8.1} ms", tf / n * 1e3);
@@ -78,5 +84,23 @@ fn main() {
         "step     {:8.1} ms  = {:.1} images/s",
         total * 1e3,
         batch as f64 / total
+    );
+    // where the step goes: our kernels by name, the rest is candle's own ops
+    // (adds, cross-entropy, gradient accumulation, copies) and the framework
+    let mut rest = total;
+    for (name, t, calls) in kernels {
+        println!(
+            "  {name:28} {:7.1} ms  {:5.1} %  ({} calls/step)",
+            t / n * 1e3,
+            t / n / total * 100.0,
+            calls / steps.max(1)
+        );
+        rest -= t / n;
+    }
+    println!(
+        "  {:28} {:7.1} ms  {:5.1} %",
+        "other (candle ops)",
+        rest * 1e3,
+        rest / total * 100.0
     );
 }

@@ -5,6 +5,7 @@
 //! `onnx` (files) → `graph` (the IR) → `structure` (what can be deleted) →
 //! `gate` → `train` → `prune` → `runtime` (validate, time) → `report`.
 
+pub mod alloc;
 pub mod data;
 pub mod error;
 pub mod gate;

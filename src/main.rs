@@ -10,5 +10,6 @@ mod cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    sss_onnx::alloc::keep_freed_pages();
     std::process::exit(cli::main());
 }

@@ -553,15 +553,20 @@ impl Model {
                 .map_err(e)?;
             let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
             self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
+            // the statistics travel with scale and bias, computed once
+            let packed = Tensor::stack(
+                &[
+                    p0.flatten_all().map_err(e)?,
+                    p1.flatten_all().map_err(e)?,
+                    bm,
+                    bv,
+                ],
+                0,
+            )
+            .map_err(e)?;
             let y = x
                 .contiguous()
-                .and_then(|x| {
-                    x.apply_op3(
-                        &p0.flatten_all()?,
-                        &p1.flatten_all()?,
-                        BatchNormTrain { eps },
-                    )
-                })
+                .and_then(|x| x.apply_op2(&packed, BatchNormTrain { eps }))
                 .map_err(e)?;
             return Ok(y);
         }

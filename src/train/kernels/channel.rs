@@ -3,7 +3,7 @@
 //! bias — conv biases — and ReLU. candle's broadcast forms reduce their
 //! gradients over axes (0, 2, 3), a slow strided reduction on CPU.
 
-use super::{contiguous, dispatch, Elem};
+use super::{contiguous, dispatch, par_build, sum_pairs, Elem};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -36,18 +36,19 @@ fn scale<T: Elem>(
 ) -> Result<(CpuStorage, Shape)> {
     let (x, p) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let (c, hw) = plane(l1);
-    let mut y = vec![T::default(); x.len()];
-    y.par_chunks_mut(hw.max(1))
-        .zip(x.par_chunks(hw.max(1)))
-        .enumerate()
-        .for_each(|(i, (yp, xp))| {
-            let k = p[if p.len() == 1 { 0 } else { i % c }];
-            if add {
-                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v + k);
-            } else {
-                yp.iter_mut().zip(xp).for_each(|(o, &v)| *o = v * k);
-            }
-        });
+    let hw = hw.max(1);
+    let y = par_build(x.len(), hw, |i| {
+        let k = p[if p.len() == 1 { 0 } else { i % c }];
+        // scale: x·k + 0; bias: x·1 + k
+        let (m, a) = if add {
+            (T::from_f64(1.0), k)
+        } else {
+            (k, T::default())
+        };
+        x[i * hw..(i * hw + hw).min(x.len())]
+            .iter()
+            .map(move |&v| v * m + a)
+    });
     Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
 }
 
@@ -60,24 +61,22 @@ fn channel_sum<T: Elem>(
 ) -> Result<(CpuStorage, Shape)> {
     let (x, dy) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let (c, hw) = plane(l1);
-    let planes = x.len() / hw.max(1);
+    let hw = hw.max(1);
+    let planes = x.len() / hw;
     let sums: Vec<f64> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut acc = 0f64;
-            for p in (ch..planes).step_by(c) {
-                let r = p * hw..(p + 1) * hw;
-                if op.plain {
-                    acc += dy[r].iter().map(|v| v.to_f64()).sum::<f64>();
-                } else {
-                    acc += x[r.clone()]
-                        .iter()
-                        .zip(&dy[r])
-                        .map(|(a, b)| a.to_f64() * b.to_f64())
-                        .sum::<f64>();
-                }
-            }
-            acc
+            (ch..planes)
+                .step_by(c)
+                .map(|p| {
+                    let r = p * hw..(p + 1) * hw;
+                    if op.plain {
+                        sum_pairs(&dy[r.clone()], &dy[r], |g, _| g)
+                    } else {
+                        sum_pairs(&x[r.clone()], &dy[r], |a, b| a * b)
+                    }
+                })
+                .sum::<f64>()
         })
         .collect();
     let out: Vec<T> = if op.channels == 1 {
@@ -89,17 +88,17 @@ fn channel_sum<T: Elem>(
     Ok((T::to_cpu_storage_owned(out), Shape::from(n)))
 }
 
+/// Elements per parallel chunk of the flat elementwise kernels.
+const CHUNK: usize = 4096;
+
 fn relu<T: Elem>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
     let x = contiguous::<T>(s, l)?;
     let zero = T::default();
-    let mut y = vec![zero; x.len()];
-    y.par_chunks_mut(4096)
-        .zip(x.par_chunks(4096))
-        .for_each(|(o, i)| {
-            o.iter_mut()
-                .zip(i)
-                .for_each(|(o, &v)| *o = if v > zero { v } else { zero });
-        });
+    let y = par_build(x.len(), CHUNK, |i| {
+        x[i * CHUNK..(i * CHUNK + CHUNK).min(x.len())]
+            .iter()
+            .map(move |&v| if v > zero { v } else { zero })
+    });
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
 }
 
@@ -111,14 +110,13 @@ fn relu_grad<T: Elem>(
 ) -> Result<(CpuStorage, Shape)> {
     let (dy, y) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let zero = T::default();
-    let mut dx = vec![zero; dy.len()];
-    dx.par_chunks_mut(4096)
-        .zip(dy.par_chunks(4096).zip(y.par_chunks(4096)))
-        .for_each(|(o, (g, y))| {
-            o.iter_mut()
-                .zip(g.iter().zip(y))
-                .for_each(|(o, (&g, &y))| *o = if y > zero { g } else { zero });
-        });
+    let dx = par_build(dy.len(), CHUNK, |i| {
+        let r = i * CHUNK..(i * CHUNK + CHUNK).min(dy.len());
+        dy[r.clone()]
+            .iter()
+            .zip(&y[r])
+            .map(move |(&g, &y)| if y > zero { g } else { zero })
+    });
     Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
 }
 
@@ -134,7 +132,7 @@ impl CustomOp2 for ChannelScale {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, scale(s1, l1, s2, l2, false))
+        dispatch!(self.name(), s1, scale(s1, l1, s2, l2, false))
     }
 
     fn bwd(
@@ -169,7 +167,7 @@ impl CustomOp2 for ChannelBias {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, scale(s1, l1, s2, l2, true))
+        dispatch!(self.name(), s1, scale(s1, l1, s2, l2, true))
     }
 
     fn bwd(
@@ -203,7 +201,7 @@ impl CustomOp2 for ChannelSum {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, channel_sum(self, s1, l1, s2, l2))
+        dispatch!(self.name(), s1, channel_sum(self, s1, l1, s2, l2))
     }
 }
 
@@ -213,7 +211,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, relu(s, l))
+        dispatch!(self.name(), s, relu(s, l))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -236,6 +234,6 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, relu_grad(s1, l1, s2, l2))
+        dispatch!(self.name(), s1, relu_grad(s1, l1, s2, l2))
     }
 }

@@ -174,7 +174,7 @@ impl CustomOp2 for Conv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, forward(self, s1, l1, s2, l2))
+        dispatch!(self.name(), s1, forward(self, s1, l1, s2, l2))
     }
 
     fn bwd(
@@ -205,7 +205,7 @@ impl CustomOp2 for ConvGradInput {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, grad_input(&self.0, s1, l1, s2, l2))
+        dispatch!(self.name(), s1, grad_input(&self.0, s1, l1, s2, l2))
     }
 }
 
@@ -221,6 +221,6 @@ impl CustomOp2 for ConvGradFilter {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, grad_filter(&self.0, s1, l1, s2, l2))
+        dispatch!(self.name(), s1, grad_filter(&self.0, s1, l1, s2, l2))
     }
 }

@@ -77,7 +77,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s, forward(self.0, s, l))
+        dispatch!(self.name(), s, forward(self.0, s, l))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -100,7 +100,7 @@ impl CustomOp2 for MaxPoolGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(s1, backward(self.0, s1, l1, s2, l2))
+        dispatch!(self.name(), s1, backward(self.0, s1, l1, s2, l2))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod conv;
 pub mod im2col;
 pub mod maxpool;
+pub mod profile;
 
 /// Geometry of a 2-D sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,16 @@ impl Geometry {
 /// Element types the kernels run on: f32 for training, f64 for the
 /// finite-difference gradient checks.
 pub trait Elem:
-    candle_core::WithDType + Copy + Default + Send + Sync + std::ops::AddAssign + PartialOrd
+    candle_core::WithDType
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + std::ops::AddAssign
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + PartialOrd
 {
     fn neg_infinity() -> Self;
     fn is_nan(self) -> bool;
@@ -95,6 +105,31 @@ macro_rules! elem {
 }
 elem!(f32);
 elem!(f64);
+
+/// Independent partial sums per reduction: enough that the adds of
+/// consecutive elements do not wait on each other and the loop vectorises.
+const LANES: usize = 16;
+
+/// Σ f(aᵢ, bᵢ) over equal-length slices, accumulated in `T` across
+/// [`LANES`] partial sums (a plane is at most a few thousand elements, so
+/// f32 partials lose nothing that matters) and returned as f64 for the
+/// cross-plane totals.
+#[inline]
+pub(crate) fn sum_pairs<T: Elem>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    let mut acc = [T::default(); LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..LANES {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    let mut total: f64 = acc.iter().map(|v| v.to_f64()).sum();
+    for (&x, &y) in ar.iter().zip(br) {
+        total += f(x, y).to_f64();
+    }
+    total
+}
 
 /// Row-major `dst[m×n] (+)= op(lhs)[m×k] · op(rhs)[k×n]` on one thread, where
 /// `op` transposes when asked (the operand is then stored k×m / n×k).
@@ -148,6 +183,34 @@ pub(crate) fn gemm_rm<T: Elem>(
     }
 }
 
+/// A new vector of `len` elements built in parallel, chunk `i` (of `chunk`
+/// elements, the last may be shorter) from the values of `f(i)`, without
+/// the zero-fill pass `vec![0; len]` would cost (one more write of every
+/// output byte in kernels that are memory-bound).
+pub(crate) fn par_build<T, I, F>(len: usize, chunk: usize, f: F) -> Vec<T>
+where
+    T: Elem,
+    I: ExactSizeIterator<Item = T>,
+    F: Fn(usize) -> I + Sync + Send,
+{
+    use rayon::prelude::*;
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, out)| {
+            let values = f(i);
+            assert!(values.len() >= out.len(), "kernel chunk {i} is short");
+            for (d, x) in out.iter_mut().zip(values) {
+                d.write(x);
+            }
+        });
+    // SAFETY: every chunk was written in full (the assert above holds for
+    // each, and a panic there propagates before this line).
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// A contiguous view of a custom op's input.
 pub(crate) fn contiguous<'a, T: Elem>(
     s: &'a candle_core::CpuStorage,
@@ -160,14 +223,43 @@ pub(crate) fn contiguous<'a, T: Elem>(
     }
 }
 
-/// Runs `$f::<T>` for the storage's element type (f32 or f64).
+/// Runs `$f::<T>` for the storage's element type (f32 or f64), timed under
+/// the op's name when profiling is on.
 macro_rules! dispatch {
-    ($s:expr, $f:ident ( $($arg:expr),* )) => {
-        match $s {
+    ($op:expr, $s:expr, $f:ident ( $($arg:expr),* )) => {
+        $crate::train::kernels::profile::timed(
+            $op, || match $s {
             candle_core::CpuStorage::F32(_) => $f::<f32>($($arg),*),
             candle_core::CpuStorage::F64(_) => $f::<f64>($($arg),*),
             _ => candle_core::bail!("sss-onnx kernels support f32 and f64"),
-        }
+        })
     };
 }
 pub(crate) use dispatch;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_build_writes_every_chunk_in_order() {
+        // 10 elements in chunks of 4: the last chunk is short
+        let v: Vec<f32> = par_build(10, 4, |i| (0..4).map(move |j| (i * 10 + j) as f32));
+        assert_eq!(v, [0., 1., 2., 3., 10., 11., 12., 13., 20., 21.].to_vec());
+    }
+
+    #[test]
+    #[should_panic(expected = "short")]
+    fn par_build_refuses_a_short_chunk() {
+        let _: Vec<f32> = par_build(8, 4, |i| (0..if i == 1 { 3 } else { 4 }).map(|j| j as f32));
+    }
+
+    #[test]
+    fn sum_pairs_covers_lanes_and_remainder() {
+        // 37 = 2 full lane blocks + 5: Σ i·(i+1) for i ≤ 36 = 36·37·38/3
+        let a: Vec<f64> = (0..37).map(|i| i as f64).collect();
+        let b: Vec<f64> = (0..37).map(|i| (i + 1) as f64).collect();
+        assert_eq!(sum_pairs(&a, &b, |x, y| x * y), (36 * 37 * 38 / 3) as f64);
+        assert_eq!(sum_pairs(&a[..3], &b[..3], |x, _| x), 3.0);
+    }
+}
