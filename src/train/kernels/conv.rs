@@ -5,6 +5,7 @@
 //! gradient (GEMM of the output gradient with the columns, summed over images
 //! per thread). Nothing goes through conv-transpose.
 
+use super::direct3x3;
 use super::im2col::{col2im, im2col};
 use super::{contiguous, dispatch, gemm_rm, Elem, Geometry};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -41,6 +42,16 @@ fn forward<T: Elem>(
     let n = l1.dims()[0];
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
+    let shape = Shape::from((n, op.cout, g.oh, g.ow));
+    if let (true, Some(x), Some(w)) = (
+        direct3x3::applies(&g, op.groups),
+        T::as_f32(x),
+        T::as_f32(w),
+    ) {
+        let wt = direct3x3::filters_forward(w, op.cout, g.c);
+        let y = direct_images(x, g.c, g.h, g.w, &wt, op.cout, n);
+        return Ok((CpuStorage::F32(y), shape));
+    }
     let mut y = vec![T::default(); n * op.cout * ll];
     y.par_chunks_mut(op.cout * ll).enumerate().for_each_init(
         || vec![T::default(); kg * ll],
@@ -63,10 +74,27 @@ fn forward<T: Elem>(
             }
         },
     );
-    Ok((
-        T::to_cpu_storage_owned(y),
-        Shape::from((n, op.cout, g.oh, g.ow)),
-    ))
+    Ok((T::to_cpu_storage_owned(y), shape))
+}
+
+/// The direct 3×3 convolution of n images [cin, h, w] in parallel.
+fn direct_images(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    cout: usize,
+    n: usize,
+) -> Vec<f32> {
+    let mut y = vec![0f32; n * cout * h * w];
+    y.par_chunks_mut(cout * h * w)
+        .enumerate()
+        .for_each_init(Vec::new, |xp, (b, yb)| {
+            direct3x3::pad(&x[b * cin * h * w..(b + 1) * cin * h * w], cin, h, w, xp);
+            direct3x3::conv(xp, cin, h, w, wt, cout, yb);
+        });
+    y
 }
 
 fn grad_input<T: Elem>(
@@ -81,6 +109,16 @@ fn grad_input<T: Elem>(
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
+    if let (true, Some(dy), Some(w)) = (
+        direct3x3::applies(&g, op.groups),
+        T::as_f32(dy),
+        T::as_f32(w),
+    ) {
+        // the same convolution of dy with the filters transposed and flipped
+        let wt = direct3x3::filters_backward(w, op.cout, g.c);
+        let dx = direct_images(dy, op.cout, g.h, g.w, &wt, g.c, n);
+        return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
+    }
     let mut dx = vec![T::default(); n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each_init(
         || vec![T::default(); kg * ll],
@@ -122,6 +160,26 @@ fn grad_filter<T: Elem>(
     let wlen = op.cout * kg;
     let threads = rayon::current_num_threads().max(1);
     let per = n.div_ceil(threads);
+    let shape = Shape::from((op.cout, cg, g.kh, g.kw));
+    if let (true, Some(x), Some(dy)) = (
+        direct3x3::applies(&g, op.groups),
+        T::as_f32(x),
+        T::as_f32(dy),
+    ) {
+        let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
+            .into_par_iter()
+            .map(|t| {
+                let (mut dw, mut xp) = (vec![0f32; wlen], Vec::new());
+                for b in t * per..((t + 1) * per).min(n) {
+                    direct3x3::pad(&x[b * plane..(b + 1) * plane], g.c, g.h, g.w, &mut xp);
+                    let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
+                    direct3x3::grad_filter(&xp, g.c, g.h, g.w, dyb, op.cout, &mut dw);
+                }
+                dw
+            })
+            .collect();
+        return Ok((CpuStorage::F32(sum_partials(partial, wlen)), shape));
+    }
     // one accumulator per worker, summed at the end
     let partial: Vec<Vec<T>> = (0..n.div_ceil(per))
         .into_par_iter()
@@ -150,16 +208,17 @@ fn grad_filter<T: Elem>(
             dw
         })
         .collect();
-    let mut dw = vec![T::default(); wlen];
+    Ok((T::to_cpu_storage_owned(sum_partials(partial, wlen)), shape))
+}
+
+fn sum_partials<T: Elem>(partial: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut total = vec![T::default(); len];
     for p in partial {
-        for (a, b) in dw.iter_mut().zip(p) {
+        for (a, b) in total.iter_mut().zip(p) {
             *a += b;
         }
     }
-    Ok((
-        T::to_cpu_storage_owned(dw),
-        Shape::from((op.cout, cg, g.kh, g.kw)),
-    ))
+    total
 }
 
 impl CustomOp2 for Conv2d {

@@ -6,6 +6,7 @@
 pub mod batchnorm;
 pub mod channel;
 pub mod conv;
+pub mod direct3x3;
 pub mod im2col;
 pub mod maxpool;
 pub mod profile;
@@ -89,10 +90,12 @@ pub trait Elem:
 {
     fn neg_infinity() -> Self;
     fn is_nan(self) -> bool;
+    /// The slice as f32 when that is the type (for the f32-only kernels).
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
 }
 
 macro_rules! elem {
-    ($t:ty) => {
+    ($t:ty, $as_f32:expr) => {
         impl Elem for $t {
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
@@ -100,11 +103,14 @@ macro_rules! elem {
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }
+            fn as_f32(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
         }
     };
 }
-elem!(f32);
-elem!(f64);
+elem!(f32, Some);
+elem!(f64, |_| None);
 
 /// Independent partial sums per reduction: enough that the adds of
 /// consecutive elements do not wait on each other and the loop vectorises.
