@@ -151,6 +151,32 @@ fn batch_norm_in_train_mode_gates_and_relu() {
     check(&g, &[4, 3, 6, 6], false);
 }
 
+/// The other chains train-mode BN fuses with: a block gate (one scalar)
+/// without a ReLU, and a ReLU without a gate; and a BN whose output has a
+/// second consumer, which must not fuse.
+#[test]
+fn batch_norm_with_a_block_gate_a_bare_relu_and_a_shared_output() {
+    let mut b = Builder::new("input", &[4, 3, 6, 6], 3);
+    let y = b.conv("input", 3, 5, 3, 1);
+    let y = b.bn(&y, 5);
+    let y = b.relu(&y);
+    let z = b.conv(&y, 5, 5, 3, 1);
+    let z = b.bn(&z, 5);
+    let gate = "sss_gate/block/b0";
+    let t = sss_onnx::measure::inputs::normal(&[1], 4);
+    b.graph
+        .initializers
+        .insert(gate.into(), sss_onnx::graph::Tensor::F32(t));
+    let z = b.node("Mul", &[&z, gate], vec![]);
+    let z = b.node("Add", &[&z, &y], vec![]);
+    let w = b.bn(&z, 5);
+    let shared = b.relu(&w);
+    let y = b.node("Add", &[&shared, &w], vec![]);
+    let y = b.head(&y, 5, 3);
+    let g = b.finish(&y);
+    check(&g, &[4, 3, 6, 6], true);
+}
+
 #[test]
 fn option_a_shortcut_slice_and_pad() {
     // a whole CIFAR ResNet-8 (n = 1): stage changes use Slice + Pad shortcuts

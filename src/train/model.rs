@@ -5,6 +5,7 @@
 //! values come from shape inference at the batch size in use.
 
 use super::kernels::batchnorm::{BatchNormTrain, ChannelStats};
+use super::kernels::bn_chain::BnChain;
 use super::kernels::channel::{ChannelBias, ChannelScale, Relu};
 use super::kernels::maxpool::{max_pool_generic, MaxPool};
 use super::kernels::{conv::Conv2d, Geometry};
@@ -65,6 +66,75 @@ fn roles(g: &Graph) -> (HashSet<String>, HashSet<String>) {
     (learned, stats)
 }
 
+/// A BN whose output feeds only a gate `Mul` (by an initializer), a ReLU, or
+/// a gate then a ReLU, none of them a graph output: train mode on the CPU
+/// runs the three as one kernel (`BnChain`).
+#[derive(Debug, Clone)]
+struct Chain {
+    /// The gate operand's name.
+    gate: Option<String>,
+    relu: bool,
+    /// The output of the chain's last node: where the fused result goes.
+    out: String,
+    /// Outputs of the chain's other nodes (never computed).
+    inner: Vec<String>,
+}
+
+/// The fusable chains, by the BN node's output name.
+fn chains(g: &Graph) -> HashMap<String, Chain> {
+    let mut consumers: HashMap<&str, Vec<&Node>> = HashMap::new();
+    for n in &g.nodes {
+        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+            consumers.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    let graph_outputs: HashSet<&str> = g.outputs.iter().map(|v| v.name.as_str()).collect();
+    let sole = |name: &str| -> Option<&Node> {
+        match consumers.get(name) {
+            Some(v) if v.len() == 1 && !graph_outputs.contains(name) => Some(v[0]),
+            _ => None,
+        }
+    };
+    let mut found = HashMap::new();
+    for bn in g.nodes.iter().filter(|n| n.op_type == "BatchNormalization") {
+        let Some(start) = bn.outputs.first() else {
+            continue;
+        };
+        let (mut out, mut gate, mut relu) = (start.clone(), None, false);
+        let mut inner = Vec::new();
+        if let Some(m) = sole(&out).filter(|m| m.op_type == "Mul" && m.inputs.len() == 2) {
+            let other = if m.inputs[0] == out {
+                &m.inputs[1]
+            } else {
+                &m.inputs[0]
+            };
+            if g.initializers.contains_key(other) && other != &out {
+                gate = Some(other.clone());
+                out = m.outputs[0].clone();
+                inner.push(out.clone());
+            }
+        }
+        if let Some(r) = sole(&out).filter(|r| r.op_type == "Relu") {
+            relu = true;
+            out = r.outputs[0].clone();
+            inner.push(out.clone());
+        }
+        if gate.is_some() || relu {
+            inner.pop(); // the last is `out`
+            found.insert(
+                start.clone(),
+                Chain {
+                    gate,
+                    relu,
+                    out,
+                    inner,
+                },
+            );
+        }
+    }
+    found
+}
+
 pub struct Model {
     pub graph: Graph,
     pub device: Device,
@@ -80,6 +150,7 @@ pub struct Model {
     /// Whether the CPU custom kernels run (on the CPU); false: candle's own
     /// ops, the path every other device (CUDA) takes.
     fused: bool,
+    chains: HashMap<String, Chain>,
 }
 
 /// Running-statistics updates from a train-mode pass.
@@ -131,6 +202,7 @@ impl Model {
             input,
             output,
             fused: device.is_cpu(),
+            chains: chains(graph),
         };
         m.facts(1)?; // every op must be lowerable: fail now, not mid-training
         Ok(m)
@@ -165,6 +237,7 @@ impl Model {
         let mut env: HashMap<&str, Tensor> = HashMap::new();
         env.insert(self.input.as_str(), x.clone());
         let mut updates = Vec::new();
+        let mut fused_away: HashSet<&str> = HashSet::new();
         for node in &self.graph.nodes {
             // shape arithmetic: every output already known as a constant
             if node
@@ -173,6 +246,20 @@ impl Model {
                 .all(|o| facts.get(o).is_some_and(|f| f.value.is_some()))
             {
                 continue;
+            }
+            // the gate or ReLU of a chain already computed with its BN
+            if fused_away.contains(node.outputs[0].as_str()) {
+                continue;
+            }
+            if train && self.fused && node.op_type == "BatchNormalization" {
+                if let Some(chain) = self.chains.get(&node.outputs[0]) {
+                    if let Some(y) = self.bn_chain(node, chain, &env, &facts, &mut updates)? {
+                        env.insert(chain.out.as_str(), y);
+                        fused_away.insert(chain.out.as_str());
+                        fused_away.extend(chain.inner.iter().map(String::as_str));
+                        continue;
+                    }
+                }
             }
             let out = self.eval(node, &env, &facts, train, &mut updates)?;
             env.insert(node.outputs[0].as_str(), out);
@@ -522,6 +609,68 @@ impl Model {
                 .map_err(e),
             None => Ok(y),
         }
+    }
+
+    /// Train-mode BN with its gate and ReLU as one kernel; None when the
+    /// gate's shape is not per-channel or scalar (then the nodes run apart).
+    fn bn_chain(
+        &self,
+        node: &Node,
+        chain: &Chain,
+        env: &HashMap<&str, Tensor>,
+        facts: &Facts,
+        updates: &mut StatUpdates,
+    ) -> Result<Option<Tensor>> {
+        let e = |err| ce(node, err);
+        let input = |i: usize| -> Result<Tensor> {
+            let name = node
+                .input(i)
+                .ok_or_else(|| Error::node(node, format!("input {i} missing")))?;
+            self.value(name, env, facts, node)
+        };
+        let x = input(0)?;
+        let gate = match &chain.gate {
+            Some(name) => {
+                let g = self.value(name, env, facts, node)?;
+                match channel_operand(&x, &g) {
+                    Some((xx, _)) if xx.dims() == x.dims() => g.flatten_all().map_err(e)?,
+                    _ => return Ok(None),
+                }
+            }
+            None => Tensor::ones(1, self.dtype, &self.device).map_err(e)?,
+        };
+        let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
+        let (scale, bias) = (input(1)?, input(2)?);
+        let c = scale.elem_count();
+        let st = x
+            .contiguous()
+            .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))
+            .map_err(e)?;
+        let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
+        let shape = (1, c, 1, 1);
+        let (mean, var) = (
+            input(3)?.reshape(shape).map_err(e)?,
+            input(4)?.reshape(shape).map_err(e)?,
+        );
+        self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
+        let packed = Tensor::stack(
+            &[
+                scale.flatten_all().map_err(e)?,
+                bias.flatten_all().map_err(e)?,
+                bm,
+                bv,
+            ],
+            0,
+        )
+        .map_err(e)?;
+        let op = BnChain {
+            eps,
+            relu: chain.relu,
+        };
+        x.contiguous()
+            .and_then(|x| x.apply_op3(&packed, &gate, op))
+            .map(Some)
+            .map_err(e)
     }
 
     fn batch_norm(

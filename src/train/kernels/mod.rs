@@ -4,6 +4,7 @@
 //! the lowering uses candle's own ops, so these never close the GPU path.
 
 pub mod batchnorm;
+pub mod bn_chain;
 pub mod channel;
 pub mod conv;
 pub mod direct3x3;
