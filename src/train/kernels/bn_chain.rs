@@ -106,10 +106,11 @@ fn forward<T: Elem>(
         let (kk, sh) = (k[plane % c], shift[plane % c]);
         x[plane * hw..(plane + 1) * hw].iter().map(move |&v| {
             let u = v * kk + sh;
-            if relu && !(u > zero) {
-                zero
-            } else {
+            // NaN goes to 0 as in the ReLU kernel
+            if !relu || u > zero {
                 u
+            } else {
+                zero
             }
         })
     });
@@ -125,8 +126,9 @@ fn plane_sums<T: Elem>(x: &[T], dy: &[T], mean: T, mask: Option<(T, T)>) -> (f64
     const L: usize = 16;
     let zero = T::default();
     let pass = |g: T, v: T| match mask {
-        Some((k, sh)) if !(v * k + sh > zero) => zero,
-        _ => g,
+        Some((k, sh)) if v * k + sh > zero => g,
+        Some(_) => zero,
+        None => g,
     };
     let (mut s1, mut s2) = ([zero; L], [zero; L]);
     let (xc, dc) = (x.chunks_exact(L), dy.chunks_exact(L));
@@ -211,10 +213,10 @@ fn grad_input<T: Elem>(
         let (kk, sh) = (k[ch], shift[ch]);
         let r = plane * hw..(plane + 1) * hw;
         dy[r.clone()].iter().zip(&x[r]).map(move |(&g, &xv)| {
-            let g = if relu && !(xv * kk + sh > zero) {
-                zero
-            } else {
+            let g = if !relu || xv * kk + sh > zero {
                 g
+            } else {
+                zero
             };
             a * g + b * xv + e
         })
