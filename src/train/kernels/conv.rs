@@ -87,13 +87,17 @@ fn direct_images(
     cout: usize,
     n: usize,
 ) -> Vec<f32> {
-    let mut y = vec![0f32; n * cout * h * w];
-    y.par_chunks_mut(cout * h * w)
+    let len = n * cout * h * w;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(cout * h * w)
         .enumerate()
         .for_each_init(Vec::new, |xp, (b, yb)| {
             direct3x3::pad(&x[b * cin * h * w..(b + 1) * cin * h * w], cin, h, w, xp);
-            direct3x3::conv(xp, cin, h, w, wt, cout, yb);
+            direct3x3::conv_into(xp, cin, h, w, wt, cout, yb);
         });
+    // SAFETY: conv_into wrote all cout·h·w outputs of every image
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -244,11 +248,17 @@ impl CustomOp2 for Conv2d {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(&w.contiguous()?, &ConvGradInput(*self))?;
+        // the network's input (a plain tensor) needs no gradient: skip the
+        // first conv's input gradient, a full backward conv
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(&w.contiguous()?, &ConvGradInput(*self))?)
+        } else {
+            None
+        };
         let dw = x
             .contiguous()?
             .apply_op2_no_bwd(&dy, &ConvGradFilter(*self))?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 

@@ -12,6 +12,7 @@
 //! im2col path in `conv`.
 
 use super::Geometry;
+use std::mem::MaybeUninit;
 
 /// Output channels per register tile.
 const OT: usize = 4;
@@ -89,14 +90,32 @@ fn block(out_ch: usize, in_ch: usize, w: impl Fn(usize, usize, usize) -> f32) ->
 /// One image: `y` [cout, h, w] = the 3×3 convolution of the padded input
 /// `xp` [cin, h+2, w+2] with blocked filters `wt` (from `filters_*`).
 pub fn conv(xp: &[f32], cin: usize, h: usize, w: usize, wt: &[f32], cout: usize, y: &mut [f32]) {
+    // SAFETY: initialised f32s viewed as possibly-uninitialised ones; the
+    // kernel only writes (valid f32s) through the view.
+    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    conv_into(xp, cin, h, w, wt, cout, y);
+}
+
+/// [`conv`] into memory not yet initialised: every one of the cout·h·w
+/// outputs is written (stored whole, never read), so the caller need not
+/// zero a buffer the kernel overwrites anyway.
+pub fn conv_into(
+    xp: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    wt: &[f32],
+    cout: usize,
+    y: &mut [MaybeUninit<f32>],
+) {
     assert!(w.is_multiple_of(8) && xp.len() >= cin * (h + 2) * (w + 2));
     assert!(wt.len() >= cout.div_ceil(OT) * cin * 9 * OT && y.len() >= cout * h * w);
     assert!(cpu_has_avx2_fma());
     // SAFETY: the CPU has AVX2 and FMA (asserted) and the slices hold what
-    // the kernel addresses (asserted above; see `conv_avx2`).
+    // the kernel addresses (asserted above; see `avx2::conv`).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        avx2::conv(xp, cin, h, w, wt, cout, y)
+        avx2::conv(xp, cin, h, w, wt, cout, y.as_mut_ptr() as *mut f32)
     }
 }
 
@@ -150,7 +169,7 @@ mod avx2 {
         w: usize,
         wt: &[f32],
         cout: usize,
-        y: &mut [f32],
+        y: *mut f32,
     ) {
         let vectors = h * w / 8;
         let full = vectors / PT * PT;
@@ -179,7 +198,7 @@ mod avx2 {
         wb: &[f32],
         b: usize,
         cout: usize,
-        y: &mut [f32],
+        y: *mut f32,
         j: usize,
     ) {
         let wp = w + 2;
@@ -213,7 +232,7 @@ mod avx2 {
             let o = b * OT + k;
             if o < cout {
                 for p in 0..P {
-                    _mm256_storeu_ps(y.as_mut_ptr().add(o * hw + out[p]), row[p]);
+                    _mm256_storeu_ps(y.add(o * hw + out[p]), row[p]);
                 }
             }
         }
