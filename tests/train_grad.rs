@@ -177,6 +177,42 @@ fn batch_norm_with_a_block_gate_a_bare_relu_and_a_shared_output() {
     check(&g, &[4, 3, 6, 6], true);
 }
 
+/// BN-folded exports: a conv's bias fused with a channel gate and ReLU, with
+/// a block gate alone, and with a bare ReLU.
+#[test]
+fn conv_bias_with_gates_and_relu() {
+    let mut b = Builder::new("input", &[4, 3, 6, 6], 5);
+    let spec = |cin, cout| ConvSpec {
+        cin,
+        cout,
+        k: 3,
+        stride: 1,
+        groups: 1,
+        bias: true,
+    };
+    let y = b.conv_with("input", spec(3, 5));
+    let y = b.relu(&y);
+    let z = b.conv_with(&y, spec(5, 5));
+    let gate = "sss_gate/channel/b0c0";
+    let t = sss_onnx::measure::inputs::normal(&[1, 5, 1, 1], 6);
+    b.graph
+        .initializers
+        .insert(gate.into(), sss_onnx::graph::Tensor::F32(t));
+    let z = b.node("Mul", &[&z, gate], vec![]);
+    let z = b.relu(&z);
+    let z = b.conv_with(&z, spec(5, 5));
+    let block = "sss_gate/block/b0";
+    let t = sss_onnx::measure::inputs::normal(&[1], 7);
+    b.graph
+        .initializers
+        .insert(block.into(), sss_onnx::graph::Tensor::F32(t));
+    let z = b.node("Mul", &[&z, block], vec![]);
+    let y = b.node("Add", &[&z, &y], vec![]);
+    let y = b.head(&y, 5, 3);
+    let g = b.finish(&y);
+    check(&g, &[4, 3, 6, 6], true);
+}
+
 #[test]
 fn option_a_shortcut_slice_and_pad() {
     // a whole CIFAR ResNet-8 (n = 1): stage changes use Slice + Pad shortcuts

@@ -5,7 +5,7 @@
 //! values come from shape inference at the batch size in use.
 
 use super::kernels::batchnorm::{BatchNormTrain, ChannelStats};
-use super::kernels::bn_chain::BnChain;
+use super::kernels::bn_chain::{BnChain, Norm};
 use super::kernels::channel::{ChannelBias, ChannelScale, Relu};
 use super::kernels::maxpool::{max_pool_generic, MaxPool};
 use super::kernels::{conv::Conv2d, Geometry};
@@ -66,9 +66,10 @@ fn roles(g: &Graph) -> (HashSet<String>, HashSet<String>) {
     (learned, stats)
 }
 
-/// A BN whose output feeds only a gate `Mul` (by an initializer), a ReLU, or
-/// a gate then a ReLU, none of them a graph output: train mode on the CPU
-/// runs the three as one kernel (`BnChain`).
+/// A BN (or a conv with a bias) whose output feeds only a gate `Mul` (by an
+/// initializer), a ReLU, or a gate then a ReLU, none of them a graph output:
+/// train mode on the CPU runs them as one kernel (`BnChain`; the conv itself
+/// runs without its bias).
 #[derive(Debug, Clone)]
 struct Chain {
     /// The gate operand's name.
@@ -96,8 +97,12 @@ fn chains(g: &Graph) -> HashMap<String, Chain> {
         }
     };
     let mut found = HashMap::new();
-    for bn in g.nodes.iter().filter(|n| n.op_type == "BatchNormalization") {
-        let Some(start) = bn.outputs.first() else {
+    let heads = g.nodes.iter().filter(|n| {
+        n.op_type == "BatchNormalization"
+            || (n.op_type == "Conv" && n.inputs.get(2).is_some_and(|b| !b.is_empty()))
+    });
+    for head in heads {
+        let Some(start) = head.outputs.first() else {
             continue;
         };
         let (mut out, mut gate, mut relu) = (start.clone(), None, false);
@@ -251,7 +256,7 @@ impl Model {
             if fused_away.contains(node.outputs[0].as_str()) {
                 continue;
             }
-            if train && self.fused && node.op_type == "BatchNormalization" {
+            if train && self.fused {
                 if let Some(chain) = self.chains.get(&node.outputs[0]) {
                     if let Some(y) = self.bn_chain(node, chain, &env, &facts, &mut updates)? {
                         env.insert(chain.out.as_str(), y);
@@ -611,8 +616,9 @@ impl Model {
         }
     }
 
-    /// Train-mode BN with its gate and ReLU as one kernel; None when the
-    /// gate's shape is not per-channel or scalar (then the nodes run apart).
+    /// Train-mode BN (or a conv's bias) with its gate and ReLU as one
+    /// kernel; None when the gate's shape is not per-channel or scalar (then
+    /// the nodes run apart).
     fn bn_chain(
         &self,
         node: &Node,
@@ -628,17 +634,32 @@ impl Model {
                 .ok_or_else(|| Error::node(node, format!("input {i} missing")))?;
             self.value(name, env, facts, node)
         };
-        let x = input(0)?;
         let gate = match &chain.gate {
             Some(name) => {
                 let g = self.value(name, env, facts, node)?;
-                match channel_operand(&x, &g) {
-                    Some((xx, _)) if xx.dims() == x.dims() => g.flatten_all().map_err(e)?,
-                    _ => return Ok(None),
+                let fits = facts
+                    .shape(&node.outputs[0])
+                    .is_some_and(|xd| scales_channels(xd, g.dims()));
+                if !fits {
+                    return Ok(None);
                 }
+                g.flatten_all().map_err(e)?
             }
             None => Tensor::ones(1, self.dtype, &self.device).map_err(e)?,
         };
+        let relu = chain.relu;
+        if node.op_type == "Conv" {
+            // the conv without its bias; the bias is the chain's shift
+            let x = self.conv(node, &input(0)?, &input(1)?, None, facts)?;
+            let b = input(2)?;
+            let p = b.reshape((1, b.elem_count())).map_err(e)?;
+            let op = BnChain {
+                norm: Norm::Bias,
+                relu,
+            };
+            return x.apply_op3(&p, &gate, op).map(Some).map_err(e);
+        }
+        let x = input(0)?;
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
         let (scale, bias) = (input(1)?, input(2)?);
         let c = scale.elem_count();
@@ -664,8 +685,8 @@ impl Model {
         )
         .map_err(e)?;
         let op = BnChain {
-            eps,
-            relu: chain.relu,
+            norm: Norm::Batch { eps },
+            relu,
         };
         x.contiguous()
             .and_then(|x| x.apply_op3(&packed, &gate, op))
@@ -805,22 +826,7 @@ impl Model {
 /// For `a · b`: the [N, C, ...] operand and the per-channel ([1, C, 1, 1],
 /// [C, 1, 1]) or scalar one, when the product has that form.
 fn channel_operand(a: &Tensor, b: &Tensor) -> Option<(Tensor, Tensor)> {
-    let fits = |x: &Tensor, s: &Tensor| {
-        let (xd, sd) = (x.dims(), s.dims());
-        if xd.len() < 2 || s.elem_count() == 0 {
-            return false;
-        }
-        let c = xd[1];
-        let n = s.elem_count();
-        (n == 1 && sd.len() <= xd.len())
-            || (n == c && sd.len() <= xd.len() && {
-                // the C entries must sit on axis 1 once right-aligned
-                let off = xd.len() - sd.len();
-                sd.iter()
-                    .enumerate()
-                    .all(|(i, &d)| if i + off == 1 { d == c } else { d == 1 })
-            })
-    };
+    let fits = |x: &Tensor, s: &Tensor| s.elem_count() > 0 && scales_channels(x.dims(), s.dims());
     if fits(a, b) && a.elem_count() >= b.elem_count() {
         Some((a.clone(), b.clone()))
     } else if fits(b, a) && b.elem_count() > a.elem_count() {
@@ -828,6 +834,24 @@ fn channel_operand(a: &Tensor, b: &Tensor) -> Option<(Tensor, Tensor)> {
     } else {
         None
     }
+}
+
+/// Whether a tensor of dims `sd` is a per-channel ([1, C, 1, 1], [C, 1, 1])
+/// or scalar factor for an [N, C, ...] tensor of dims `xd`.
+fn scales_channels(xd: &[usize], sd: &[usize]) -> bool {
+    if xd.len() < 2 || sd.len() > xd.len() {
+        return false;
+    }
+    let c = xd[1];
+    let n: usize = sd.iter().product();
+    n == 1
+        || (n == c && {
+            // the C entries must sit on axis 1 once right-aligned
+            let off = xd.len() - sd.len();
+            sd.iter()
+                .enumerate()
+                .all(|(i, &d)| if i + off == 1 { d == c } else { d == 1 })
+        })
 }
 
 fn geometry(xs: &[usize], w: &Window) -> Result<Geometry> {

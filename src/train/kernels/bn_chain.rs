@@ -1,10 +1,11 @@
-//! Train-mode batch normalisation fused with what follows it in a gated
-//! residual branch: an SSS gate (per channel or one per block) and a ReLU,
-//!   y = relu(λ_c · (s_c · x̂ + b_c)),   x̂ = (x − μ_c) / σ_c,
-//! in one pass forward and two backward (one per-channel reduction, one
-//! elementwise), where BN, gate and ReLU as separate ops read and write the
-//! activations eight more times. Memory traffic, not arithmetic, is what
-//! these ops cost.
+//! Train-mode batch normalisation — or, in BN-folded exports, a conv's bias —
+//! fused with what follows it in a gated residual branch: an SSS gate (per
+//! channel or one per block) and a ReLU,
+//!   y = relu(λ_c · (s_c · x̂ + b_c)),   x̂ = (x − μ_c) / σ_c
+//! (for a bias: s = 1, x̂ = x), in one pass forward and two backward (one
+//! per-channel reduction, one elementwise), where the ops apart read and
+//! write the activations eight more times. Memory traffic, not arithmetic,
+//! is what these ops cost.
 //!
 //! Backward, with m = [y > 0] (or 1 without the ReLU) and g = dy · m; the
 //! mask is recomputed from x with the forward's own arithmetic (bit for bit
@@ -17,13 +18,50 @@ use super::{contiguous, dispatch, par_build, Elem};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// (x, p [4, C]: scale, bias, batch mean, batch variance, λ [C] or [1]) → y.
-/// The statistics come from `ChannelStats` without gradient, as in
-/// `BatchNormTrain`.
+/// (x, p, λ [C] or [1]) → y, p as [`Norm`] says.
 #[derive(Debug, Clone, Copy)]
 pub struct BnChain {
-    pub eps: f64,
+    pub norm: Norm,
     pub relu: bool,
+}
+
+/// What precedes the gate.
+#[derive(Debug, Clone, Copy)]
+pub enum Norm {
+    /// Train-mode BN, p [4, C]: scale, bias, batch mean, batch variance;
+    /// the statistics come from `ChannelStats` without gradient, as in
+    /// `BatchNormTrain`.
+    Batch { eps: f64 },
+    /// A conv's bias, p [1, C].
+    Bias,
+}
+
+/// Per channel: the scale s and shift b of the affine map, the mean it
+/// subtracts and σ⁻¹ (0 and 1 for a bias).
+struct Affine {
+    s: Vec<f64>,
+    b: Vec<f64>,
+    mean: Vec<f64>,
+    inv: Vec<f64>,
+}
+
+impl Norm {
+    fn affine(&self, p: &[f64], c: usize) -> Affine {
+        match *self {
+            Norm::Batch { eps } => Affine {
+                s: p[..c].to_vec(),
+                b: p[c..2 * c].to_vec(),
+                mean: p[2 * c..3 * c].to_vec(),
+                inv: (0..c).map(|i| 1.0 / (p[3 * c + i] + eps).sqrt()).collect(),
+            },
+            Norm::Bias => Affine {
+                s: vec![1.0; c],
+                b: p[..c].to_vec(),
+                mean: vec![0.0; c],
+                inv: vec![1.0; c],
+            },
+        }
+    }
 }
 
 /// (x, dy) with (p, λ) carried → [3, C]: ds, db, dλ per channel.
@@ -53,21 +91,15 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
         .to_vec1()
 }
 
-/// Per channel: σ⁻¹ from the variance row of p.
-fn inv_std(p: &[f64], c: usize, eps: f64) -> Vec<f64> {
-    (0..c).map(|i| 1.0 / (p[3 * c + i] + eps).sqrt()).collect()
-}
-
 /// y = relu(x·k + shift) per channel: BN with the gate folded in. Forward
 /// and backward both take k and shift from here, so the backward's ReLU
 /// mask is the forward's exactly.
-fn fold<T: Elem>(p: &[f64], gate: &[f64], c: usize, eps: f64) -> (Vec<T>, Vec<T>) {
-    let inv = inv_std(p, c, eps);
-    (0..c)
+fn fold<T: Elem>(a: &Affine, gate: &[f64]) -> (Vec<T>, Vec<T>) {
+    (0..a.s.len())
         .map(|i| {
             let l = gate_of(gate, i);
-            let k = p[i] * inv[i];
-            let shift = p[c + i] - p[2 * c + i] * k;
+            let k = a.s[i] * a.inv[i];
+            let shift = a.b[i] - a.mean[i] * k;
             (T::from_f64(l * k), T::from_f64(l * shift))
         })
         .unzip()
@@ -99,7 +131,7 @@ fn forward<T: Elem>(
     let (_, c, hw) = nchw(l1);
     let p: Vec<f64> = p.iter().map(|v| v.to_f64()).collect();
     let gate: Vec<f64> = gate.iter().map(|v| v.to_f64()).collect();
-    let (k, shift) = fold::<T>(&p, &gate, c, op.eps);
+    let (k, shift) = fold::<T>(&op.norm.affine(&p, c), &gate);
     let zero = T::default();
     let relu = op.relu;
     let y = par_build(x.len(), hw, |plane| {
@@ -160,12 +192,12 @@ fn sums<T: Elem>(
     let (x, dy) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let (n, c, hw) = nchw(l1);
     let (p, gate) = (values(&op.p)?, values(&op.gate)?);
-    let inv = inv_std(&p, c, op.op.eps);
-    let (k, shift) = fold::<T>(&p, &gate, c, op.op.eps);
+    let af = op.op.norm.affine(&p, c);
+    let (k, shift) = fold::<T>(&af, &gate);
     let out: Vec<[f64; 3]> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mean = T::from_f64(p[2 * c + ch]);
+            let mean = T::from_f64(af.mean[ch]);
             let mask = op.op.relu.then_some((k[ch], shift[ch]));
             let (mut a, mut b) = (0f64, 0f64);
             for i in 0..n {
@@ -174,10 +206,11 @@ fn sums<T: Elem>(
                 a += pa;
                 b += pb;
             }
-            let (s1, s2) = (a, b * inv[ch]);
+            // S₁ = Σ g, S₂ = Σ g·x̂
+            let (s1, s2) = (a, b * af.inv[ch]);
             let l = gate_of(&gate, ch);
-            // ds, db, dλ
-            [l * s2, l * s1, p[ch] * s2 + p[c + ch] * s1]
+            // ds, db, dλ (ds unused for a bias)
+            [l * s2, l * s1, af.s[ch] * s2 + af.b[ch] * s1]
         })
         .collect();
     let flat: Vec<T> = (0..3)
@@ -196,7 +229,7 @@ fn grad_input<T: Elem>(
     let (x, dy) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let (_, c, hw) = nchw(l1);
     let (p, gate, q) = (values(&op.p)?, values(&op.gate)?, values(&op.q)?);
-    let (k, shift) = fold::<T>(&p, &gate, c, op.op.eps);
+    let (k, shift) = fold::<T>(&op.op.norm.affine(&p, c), &gate);
     let coef: Vec<(T, T, T)> = (0..c)
         .map(|i| {
             (
@@ -226,7 +259,10 @@ fn grad_input<T: Elem>(
 
 impl CustomOp3 for BnChain {
     fn name(&self) -> &'static str {
-        "sss-bn-gate-relu"
+        match self.norm {
+            Norm::Batch { .. } => "sss-bn-gate-relu",
+            Norm::Bias => "sss-bias-gate-relu",
+        }
     }
 
     fn cpu_fwd(
@@ -261,16 +297,23 @@ impl CustomOp3 for BnChain {
             },
         )?;
         let (ds, db, dl) = (sums.get(0)?, sums.get(1)?, sums.get(2)?);
-        // dx = a·g + b·x + e per channel (the module comment's dx expanded)
+        // dx = a·g + b·x + e per channel (the module comment's dx expanded;
+        // for a bias dx = λ·g)
         let (pv, gv, dsv, dbv) = (values(p)?, values(gate)?, values(&ds)?, values(&db)?);
+        let af = self.norm.affine(&pv, c);
         let mut q = vec![0f64; 3 * c];
         for ch in 0..c {
-            let (s, mean, var) = (pv[ch], pv[2 * c + ch], pv[3 * c + ch]);
-            let inv = 1.0 / (var + self.eps).sqrt();
-            let k = s * inv / m;
-            q[ch] = k * m * gate_of(&gv, ch);
-            q[c + ch] = -k * dsv[ch] * inv;
-            q[2 * c + ch] = k * (mean * inv * dsv[ch] - dbv[ch]);
+            let l = gate_of(&gv, ch);
+            match self.norm {
+                Norm::Batch { .. } => {
+                    let (inv, mean) = (af.inv[ch], af.mean[ch]);
+                    let k = af.s[ch] * inv / m;
+                    q[ch] = k * m * l;
+                    q[c + ch] = -k * dsv[ch] * inv;
+                    q[2 * c + ch] = k * (mean * inv * dsv[ch] - dbv[ch]);
+                }
+                Norm::Bias => q[ch] = l,
+            }
         }
         let q = Tensor::from_vec(q, (3, c), x.device())?.to_dtype(x.dtype())?;
         let dx = x.apply_op2_no_bwd(
@@ -282,10 +325,13 @@ impl CustomOp3 for BnChain {
                 q,
             },
         )?;
-        let dp = Tensor::cat(
-            &[sums.narrow(0, 0, 2)?, p.narrow(0, 2, 2)?.zeros_like()?],
-            0,
-        )?;
+        let dp = match self.norm {
+            Norm::Batch { .. } => Tensor::cat(
+                &[sums.narrow(0, 0, 2)?, p.narrow(0, 2, 2)?.zeros_like()?],
+                0,
+            )?,
+            Norm::Bias => db.reshape(p.shape())?,
+        };
         let dgate = if gate.elem_count() == 1 {
             dl.sum_all()?.reshape(gate.shape())?
         } else {
@@ -297,7 +343,7 @@ impl CustomOp3 for BnChain {
 
 impl CustomOp2 for ChainSums {
     fn name(&self) -> &'static str {
-        "sss-bn-gate-relu-sums"
+        "sss-chain-sums"
     }
 
     fn cpu_fwd(
@@ -313,7 +359,7 @@ impl CustomOp2 for ChainSums {
 
 impl CustomOp2 for ChainGradInput {
     fn name(&self) -> &'static str {
-        "sss-bn-gate-relu-grad-input"
+        "sss-chain-grad-input"
     }
 
     fn cpu_fwd(
