@@ -6,7 +6,7 @@
 
 use super::kernels::batchnorm::{BatchNormTrain, ChannelStats};
 use super::kernels::bn_chain::{BnChain, Norm};
-use super::kernels::channel::{ChannelBias, ChannelScale, Relu};
+use super::kernels::channel::{AddRelu, ChannelBias, ChannelScale, Relu};
 use super::kernels::maxpool::{max_pool_generic, MaxPool};
 use super::kernels::{conv::Conv2d, Geometry};
 use crate::error::{Error, Result};
@@ -140,6 +140,33 @@ fn chains(g: &Graph) -> HashMap<String, Chain> {
     found
 }
 
+/// Residual sums `Add(a, b)` whose only consumer is a ReLU (not a graph
+/// output): add output → ReLU output. Train mode on the CPU runs each pair
+/// as one `AddRelu`.
+fn add_relus(g: &Graph) -> HashMap<String, String> {
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for n in &g.nodes {
+        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+            *uses.entry(i.as_str()).or_default() += 1;
+        }
+    }
+    let graph_outputs: HashSet<&str> = g.outputs.iter().map(|v| v.name.as_str()).collect();
+    g.nodes
+        .iter()
+        .filter(|r| r.op_type == "Relu")
+        .filter_map(|r| {
+            let x = r.inputs.first()?;
+            let add = g
+                .nodes
+                .iter()
+                .find(|n| n.outputs.first() == Some(x) && n.op_type == "Add")?;
+            let single = uses.get(x.as_str()) == Some(&1) && !graph_outputs.contains(x.as_str());
+            let out = r.outputs.first()?;
+            (single && add.inputs.len() == 2).then(|| (x.clone(), out.clone()))
+        })
+        .collect()
+}
+
 pub struct Model {
     pub graph: Graph,
     pub device: Device,
@@ -156,6 +183,7 @@ pub struct Model {
     /// ops, the path every other device (CUDA) takes.
     fused: bool,
     chains: HashMap<String, Chain>,
+    add_relus: HashMap<String, String>,
 }
 
 /// Running-statistics updates from a train-mode pass.
@@ -208,6 +236,7 @@ impl Model {
             output,
             fused: device.is_cpu(),
             chains: chains(graph),
+            add_relus: add_relus(graph),
         };
         m.facts(1)?; // every op must be lowerable: fail now, not mid-training
         Ok(m)
@@ -264,6 +293,23 @@ impl Model {
                         fused_away.extend(chain.inner.iter().map(String::as_str));
                         continue;
                     }
+                }
+            }
+            if let (true, Some(relu_out)) =
+                (train && self.fused, self.add_relus.get(&node.outputs[0]))
+            {
+                let (a, b) = (
+                    self.value(&node.inputs[0], &env, &facts, node)?,
+                    self.value(&node.inputs[1], &env, &facts, node)?,
+                );
+                if a.dims() == b.dims() {
+                    let y = a
+                        .contiguous()
+                        .and_then(|a| a.apply_op2(&b.contiguous()?, AddRelu))
+                        .map_err(|err| ce(node, err))?;
+                    env.insert(relu_out.as_str(), y);
+                    fused_away.insert(relu_out.as_str());
+                    continue;
                 }
             }
             let out = self.eval(node, &env, &facts, train, &mut updates)?;

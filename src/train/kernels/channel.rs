@@ -13,6 +13,9 @@ pub struct ChannelScale;
 pub struct ChannelBias;
 /// x → max(x, 0).
 pub struct Relu;
+/// (a, b) → max(a + b, 0): a residual sum and the ReLU after it, one pass
+/// forward and one gradient (shared by both inputs) backward.
+pub struct AddRelu;
 
 /// (x, dy) → Σ over N and space of x·dy (or of dy when `plain`) per channel.
 struct ChannelSum {
@@ -100,6 +103,31 @@ fn relu<T: Elem>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
             .map(move |&v| if v > zero { v } else { zero })
     });
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
+}
+
+fn add_relu<T: Elem>(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (a, b) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+    if a.len() != b.len() {
+        candle_core::bail!("sss-add-relu needs equal shapes");
+    }
+    let zero = T::default();
+    let y = par_build(a.len(), CHUNK, |i| {
+        let r = i * CHUNK..(i * CHUNK + CHUNK).min(a.len());
+        a[r.clone()].iter().zip(&b[r]).map(move |(&u, &v)| {
+            let s = u + v;
+            if s > zero {
+                s
+            } else {
+                zero
+            }
+        })
+    });
+    Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
 }
 
 fn relu_grad<T: Elem>(
@@ -219,6 +247,35 @@ impl CustomOp1 for Relu {
             dy.contiguous()?
                 .apply_op2_no_bwd(&y.contiguous()?, &ReluGrad)?,
         ))
+    }
+}
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "sss-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        dispatch!(self.name(), s1, add_relu(s1, l1, s2, l2))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = dy
+            .contiguous()?
+            .apply_op2_no_bwd(&y.contiguous()?, &ReluGrad)?;
+        Ok((Some(g.clone()), Some(g)))
     }
 }
 
