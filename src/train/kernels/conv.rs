@@ -227,7 +227,13 @@ fn sum_partials<T: Elem>(partial: Vec<Vec<T>>, len: usize) -> Vec<T> {
 
 impl CustomOp2 for Conv2d {
     fn name(&self) -> &'static str {
-        "sss-conv2d"
+        // the path in the name, for the benchmark's table (f64 always
+        // takes im2col; these names describe f32 training)
+        if direct3x3::applies(&self.g, self.groups) {
+            "sss-conv2d direct"
+        } else {
+            "sss-conv2d im2col"
+        }
     }
 
     fn cpu_fwd(
@@ -264,7 +270,11 @@ impl CustomOp2 for Conv2d {
 
 impl CustomOp2 for ConvGradInput {
     fn name(&self) -> &'static str {
-        "sss-conv2d-grad-input"
+        if direct3x3::applies(&self.0.g, self.0.groups) {
+            "sss-conv2d-grad-input direct"
+        } else {
+            "sss-conv2d-grad-input im2col"
+        }
     }
 
     fn cpu_fwd(
@@ -280,7 +290,11 @@ impl CustomOp2 for ConvGradInput {
 
 impl CustomOp2 for ConvGradFilter {
     fn name(&self) -> &'static str {
-        "sss-conv2d-grad-filter"
+        if direct3x3::applies(&self.0.g, self.0.groups) {
+            "sss-conv2d-grad-filter direct"
+        } else {
+            "sss-conv2d-grad-filter im2col"
+        }
     }
 
     fn cpu_fwd(

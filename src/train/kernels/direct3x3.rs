@@ -41,17 +41,21 @@ fn cpu_has_avx2_fma() -> bool {
 }
 
 /// Copies `c` planes of h×w into `out` as (h+2)×(w+2) planes with a zero
-/// border.
+/// border. Writes every element (border zeros, interior copies), so a
+/// reused buffer is not cleared first.
 pub fn pad(x: &[f32], c: usize, h: usize, w: usize, out: &mut Vec<f32>) {
     let wp = w + 2;
     let plane = (h + 2) * wp;
-    out.clear();
     out.resize(c * plane, 0.0);
     for ci in 0..c {
+        let p = &mut out[ci * plane..(ci + 1) * plane];
+        p[..wp].fill(0.0);
+        p[(h + 1) * wp..].fill(0.0);
         for y in 0..h {
-            let src = &x[(ci * h + y) * w..(ci * h + y + 1) * w];
-            let at = ci * plane + (y + 1) * wp + 1;
-            out[at..at + w].copy_from_slice(src);
+            let row = &mut p[(y + 1) * wp..(y + 2) * wp];
+            row[0] = 0.0;
+            row[wp - 1] = 0.0;
+            row[1..=w].copy_from_slice(&x[(ci * h + y) * w..(ci * h + y + 1) * w]);
         }
     }
 }
@@ -393,6 +397,10 @@ mod tests {
             let dy = values(cout * h * wd, 3);
             let mut xp = Vec::new();
             pad(&x, cin, h, wd, &mut xp);
+            // a reused buffer holding other values pads to the same
+            let mut reused = vec![7.0f32; xp.len() + 5];
+            pad(&x, cin, h, wd, &mut reused);
+            assert_eq!(reused, xp);
 
             let mut y = vec![0f32; cout * h * wd];
             conv(
