@@ -4,7 +4,7 @@
 //!
 //!     cargo bench --bench direct_conv
 
-use sss_onnx::train::kernels::direct3x3::{conv, filters_forward, grad_filter, pad};
+use sss_onnx::train::kernels::direct3x3::{conv, filters_forward, grad_filter, pad, Plan};
 use sss_onnx::train::kernels::Geometry;
 use std::time::Instant;
 
@@ -32,23 +32,34 @@ fn main() {
         println!("no AVX2/FMA on this CPU: the direct kernels are not used");
         return;
     }
-    for &(c, h) in &[(16usize, 32usize), (32, 16), (64, 8)] {
-        let x: Vec<f32> = (0..c * h * h).map(|i| (i % 7) as f32 * 0.1).collect();
-        let w: Vec<f32> = (0..c * c * 9).map(|i| (i % 5) as f32 * 0.01).collect();
-        let macs = (c * c * 9 * h * h) as f64;
-        let wt = filters_forward(&w, c, c);
-        let (mut xp, mut y, mut dw) = (Vec::new(), vec![0f32; c * h * h], vec![0f32; c * c * 9]);
+    // (input channels, output channels, input size, stride): the ResNet-20
+    // stage convs and the two stage-opening stride-2 ones
+    for &(cin, cout, h, s) in &[
+        (16usize, 16usize, 32usize, 1usize),
+        (32, 32, 16, 1),
+        (64, 64, 8, 1),
+        (16, 32, 32, 2),
+        (32, 64, 16, 2),
+    ] {
+        let g = Geometry::new(cin, h, h, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
+        let plan = Plan::new(&g).expect("a direct shape");
+        let out = cout * plan.oh * plan.ow;
+        let x: Vec<f32> = (0..cin * h * h).map(|i| (i % 7) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..cout * cin * 9).map(|i| (i % 5) as f32 * 0.01).collect();
+        let macs = (out * cin * 9) as f64;
+        let wt = filters_forward(&w, cout, cin);
+        let (mut xp, mut y, mut dw) = (Vec::new(), vec![0f32; out], vec![0f32; cout * cin * 9]);
         let fwd = rate(macs, || {
-            pad(&x, c, h, h, &mut xp);
-            conv(&xp, c, h, h, &wt, c, &mut y);
+            pad(&plan, &x, cin, &mut xp);
+            conv(&plan, &xp, cin, &wt, cout, &mut y);
         });
         let dy = y.clone();
         let filt = rate(macs, || {
-            pad(&x, c, h, h, &mut xp);
-            grad_filter(&xp, c, h, h, &dy, c, &mut dw);
+            pad(&plan, &x, cin, &mut xp);
+            grad_filter(&plan, &xp, cin, &dy, cout, &mut dw);
         });
         println!(
-            "{c:3} channels {h:2}×{h:<2}  forward {fwd:5.1}  filter gradient {filt:5.1} GMAC/s"
+            "{cin:3} → {cout:<3} {h:2}×{h:<2} stride {s}  forward {fwd:5.1}  filter gradient {filt:5.1} GMAC/s"
         );
     }
 }

@@ -49,7 +49,7 @@ fn forward<T: Elem>(
         T::as_f32(w),
     ) {
         let wt = direct3x3::filters_forward(w, op.cout, g.c);
-        let y = direct_images(x, g.c, g.h, g.w, &wt, op.cout, n);
+        let y = direct_images(&g, x, g.c, &wt, op.cout, n);
         return Ok((CpuStorage::F32(y), shape));
     }
     let mut y = vec![T::default(); n * op.cout * ll];
@@ -77,26 +77,29 @@ fn forward<T: Elem>(
     Ok((T::to_cpu_storage_owned(y), shape))
 }
 
-/// The direct 3×3 convolution of n images [cin, h, w] in parallel.
+/// The direct 3×3 convolution of n images [cin, h, w] in parallel (the
+/// geometry's h, w, strides; cin may differ from `g.c` for the input
+/// gradient, which convolves dy).
 fn direct_images(
+    g: &Geometry,
     x: &[f32],
     cin: usize,
-    h: usize,
-    w: usize,
     wt: &[f32],
     cout: usize,
     n: usize,
 ) -> Vec<f32> {
-    let len = n * cout * h * w;
+    let plan = direct3x3::Plan::new(g).expect("checked by direct3x3::applies");
+    let (plane, out) = (cin * plan.h * plan.w, cout * plan.oh * plan.ow);
+    let len = n * out;
     let mut y: Vec<f32> = Vec::with_capacity(len);
     y.spare_capacity_mut()[..len]
-        .par_chunks_mut(cout * h * w)
+        .par_chunks_mut(out)
         .enumerate()
         .for_each_init(Vec::new, |xp, (b, yb)| {
-            direct3x3::pad(&x[b * cin * h * w..(b + 1) * cin * h * w], cin, h, w, xp);
-            direct3x3::conv_into(xp, cin, h, w, wt, cout, yb);
+            direct3x3::pad(&plan, &x[b * plane..(b + 1) * plane], cin, xp);
+            direct3x3::conv_into(&plan, xp, cin, wt, cout, yb);
         });
-    // SAFETY: conv_into wrote all cout·h·w outputs of every image
+    // SAFETY: conv_into wrote all cout·oh·ow outputs of every image
     unsafe { y.set_len(len) };
     y
 }
@@ -114,13 +117,13 @@ fn grad_input<T: Elem>(
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
     if let (true, Some(dy), Some(w)) = (
-        direct3x3::applies(&g, op.groups),
+        direct3x3::applies_to_input_grad(&g, op.groups),
         T::as_f32(dy),
         T::as_f32(w),
     ) {
         // the same convolution of dy with the filters transposed and flipped
         let wt = direct3x3::filters_backward(w, op.cout, g.c);
-        let dx = direct_images(dy, op.cout, g.h, g.w, &wt, g.c, n);
+        let dx = direct_images(&g, dy, op.cout, &wt, g.c, n);
         return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
     }
     let mut dx = vec![T::default(); n * plane];
@@ -170,14 +173,15 @@ fn grad_filter<T: Elem>(
         T::as_f32(x),
         T::as_f32(dy),
     ) {
+        let plan = direct3x3::Plan::new(&g).expect("checked by direct3x3::applies");
         let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
             .into_par_iter()
             .map(|t| {
                 let (mut dw, mut xp) = (vec![0f32; wlen], Vec::new());
                 for b in t * per..((t + 1) * per).min(n) {
-                    direct3x3::pad(&x[b * plane..(b + 1) * plane], g.c, g.h, g.w, &mut xp);
+                    direct3x3::pad(&plan, &x[b * plane..(b + 1) * plane], g.c, &mut xp);
                     let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
-                    direct3x3::grad_filter(&xp, g.c, g.h, g.w, dyb, op.cout, &mut dw);
+                    direct3x3::grad_filter(&plan, &xp, g.c, dyb, op.cout, &mut dw);
                 }
                 dw
             })
@@ -270,7 +274,7 @@ impl CustomOp2 for Conv2d {
 
 impl CustomOp2 for ConvGradInput {
     fn name(&self) -> &'static str {
-        if direct3x3::applies(&self.0.g, self.0.groups) {
+        if direct3x3::applies_to_input_grad(&self.0.g, self.0.groups) {
             "sss-conv2d-grad-input direct"
         } else {
             "sss-conv2d-grad-input im2col"

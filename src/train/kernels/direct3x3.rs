@@ -1,15 +1,17 @@
-//! Direct 3×3 convolution (stride 1, padding 1, one group) in f32 with
-//! AVX2 + FMA: the shape of every conv inside a CIFAR/ImageNet basic block.
-//! No column matrix: each image is copied once into a zero-bordered buffer
-//! and the kernels read the nine taps straight from it, keeping a tile of
+//! Direct 3×3 convolution (padding 1, stride 1 or 2, one group) in f32 with
+//! AVX2 + FMA: the shape of every conv inside a CIFAR/ImageNet basic block
+//! and of the stage-opening ones. No column matrix: each image is copied
+//! once into a zero-bordered buffer (for stride 2 with its even and odd
+//! columns split into two planes, so every tap is a contiguous load) and
+//! the kernels read the nine taps straight from it, keeping a tile of
 //! outputs in registers. On these shapes (16–64 channels) im2col + GEMM
 //! spends as long writing, packing and re-reading columns as multiplying.
 //!
-//! The input gradient of such a conv is the same convolution of the output
-//! gradient with the filters transposed (in/out) and flipped (taps), so one
-//! forward kernel serves both; the filter gradient has its own kernel.
-//! Other shapes, other element types and CPUs without AVX2/FMA use the
-//! im2col path in `conv`.
+//! The input gradient of a stride-1 conv is the same convolution of the
+//! output gradient with the filters transposed (in/out) and flipped (taps),
+//! so one forward kernel serves both; the filter gradient has its own
+//! kernel. Stride-2 input gradients, other shapes, other element types and
+//! CPUs without AVX2/FMA use the im2col path in `conv`.
 
 use super::Geometry;
 use std::mem::MaybeUninit;
@@ -21,13 +23,102 @@ const OT: usize = 4;
 /// fills all 16 and the compiler spilled: 40 vs 55 GMAC/s on one core).
 const PT: usize = 2;
 
-/// Whether the direct kernels handle this convolution on this CPU.
+/// Where the kernels find things in a padded image: the input's h×w, the
+/// output's oh×ow, the stride, and the offsets the padded layout gives.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// Padded row length: w + 2, or (w + 2)/2 per column-parity plane.
+    row: usize,
+    /// Elements per input channel in the padded buffer.
+    channel: usize,
+    /// Input offset between consecutive output rows.
+    out_row: usize,
+    /// Input offset of each tap (ky·3 + kx) from an output pixel's origin.
+    taps: [usize; 9],
+}
+
+impl Plan {
+    /// The plan for a conv geometry, if the direct kernels handle it (on
+    /// any CPU; [`applies`] adds the CPU check).
+    pub fn new(g: &Geometry) -> Option<Plan> {
+        let common = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
+            && g.sh == g.sw
+            && g.ow.is_multiple_of(8)
+            && g.ow > 0;
+        if !common {
+            return None;
+        }
+        let (h, w) = (g.h, g.w);
+        match g.sh {
+            1 if (g.oh, g.ow) == (h, w) => {
+                let row = w + 2;
+                let taps = std::array::from_fn(|t| (t / 3) * row + t % 3);
+                Some(Plan {
+                    h,
+                    w,
+                    stride: 1,
+                    oh: h,
+                    ow: w,
+                    row,
+                    channel: (h + 2) * row,
+                    out_row: row,
+                    taps,
+                })
+            }
+            2 if h.is_multiple_of(2) && w.is_multiple_of(2) && (g.oh, g.ow) == (h / 2, w / 2) => {
+                // even padded columns, then odd ones: tap kx = 0, 1, 2 reads
+                // column 2·ox + kx = even ox, odd ox, even ox + 1
+                let row = (w + 2) / 2;
+                let plane = (h + 2) * row;
+                let taps = std::array::from_fn(|t| {
+                    let (ky, kx) = (t / 3, t % 3);
+                    ky * row + if kx == 1 { plane } else { kx / 2 }
+                });
+                Some(Plan {
+                    h,
+                    w,
+                    stride: 2,
+                    oh: h / 2,
+                    ow: w / 2,
+                    row,
+                    channel: 2 * plane,
+                    out_row: 2 * row,
+                    taps,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Output vector j (8 pixels): its offset in the output plane and the
+    /// input offset of its top-left tap within a channel.
+    #[inline(always)]
+    fn vector(&self, j: usize) -> (usize, usize) {
+        let per_row = self.ow / 8;
+        let (oy, v) = (j / per_row, j % per_row);
+        (j * 8, oy * self.out_row + v * 8)
+    }
+
+    /// Padded buffer length for c channels.
+    pub fn padded_len(&self, c: usize) -> usize {
+        c * self.channel
+    }
+}
+
+/// Whether the direct kernels compute this convolution's output and filter
+/// gradient on this CPU.
 pub fn applies(g: &Geometry, groups: usize) -> bool {
-    let shape = groups == 1
-        && (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1, 1, 1)
-        && (g.oh, g.ow) == (g.h, g.w)
-        && g.w.is_multiple_of(8);
-    shape && cpu_has_avx2_fma()
+    groups == 1 && Plan::new(g).is_some() && cpu_has_avx2_fma()
+}
+
+/// Whether they also compute its input gradient (stride 1 only).
+pub fn applies_to_input_grad(g: &Geometry, groups: usize) -> bool {
+    applies(g, groups) && g.sh == 1
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -40,22 +131,46 @@ fn cpu_has_avx2_fma() -> bool {
     false
 }
 
-/// Copies `c` planes of h×w into `out` as (h+2)×(w+2) planes with a zero
-/// border. Writes every element (border zeros, interior copies), so a
-/// reused buffer is not cleared first.
-pub fn pad(x: &[f32], c: usize, h: usize, w: usize, out: &mut Vec<f32>) {
-    let wp = w + 2;
-    let plane = (h + 2) * wp;
-    out.resize(c * plane, 0.0);
+/// Copies `c` planes of h×w into `out` in the plan's padded layout (zero
+/// border; for stride 2 the even and odd padded columns as two planes).
+/// Writes every element, so a reused buffer is not cleared first.
+pub fn pad(plan: &Plan, x: &[f32], c: usize, out: &mut Vec<f32>) {
+    let (h, w) = (plan.h, plan.w);
+    out.resize(plan.padded_len(c), 0.0);
     for ci in 0..c {
-        let p = &mut out[ci * plane..(ci + 1) * plane];
-        p[..wp].fill(0.0);
-        p[(h + 1) * wp..].fill(0.0);
-        for y in 0..h {
-            let row = &mut p[(y + 1) * wp..(y + 2) * wp];
-            row[0] = 0.0;
-            row[wp - 1] = 0.0;
-            row[1..=w].copy_from_slice(&x[(ci * h + y) * w..(ci * h + y + 1) * w]);
+        let p = &mut out[ci * plan.channel..(ci + 1) * plan.channel];
+        let src = |y: usize| &x[(ci * h + y) * w..(ci * h + y + 1) * w];
+        if plan.stride == 1 {
+            let wp = plan.row;
+            p[..wp].fill(0.0);
+            p[(h + 1) * wp..].fill(0.0);
+            for y in 0..h {
+                let row = &mut p[(y + 1) * wp..(y + 2) * wp];
+                row[0] = 0.0;
+                row[wp - 1] = 0.0;
+                row[1..=w].copy_from_slice(src(y));
+            }
+        } else {
+            // padded column j = input column j − 1 (w is even): the even
+            // plane holds j = 0, 2, …, w → [0, x1, x3, …, x(w−1)], the odd one
+            // j = 1, 3, …, w + 1 → [x0, x2, …, x(w−2), 0]
+            let (r, plane) = (plan.row, (h + 2) * plan.row);
+            let (even, odd) = p.split_at_mut(plane);
+            for half in [&mut *even, &mut *odd] {
+                half[..r].fill(0.0);
+                half[(h + 1) * r..].fill(0.0);
+            }
+            for y in 0..h {
+                let s = src(y);
+                let e = &mut even[(y + 1) * r..(y + 2) * r];
+                let o = &mut odd[(y + 1) * r..(y + 2) * r];
+                e[0] = 0.0;
+                o[r - 1] = 0.0;
+                for (i, pair) in s.chunks_exact(2).enumerate() {
+                    o[i] = pair[0];
+                    e[i + 1] = pair[1];
+                }
+            }
         }
     }
 }
@@ -91,101 +206,79 @@ fn block(out_ch: usize, in_ch: usize, w: impl Fn(usize, usize, usize) -> f32) ->
     wt
 }
 
-/// One image: `y` [cout, h, w] = the 3×3 convolution of the padded input
-/// `xp` [cin, h+2, w+2] with blocked filters `wt` (from `filters_*`).
-pub fn conv(xp: &[f32], cin: usize, h: usize, w: usize, wt: &[f32], cout: usize, y: &mut [f32]) {
+/// One image: `y` [cout, oh, ow] = the convolution of the padded input
+/// `xp` (from [`pad`], cin channels) with blocked filters `wt` (from
+/// `filters_*`).
+pub fn conv(plan: &Plan, xp: &[f32], cin: usize, wt: &[f32], cout: usize, y: &mut [f32]) {
     // SAFETY: initialised f32s viewed as possibly-uninitialised ones; the
     // kernel only writes (valid f32s) through the view.
     let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    conv_into(xp, cin, h, w, wt, cout, y);
+    conv_into(plan, xp, cin, wt, cout, y);
 }
 
-/// [`conv`] into memory not yet initialised: every one of the cout·h·w
+/// [`conv`] into memory not yet initialised: every one of the cout·oh·ow
 /// outputs is written (stored whole, never read), so the caller need not
 /// zero a buffer the kernel overwrites anyway.
 pub fn conv_into(
+    plan: &Plan,
     xp: &[f32],
     cin: usize,
-    h: usize,
-    w: usize,
     wt: &[f32],
     cout: usize,
     y: &mut [MaybeUninit<f32>],
 ) {
-    assert!(w.is_multiple_of(8) && xp.len() >= cin * (h + 2) * (w + 2));
-    assert!(wt.len() >= cout.div_ceil(OT) * cin * 9 * OT && y.len() >= cout * h * w);
+    assert!(xp.len() >= plan.padded_len(cin));
+    assert!(wt.len() >= cout.div_ceil(OT) * cin * 9 * OT && y.len() >= cout * plan.oh * plan.ow);
     assert!(cpu_has_avx2_fma());
     // SAFETY: the CPU has AVX2 and FMA (asserted) and the slices hold what
-    // the kernel addresses (asserted above; see `avx2::conv`).
+    // the kernel addresses: every load is inside the padded channel it
+    // starts in (the plan's largest vector origin + tap + 8 stays within
+    // `channel`), every store inside cout·oh·ow.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        avx2::conv(xp, cin, h, w, wt, cout, y.as_mut_ptr() as *mut f32)
+        avx2::conv(plan, xp, cin, wt, cout, y.as_mut_ptr() as *mut f32)
     }
 }
 
 /// One image: `dw` [cout, cin, 3, 3] += the filter gradient from the
-/// padded input `xp` [cin, h+2, w+2] and the output gradient `dy`
-/// [cout, h, w].
-pub fn grad_filter(
-    xp: &[f32],
-    cin: usize,
-    h: usize,
-    w: usize,
-    dy: &[f32],
-    cout: usize,
-    dw: &mut [f32],
-) {
-    assert!(w.is_multiple_of(8) && xp.len() >= cin * (h + 2) * (w + 2));
-    assert!(dy.len() >= cout * h * w && dw.len() >= cout * cin * 9);
+/// padded input `xp` (from [`pad`]) and the output gradient `dy`
+/// [cout, oh, ow].
+pub fn grad_filter(plan: &Plan, xp: &[f32], cin: usize, dy: &[f32], cout: usize, dw: &mut [f32]) {
+    assert!(xp.len() >= plan.padded_len(cin));
+    assert!(dy.len() >= cout * plan.oh * plan.ow && dw.len() >= cout * cin * 9);
     assert!(cpu_has_avx2_fma());
-    // SAFETY: as in `conv`.
+    // SAFETY: as in `conv_into`.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        avx2::grad_filter(xp, cin, h, w, dy, cout, dw)
+        avx2::grad_filter(plan, xp, cin, dy, cout, dw)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{OT, PT};
+    use super::{Plan, OT, PT};
     use std::arch::x86_64::*;
-
-    /// Offset of tap t (ky·3 + kx) in a padded plane of row length wp.
-    #[inline(always)]
-    fn tap(t: usize, wp: usize) -> usize {
-        (t / 3) * wp + t % 3
-    }
-
-    /// Output vector j (8 pixels) of a row-major h×w plane: its offset in
-    /// the output and the offset of its top-left tap in the padded plane.
-    #[inline(always)]
-    fn vector(j: usize, w: usize) -> (usize, usize) {
-        let per_row = w / 8;
-        let (oy, v) = (j / per_row, j % per_row);
-        (j * 8, oy * (w + 2) + v * 8)
-    }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn conv(
+        plan: &Plan,
         xp: &[f32],
         cin: usize,
-        h: usize,
-        w: usize,
         wt: &[f32],
         cout: usize,
         y: *mut f32,
     ) {
-        let vectors = h * w / 8;
+        let vectors = plan.oh * plan.ow / 8;
         let full = vectors / PT * PT;
         for b in 0..cout.div_ceil(OT) {
             let wb = &wt[b * cin * 9 * OT..(b + 1) * cin * 9 * OT];
             let mut j = 0;
             while j < full {
-                tile::<PT>(xp, cin, h, w, wb, b, cout, y, j);
+                tile::<PT>(plan, xp, cin, wb, b, cout, y, j);
                 j += PT;
             }
             while j < vectors {
-                tile::<1>(xp, cin, h, w, wb, b, cout, y, j);
+                tile::<1>(plan, xp, cin, wb, b, cout, y, j);
                 j += 1;
             }
         }
@@ -195,30 +288,27 @@ mod avx2 {
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn tile<const P: usize>(
+        plan: &Plan,
         xp: &[f32],
         cin: usize,
-        h: usize,
-        w: usize,
         wb: &[f32],
         b: usize,
         cout: usize,
         y: *mut f32,
         j: usize,
     ) {
-        let wp = w + 2;
-        let plane = (h + 2) * wp;
         let mut at = [0usize; P];
         let mut out = [0usize; P];
         for p in 0..P {
-            (out[p], at[p]) = vector(j + p, w);
+            (out[p], at[p]) = plan.vector(j + p);
         }
         let mut acc = [[_mm256_setzero_ps(); P]; OT];
         let (x0, w0) = (xp.as_ptr(), wb.as_ptr());
         for c in 0..cin {
-            let xc = x0.add(c * plane);
+            let xc = x0.add(c * plan.channel);
             let wc = w0.add(c * 9 * OT);
             for t in 0..9 {
-                let off = tap(t, wp);
+                let off = plan.taps[t];
                 let mut xs = [_mm256_setzero_ps(); P];
                 for p in 0..P {
                     xs[p] = _mm256_loadu_ps(xc.add(at[p] + off));
@@ -231,7 +321,7 @@ mod avx2 {
                 }
             }
         }
-        let hw = h * w;
+        let hw = plan.oh * plan.ow;
         for (k, row) in acc.iter().enumerate() {
             let o = b * OT + k;
             if o < cout {
@@ -244,10 +334,9 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn grad_filter(
+        plan: &Plan,
         xp: &[f32],
         cin: usize,
-        h: usize,
-        w: usize,
         dy: &[f32],
         cout: usize,
         dw: &mut [f32],
@@ -255,11 +344,11 @@ mod avx2 {
         // groups of three output channels share each input load
         let mut o = 0;
         while o + 3 <= cout {
-            filter_rows::<3>(xp, cin, h, w, dy, o, dw);
+            filter_rows::<3>(plan, xp, cin, dy, o, dw);
             o += 3;
         }
         while o < cout {
-            filter_rows::<1>(xp, cin, h, w, dy, o, dw);
+            filter_rows::<1>(plan, xp, cin, dy, o, dw);
             o += 1;
         }
     }
@@ -271,30 +360,33 @@ mod avx2 {
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     unsafe fn filter_rows<const O: usize>(
+        plan: &Plan,
         xp: &[f32],
         cin: usize,
-        h: usize,
-        w: usize,
         dy: &[f32],
         o0: usize,
         dw: &mut [f32],
     ) {
-        let wp = w + 2;
-        let plane = (h + 2) * wp;
-        let hw = h * w;
+        let (oh, ow) = (plan.oh, plan.ow);
+        let hw = oh * ow;
         for c in 0..cin {
-            let xc = xp.as_ptr().add(c * plane);
+            let xc = xp.as_ptr().add(c * plan.channel);
             for ky in 0..3 {
+                let taps = [
+                    plan.taps[ky * 3],
+                    plan.taps[ky * 3 + 1],
+                    plan.taps[ky * 3 + 2],
+                ];
                 let mut acc = [[_mm256_setzero_ps(); 3]; O];
-                for oy in 0..h {
-                    let row = xc.add((oy + ky) * wp);
-                    for v in (0..w).step_by(8) {
+                for oy in 0..oh {
+                    let row = xc.add(oy * plan.out_row);
+                    for v in (0..ow).step_by(8) {
                         let mut ds = [_mm256_setzero_ps(); O];
                         for (k, d) in ds.iter_mut().enumerate() {
-                            *d = _mm256_loadu_ps(dy.as_ptr().add((o0 + k) * hw + oy * w + v));
+                            *d = _mm256_loadu_ps(dy.as_ptr().add((o0 + k) * hw + oy * ow + v));
                         }
                         for kx in 0..3 {
-                            let xv = _mm256_loadu_ps(row.add(v + kx));
+                            let xv = _mm256_loadu_ps(row.add(v + taps[kx]));
                             for k in 0..O {
                                 acc[k][kx] = _mm256_fmadd_ps(ds[k], xv, acc[k][kx]);
                             }
@@ -339,26 +431,41 @@ mod tests {
             .collect()
     }
 
-    /// The definition, in f64: y[o][i][j] = Σ w[o][c][ky][kx]·x[c][i+ky−1][j+kx−1].
-    fn reference(x: &[f32], w: &[f32], cin: usize, cout: usize, h: usize, wd: usize) -> Vec<f64> {
-        let mut y = vec![0f64; cout * h * wd];
+    /// The input pixel tap (ky, kx) of output (i, j) reads, if inside.
+    fn source(
+        i: usize,
+        j: usize,
+        ky: usize,
+        kx: usize,
+        s: usize,
+        h: usize,
+        w: usize,
+    ) -> Option<usize> {
+        let (y, x) = ((i * s + ky) as isize - 1, (j * s + kx) as isize - 1);
+        (y >= 0 && x >= 0 && (y as usize) < h && (x as usize) < w)
+            .then(|| y as usize * w + x as usize)
+    }
+
+    /// The definition, in f64: y[o][i][j] = Σ w[o][c][ky][kx]·x[c][s·i+ky−1][s·j+kx−1].
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        (cin, cout, h, wd, s): (usize, usize, usize, usize, usize),
+    ) -> Vec<f64> {
+        let (oh, ow) = (h / s, wd / s);
+        let mut y = vec![0f64; cout * oh * ow];
         for o in 0..cout {
-            for i in 0..h {
-                for j in 0..wd {
-                    let mut s = 0f64;
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut acc = 0f64;
                     for c in 0..cin {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (yy, xx) =
-                                    (i as isize + ky as isize - 1, j as isize + kx as isize - 1);
-                                if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < wd {
-                                    s += w[((o * cin + c) * 3 + ky) * 3 + kx] as f64
-                                        * x[(c * h + yy as usize) * wd + xx as usize] as f64;
-                                }
+                        for t in 0..9 {
+                            if let Some(at) = source(i, j, t / 3, t % 3, s, h, wd) {
+                                acc += w[(o * cin + c) * 9 + t] as f64 * x[c * h * wd + at] as f64;
                             }
                         }
                     }
-                    y[(o * h + i) * wd + j] = s;
+                    y[(o * oh + i) * ow + j] = acc;
                 }
             }
         }
@@ -375,90 +482,101 @@ mod tests {
         }
     }
 
-    /// Forward, input gradient and filter gradient against the definition,
-    /// over channel counts that leave partial register tiles (cout 6 of
-    /// blocks of 4; 3×8 = 3 vectors of tiles of 2; output channels in
-    /// threes and one for the filter gradient) and the 3-channel stem.
+    fn plan(c: usize, h: usize, w: usize, s: usize) -> Plan {
+        let g = Geometry::new(c, h, w, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
+        Plan::new(&g).expect("a direct shape")
+    }
+
+    /// Forward, input gradient (stride 1) and filter gradient against the
+    /// definition, over channel counts that leave partial register tiles
+    /// (cout 5 and 6 of blocks of 4; 3×8 = 3 vectors of tiles of 2; output
+    /// channels in threes and one for the filter gradient), the 3-channel
+    /// stem, and stride 2 (even/odd column planes).
     #[test]
     fn direct_kernels_match_the_definition() {
         if !cpu_has_avx2_fma() {
             eprintln!("no AVX2/FMA on this CPU: the direct kernels are not used here");
             return;
         }
-        for &(cin, cout, h, wd) in &[
-            (4, 5, 3, 8),
-            (3, 16, 8, 8),
-            (5, 6, 16, 8),
-            (16, 16, 32, 32),
-            (8, 4, 8, 24),
+        for &(cin, cout, h, wd, s) in &[
+            (4, 5, 3, 8, 1),
+            (3, 16, 8, 8, 1),
+            (5, 6, 16, 8, 1),
+            (16, 16, 32, 32, 1),
+            (8, 4, 8, 24, 1),
+            (4, 5, 6, 16, 2),
+            (16, 32, 32, 32, 2),
+            (3, 7, 16, 48, 2),
         ] {
+            let what = format!("cin {cin} cout {cout} {h}×{wd} stride {s}");
+            let pl = plan(cin, h, wd, s);
+            let (oh, ow) = (pl.oh, pl.ow);
             let x = values(cin * h * wd, 1);
             let w = values(cout * cin * 9, 2);
-            let dy = values(cout * h * wd, 3);
+            let dy = values(cout * oh * ow, 3);
             let mut xp = Vec::new();
-            pad(&x, cin, h, wd, &mut xp);
+            pad(&pl, &x, cin, &mut xp);
             // a reused buffer holding other values pads to the same
             let mut reused = vec![7.0f32; xp.len() + 5];
-            pad(&x, cin, h, wd, &mut reused);
-            assert_eq!(reused, xp);
+            pad(&pl, &x, cin, &mut reused);
+            assert_eq!(reused, xp, "{what}");
 
-            let mut y = vec![0f32; cout * h * wd];
-            conv(
-                &xp,
-                cin,
-                h,
-                wd,
-                &filters_forward(&w, cout, cin),
-                cout,
-                &mut y,
+            let mut y = vec![0f32; cout * oh * ow];
+            conv(&pl, &xp, cin, &filters_forward(&w, cout, cin), cout, &mut y);
+            close(
+                &y,
+                &reference(&x, &w, (cin, cout, h, wd, s)),
+                &format!("y, {what}"),
             );
-            close(&y, &reference(&x, &w, cin, cout, h, wd), "y");
 
-            // dx = Σ_o w[o][c]ᵀ ⋆ dy: the definition with the transposed, flipped filters
-            let mut wflip = vec![0f32; cin * cout * 9];
-            for o in 0..cout {
-                for c in 0..cin {
-                    for t in 0..9 {
-                        wflip[(c * cout + o) * 9 + 8 - t] = w[(o * cin + c) * 9 + t];
+            if s == 1 {
+                // dx = Σ_o w[o][c]ᵀ ⋆ dy: the definition with the transposed, flipped filters
+                let mut wflip = vec![0f32; cin * cout * 9];
+                for o in 0..cout {
+                    for c in 0..cin {
+                        for t in 0..9 {
+                            wflip[(c * cout + o) * 9 + 8 - t] = w[(o * cin + c) * 9 + t];
+                        }
                     }
                 }
+                let back = plan(cout, h, wd, 1);
+                let mut dyp = Vec::new();
+                pad(&back, &dy, cout, &mut dyp);
+                let mut dx = vec![0f32; cin * h * wd];
+                conv(
+                    &back,
+                    &dyp,
+                    cout,
+                    &filters_backward(&w, cout, cin),
+                    cin,
+                    &mut dx,
+                );
+                close(
+                    &dx,
+                    &reference(&dy, &wflip, (cout, cin, h, wd, 1)),
+                    &format!("dx, {what}"),
+                );
             }
-            let mut dyp = Vec::new();
-            pad(&dy, cout, h, wd, &mut dyp);
-            let mut dx = vec![0f32; cin * h * wd];
-            conv(
-                &dyp,
-                cout,
-                h,
-                wd,
-                &filters_backward(&w, cout, cin),
-                cin,
-                &mut dx,
-            );
-            close(&dx, &reference(&dy, &wflip, cout, cin, h, wd), "dx");
 
-            // dw[o][c][t] = Σ_pixels dy[o]·x[c] shifted by the tap, accumulated onto 1
+            // dw[o][c][t] = Σ_outputs dy[o]·x[c] at the tap, accumulated onto 1
             let mut dw = vec![1f32; cout * cin * 9];
-            grad_filter(&xp, cin, h, wd, &dy, cout, &mut dw);
+            grad_filter(&pl, &xp, cin, &dy, cout, &mut dw);
             let mut want = vec![1f64; cout * cin * 9];
             for o in 0..cout {
                 for c in 0..cin {
                     for t in 0..9 {
-                        let (ky, kx) = (t / 3, t % 3);
-                        for i in 0..h {
-                            for j in 0..wd {
-                                let (yy, xx) =
-                                    (i as isize + ky as isize - 1, j as isize + kx as isize - 1);
-                                if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < wd {
-                                    want[(o * cin + c) * 9 + t] += dy[(o * h + i) * wd + j] as f64
-                                        * x[(c * h + yy as usize) * wd + xx as usize] as f64;
+                        for i in 0..oh {
+                            for j in 0..ow {
+                                if let Some(at) = source(i, j, t / 3, t % 3, s, h, wd) {
+                                    want[(o * cin + c) * 9 + t] += dy[(o * oh + i) * ow + j] as f64
+                                        * x[c * h * wd + at] as f64;
                                 }
                             }
                         }
                     }
                 }
             }
-            close(&dw, &want, "dw");
+            close(&dw, &want, &format!("dw, {what}"));
         }
     }
 }
