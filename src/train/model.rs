@@ -707,29 +707,8 @@ impl Model {
         }
         let x = input(0)?;
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
-        let (scale, bias) = (input(1)?, input(2)?);
-        let c = scale.elem_count();
-        let st = x
-            .contiguous()
-            .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))
-            .map_err(e)?;
-        let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
-        let shape = (1, c, 1, 1);
-        let (mean, var) = (
-            input(3)?.reshape(shape).map_err(e)?,
-            input(4)?.reshape(shape).map_err(e)?,
-        );
-        self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
-        let packed = Tensor::stack(
-            &[
-                scale.flatten_all().map_err(e)?,
-                bias.flatten_all().map_err(e)?,
-                bm,
-                bv,
-            ],
-            0,
-        )
-        .map_err(e)?;
+        let params = [input(1)?, input(2)?, input(3)?, input(4)?];
+        let packed = self.batch_statistics(node, &x, &params, updates)?;
         let op = BnChain {
             norm: Norm::Batch { eps },
             relu,
@@ -738,6 +717,34 @@ impl Model {
             .and_then(|x| x.apply_op3(&packed, &gate, op))
             .map(Some)
             .map_err(e)
+    }
+
+    /// Train-mode BN's batch statistics, computed once: queued as running
+    /// statistic updates, and returned packed with scale and bias as the
+    /// [4, C] operand of the fused BN kernels. `p`: scale, bias, running
+    /// mean, running variance.
+    fn batch_statistics(
+        &self,
+        node: &Node,
+        x: &Tensor,
+        p: &[Tensor; 4],
+        updates: &mut StatUpdates,
+    ) -> Result<Tensor> {
+        let e = |err| ce(node, err);
+        let c = p[0].elem_count();
+        let st = x
+            .contiguous()
+            .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))
+            .map_err(e)?;
+        let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
+        let shape = (1, c, 1, 1);
+        let (mean, var) = (
+            p[2].reshape(shape).map_err(e)?,
+            p[3].reshape(shape).map_err(e)?,
+        );
+        self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
+        let flat = |t: &Tensor| t.flatten_all().map_err(e);
+        Tensor::stack(&[flat(&p[0])?, flat(&p[1])?, bm, bv], 0).map_err(e)
     }
 
     fn batch_norm(
@@ -750,9 +757,17 @@ impl Model {
     ) -> Result<Tensor> {
         let e = |err| ce(node, err);
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
+        if train && self.fused {
+            // fused kernels: statistics for the running averages, then the
+            // normalisation with its closed-form backward
+            let packed = self.batch_statistics(node, x, &p, updates)?;
+            return x
+                .contiguous()
+                .and_then(|x| x.apply_op2(&packed, BatchNormTrain { eps }))
+                .map_err(e);
+        }
         let c = p[0].dims()[0];
         let shape = (1, c, 1, 1);
-        let (p0, p1) = (p[0].clone(), p[1].clone());
         let [scale, bias, mean, var] = p.map(|t| t.reshape(shape));
         let (scale, bias, mean, var) = (
             scale.map_err(e)?,
@@ -760,32 +775,6 @@ impl Model {
             mean.map_err(e)?,
             var.map_err(e)?,
         );
-        if train && self.fused {
-            // fused kernels: statistics for the running averages, then the
-            // normalisation with its closed-form backward
-            let st = x
-                .contiguous()
-                .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))
-                .map_err(e)?;
-            let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
-            self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
-            // the statistics travel with scale and bias, computed once
-            let packed = Tensor::stack(
-                &[
-                    p0.flatten_all().map_err(e)?,
-                    p1.flatten_all().map_err(e)?,
-                    bm,
-                    bv,
-                ],
-                0,
-            )
-            .map_err(e)?;
-            let y = x
-                .contiguous()
-                .and_then(|x| x.apply_op2(&packed, BatchNormTrain { eps }))
-                .map_err(e)?;
-            return Ok(y);
-        }
         let (m, v) = if train {
             let m = x.mean_keepdim((0, 2, 3)).map_err(e)?;
             let xc = x.broadcast_sub(&m).map_err(e)?;
