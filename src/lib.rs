@@ -17,6 +17,7 @@ pub mod prune;
 pub mod report;
 pub mod runtime;
 pub mod structure;
+pub mod threads;
 pub mod train;
 
 pub use error::{Error, Result};

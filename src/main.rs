@@ -11,5 +11,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     sss_onnx::alloc::keep_freed_pages();
+    sss_onnx::threads::tune_for_training();
     std::process::exit(cli::main());
 }
