@@ -25,10 +25,12 @@ fn main() {
         .num_threads(1)
         .build_global()
         .ok();
-    if !sss_onnx::train::kernels::direct3x3::applies(
+    if sss_onnx::train::kernels::direct3x3::plan_for(
         &Geometry::new(16, 32, 32, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         1,
-    ) {
+    )
+    .is_none()
+    {
         println!("no AVX2/FMA on this CPU: the direct kernels are not used");
         return;
     }

@@ -81,21 +81,38 @@ struct Chain {
     inner: Vec<String>,
 }
 
-/// The fusable chains, by the BN node's output name.
-fn chains(g: &Graph) -> HashMap<String, Chain> {
-    let mut consumers: HashMap<&str, Vec<&Node>> = HashMap::new();
-    for n in &g.nodes {
-        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
-            consumers.entry(i.as_str()).or_default().push(n);
+/// Each value's consumers, to find nodes whose output feeds exactly one
+/// other node (and is not a graph output): the fusable pairs.
+struct Consumers<'g> {
+    of: HashMap<&'g str, Vec<&'g Node>>,
+    graph_outputs: HashSet<&'g str>,
+}
+
+impl<'g> Consumers<'g> {
+    fn new(g: &'g Graph) -> Self {
+        let mut of: HashMap<&str, Vec<&Node>> = HashMap::new();
+        for n in &g.nodes {
+            for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+                of.entry(i.as_str()).or_default().push(n);
+            }
         }
+        let graph_outputs = g.outputs.iter().map(|v| v.name.as_str()).collect();
+        Consumers { of, graph_outputs }
     }
-    let graph_outputs: HashSet<&str> = g.outputs.iter().map(|v| v.name.as_str()).collect();
-    let sole = |name: &str| -> Option<&Node> {
-        match consumers.get(name) {
-            Some(v) if v.len() == 1 && !graph_outputs.contains(name) => Some(v[0]),
+
+    /// The one node reading `name`, if exactly one does and it is not a
+    /// graph output.
+    fn sole(&self, name: &str) -> Option<&'g Node> {
+        match self.of.get(name) {
+            Some(v) if v.len() == 1 && !self.graph_outputs.contains(name) => Some(v[0]),
             _ => None,
         }
-    };
+    }
+}
+
+/// The fusable chains, by the BN node's output name.
+fn chains(g: &Graph, consumers: &Consumers) -> HashMap<String, Chain> {
+    let sole = |name: &str| consumers.sole(name);
     let mut found = HashMap::new();
     let heads = g.nodes.iter().filter(|n| {
         n.op_type == "BatchNormalization"
@@ -143,26 +160,14 @@ fn chains(g: &Graph) -> HashMap<String, Chain> {
 /// Residual sums `Add(a, b)` whose only consumer is a ReLU (not a graph
 /// output): add output → ReLU output. Train mode on the CPU runs each pair
 /// as one `AddRelu`.
-fn add_relus(g: &Graph) -> HashMap<String, String> {
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for n in &g.nodes {
-        for i in n.inputs.iter().filter(|i| !i.is_empty()) {
-            *uses.entry(i.as_str()).or_default() += 1;
-        }
-    }
-    let graph_outputs: HashSet<&str> = g.outputs.iter().map(|v| v.name.as_str()).collect();
+fn add_relus(g: &Graph, consumers: &Consumers) -> HashMap<String, String> {
     g.nodes
         .iter()
-        .filter(|r| r.op_type == "Relu")
-        .filter_map(|r| {
-            let x = r.inputs.first()?;
-            let add = g
-                .nodes
-                .iter()
-                .find(|n| n.outputs.first() == Some(x) && n.op_type == "Add")?;
-            let single = uses.get(x.as_str()) == Some(&1) && !graph_outputs.contains(x.as_str());
-            let out = r.outputs.first()?;
-            (single && add.inputs.len() == 2).then(|| (x.clone(), out.clone()))
+        .filter(|a| a.op_type == "Add" && a.inputs.len() == 2)
+        .filter_map(|a| {
+            let x = a.outputs.first()?;
+            let r = consumers.sole(x).filter(|r| r.op_type == "Relu")?;
+            Some((x.clone(), r.outputs.first()?.clone()))
         })
         .collect()
 }
@@ -224,6 +229,7 @@ impl Model {
             .first()
             .map(|v| v.name.clone())
             .ok_or_else(|| Error::Invalid("the model has no output".into()))?;
+        let consumers = Consumers::new(graph);
         let m = Model {
             graph: graph.clone(),
             device: device.clone(),
@@ -235,8 +241,8 @@ impl Model {
             input,
             output,
             fused: device.is_cpu(),
-            chains: chains(graph),
-            add_relus: add_relus(graph),
+            chains: chains(graph, &consumers),
+            add_relus: add_relus(graph, &consumers),
         };
         m.facts(1)?; // every op must be lowerable: fail now, not mid-training
         Ok(m)

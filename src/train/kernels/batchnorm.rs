@@ -3,7 +3,7 @@
 //! backward), the normalisation in another, and the closed-form backward
 //!   db = Σ dy,  ds = Σ dy·x̂,  dx = s·σ⁻¹/M · (M·dy − db − x̂·ds).
 
-use super::{contiguous, dispatch, par_build, sum_pairs, Elem};
+use super::{contiguous, dispatch, nchw, par_build, sum_pairs, Elem};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -26,11 +26,6 @@ struct GradParams {
 /// (x, dy, q [5, C]: scale, ds, db, mean, var) → dx.
 struct GradInput {
     eps: f64,
-}
-
-fn nchw(l: &Layout) -> (usize, usize, usize) {
-    let d = l.dims();
-    (d[0], d[1], d[2..].iter().product())
 }
 
 /// Σ over the N planes of channel `ch` of `f(plane of a, plane of b)`.

@@ -14,7 +14,7 @@
 //!   dλ_c = s_c·S₂ + b_c·S₁,  db = λ_c·S₁,  ds = λ_c·S₂
 //!   dx = s_c/(σ_c·M) · (M·λ_c·g − db − x̂·ds)
 
-use super::{contiguous, dispatch, par_build, Elem};
+use super::{contiguous, dispatch, nchw, par_build, Elem};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -77,11 +77,6 @@ struct ChainGradInput {
     p: Tensor,
     gate: Tensor,
     q: Tensor,
-}
-
-fn nchw(l: &Layout) -> (usize, usize, usize) {
-    let d = l.dims();
-    (d[0], d[1], d[2..].iter().product())
 }
 
 /// A small carried tensor's values as f64.

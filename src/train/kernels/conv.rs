@@ -43,13 +43,13 @@ fn forward<T: Elem>(
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let shape = Shape::from((n, op.cout, g.oh, g.ow));
-    if let (true, Some(x), Some(w)) = (
-        direct3x3::applies(&g, op.groups),
+    if let (Some(plan), Some(x), Some(w)) = (
+        direct3x3::plan_for(&g, op.groups),
         T::as_f32(x),
         T::as_f32(w),
     ) {
         let wt = direct3x3::filters_forward(w, op.cout, g.c);
-        let y = direct_images(&g, x, g.c, &wt, op.cout, n);
+        let y = direct_images(&plan, x, g.c, &wt, op.cout, n);
         return Ok((CpuStorage::F32(y), shape));
     }
     let mut y = vec![T::default(); n * op.cout * ll];
@@ -77,18 +77,16 @@ fn forward<T: Elem>(
     Ok((T::to_cpu_storage_owned(y), shape))
 }
 
-/// The direct 3×3 convolution of n images [cin, h, w] in parallel (the
-/// geometry's h, w, strides; cin may differ from `g.c` for the input
-/// gradient, which convolves dy).
+/// The direct 3×3 convolution of n images [cin, h, w] in parallel (cin is
+/// the conv's output channels for the input gradient, which convolves dy).
 fn direct_images(
-    g: &Geometry,
+    plan: &direct3x3::Plan,
     x: &[f32],
     cin: usize,
     wt: &[f32],
     cout: usize,
     n: usize,
 ) -> Vec<f32> {
-    let plan = direct3x3::Plan::new(g).expect("checked by direct3x3::applies");
     let (plane, out) = (cin * plan.h * plan.w, cout * plan.oh * plan.ow);
     let len = n * out;
     let mut y: Vec<f32> = Vec::with_capacity(len);
@@ -96,8 +94,8 @@ fn direct_images(
         .par_chunks_mut(out)
         .enumerate()
         .for_each_init(Vec::new, |xp, (b, yb)| {
-            direct3x3::pad(&plan, &x[b * plane..(b + 1) * plane], cin, xp);
-            direct3x3::conv_into(&plan, xp, cin, wt, cout, yb);
+            direct3x3::pad(plan, &x[b * plane..(b + 1) * plane], cin, xp);
+            direct3x3::conv_into(plan, xp, cin, wt, cout, yb);
         });
     // SAFETY: conv_into wrote all cout·oh·ow outputs of every image
     unsafe { y.set_len(len) };
@@ -116,14 +114,14 @@ fn grad_input<T: Elem>(
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
-    if let (true, Some(dy), Some(w)) = (
-        direct3x3::applies_to_input_grad(&g, op.groups),
+    if let (Some(plan), Some(dy), Some(w)) = (
+        direct3x3::plan_for_input_grad(&g, op.groups),
         T::as_f32(dy),
         T::as_f32(w),
     ) {
         // the same convolution of dy with the filters transposed and flipped
         let wt = direct3x3::filters_backward(w, op.cout, g.c);
-        let dx = direct_images(&g, dy, op.cout, &wt, g.c, n);
+        let dx = direct_images(&plan, dy, op.cout, &wt, g.c, n);
         return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
     }
     let mut dx = vec![T::default(); n * plane];
@@ -168,12 +166,11 @@ fn grad_filter<T: Elem>(
     let threads = rayon::current_num_threads().max(1);
     let per = n.div_ceil(threads);
     let shape = Shape::from((op.cout, cg, g.kh, g.kw));
-    if let (true, Some(x), Some(dy)) = (
-        direct3x3::applies(&g, op.groups),
+    if let (Some(plan), Some(x), Some(dy)) = (
+        direct3x3::plan_for(&g, op.groups),
         T::as_f32(x),
         T::as_f32(dy),
     ) {
-        let plan = direct3x3::Plan::new(&g).expect("checked by direct3x3::applies");
         let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
             .into_par_iter()
             .map(|t| {
@@ -233,7 +230,7 @@ impl CustomOp2 for Conv2d {
     fn name(&self) -> &'static str {
         // the path in the name, for the benchmark's table (f64 always
         // takes im2col; these names describe f32 training)
-        if direct3x3::applies(&self.g, self.groups) {
+        if direct3x3::plan_for(&self.g, self.groups).is_some() {
             "sss-conv2d direct"
         } else {
             "sss-conv2d im2col"
@@ -274,7 +271,7 @@ impl CustomOp2 for Conv2d {
 
 impl CustomOp2 for ConvGradInput {
     fn name(&self) -> &'static str {
-        if direct3x3::applies_to_input_grad(&self.0.g, self.0.groups) {
+        if direct3x3::plan_for_input_grad(&self.0.g, self.0.groups).is_some() {
             "sss-conv2d-grad-input direct"
         } else {
             "sss-conv2d-grad-input im2col"
@@ -294,7 +291,7 @@ impl CustomOp2 for ConvGradInput {
 
 impl CustomOp2 for ConvGradFilter {
     fn name(&self) -> &'static str {
-        if direct3x3::applies(&self.0.g, self.0.groups) {
+        if direct3x3::plan_for(&self.0.g, self.0.groups).is_some() {
             "sss-conv2d-grad-filter direct"
         } else {
             "sss-conv2d-grad-filter im2col"

@@ -44,7 +44,7 @@ pub struct Plan {
 
 impl Plan {
     /// The plan for a conv geometry, if the direct kernels handle it (on
-    /// any CPU; [`applies`] adds the CPU check).
+    /// any CPU; [`plan_for`] adds the CPU check).
     pub fn new(g: &Geometry) -> Option<Plan> {
         let common = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
             && g.sh == g.sw
@@ -110,15 +110,19 @@ impl Plan {
     }
 }
 
-/// Whether the direct kernels compute this convolution's output and filter
-/// gradient on this CPU.
-pub fn applies(g: &Geometry, groups: usize) -> bool {
-    groups == 1 && Plan::new(g).is_some() && cpu_has_avx2_fma()
+/// The plan when the direct kernels compute this convolution's output and
+/// filter gradient on this CPU.
+pub fn plan_for(g: &Geometry, groups: usize) -> Option<Plan> {
+    if groups == 1 && cpu_has_avx2_fma() {
+        Plan::new(g)
+    } else {
+        None
+    }
 }
 
-/// Whether they also compute its input gradient (stride 1 only).
-pub fn applies_to_input_grad(g: &Geometry, groups: usize) -> bool {
-    applies(g, groups) && g.sh == 1
+/// The plan when they also compute its input gradient (stride 1 only).
+pub fn plan_for_input_grad(g: &Geometry, groups: usize) -> Option<Plan> {
+    plan_for(g, groups).filter(|p| p.stride == 1)
 }
 
 #[cfg(target_arch = "x86_64")]

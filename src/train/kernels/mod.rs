@@ -218,6 +218,12 @@ where
     v
 }
 
+/// (N, C, H·W…) of an [N, C, ...] layout.
+pub(crate) fn nchw(l: &candle_core::Layout) -> (usize, usize, usize) {
+    let d = l.dims();
+    (d[0], d[1], d[2..].iter().product())
+}
+
 /// A contiguous view of a custom op's input.
 pub(crate) fn contiguous<'a, T: Elem>(
     s: &'a candle_core::CpuStorage,
@@ -235,7 +241,7 @@ pub(crate) fn contiguous<'a, T: Elem>(
 macro_rules! dispatch {
     ($op:expr, $s:expr, $f:ident ( $($arg:expr),* )) => {
         $crate::train::kernels::profile::timed(
-            $op, || match $s {
+            || $op, || match $s {
             candle_core::CpuStorage::F32(_) => $f::<f32>($($arg),*),
             candle_core::CpuStorage::F64(_) => $f::<f64>($($arg),*),
             _ => candle_core::bail!("sss-onnx kernels support f32 and f64"),

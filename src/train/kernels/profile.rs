@@ -25,12 +25,14 @@ pub fn take() -> Vec<(&'static str, f64, usize)> {
         .unwrap_or_default()
 }
 
-/// Runs `f`, charging its time to `name` when accounting is on.
+/// Runs `f`, charging its time to `name()` when accounting is on (the name
+/// is only asked for then: some ops work theirs out).
 #[inline]
-pub fn timed<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
+pub fn timed<R>(name: impl FnOnce() -> &'static str, f: impl FnOnce() -> R) -> R {
     if !ON.load(Ordering::Relaxed) {
         return f();
     }
+    let name = name();
     let t0 = Instant::now();
     let r = f();
     let dt = t0.elapsed().as_secs_f64();
