@@ -1,10 +1,12 @@
-//! Single-thread throughput (GMAC/s) of the direct 3×3 kernels on the three
-//! ResNet-20 stage shapes, so a kernel change can be judged on its own
+//! Single-thread throughput (GMAC/s) of the direct 3×3 kernels, for each
+//! instruction set this CPU has, on the three ResNet-20 stage shapes, so a kernel change can be judged on its own
 //! (the im2col + GEMM path they replace ran these at 35–60 % of this):
 //!
 //!     cargo bench --bench direct_conv
 
-use sss_onnx::train::kernels::direct3x3::{conv, filters_forward, grad_filter, pad, Plan};
+use sss_onnx::train::kernels::direct3x3::{
+    conv, filter_batch, filters_forward, grad_filter, pad, Isa, Plan,
+};
 use sss_onnx::train::kernels::Geometry;
 use std::time::Instant;
 
@@ -25,43 +27,43 @@ fn main() {
         .num_threads(1)
         .build_global()
         .ok();
-    if sss_onnx::train::kernels::direct3x3::plan_for(
-        &Geometry::new(16, 32, 32, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
-        1,
-    )
-    .is_none()
-    {
-        println!("no AVX2/FMA on this CPU: the direct kernels are not used");
-        return;
-    }
-    // (input channels, output channels, input size, stride): the ResNet-20
-    // stage convs and the two stage-opening stride-2 ones
-    for &(cin, cout, h, s) in &[
-        (16usize, 16usize, 32usize, 1usize),
-        (32, 32, 16, 1),
-        (64, 64, 8, 1),
-        (16, 32, 32, 2),
-        (32, 64, 16, 2),
-    ] {
-        let g = Geometry::new(cin, h, h, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
-        let plan = Plan::new(&g).expect("a direct shape");
-        let out = cout * plan.oh * plan.ow;
-        let x: Vec<f32> = (0..cin * h * h).map(|i| (i % 7) as f32 * 0.1).collect();
-        let w: Vec<f32> = (0..cout * cin * 9).map(|i| (i % 5) as f32 * 0.01).collect();
-        let macs = (out * cin * 9) as f64;
-        let wt = filters_forward(&w, cout, cin);
-        let (mut xp, mut y, mut dw) = (Vec::new(), vec![0f32; out], vec![0f32; cout * cin * 9]);
-        let fwd = rate(macs, || {
-            pad(&plan, &x, cin, &mut xp);
-            conv(&plan, &xp, cin, &wt, cout, &mut y);
-        });
-        let dy = y.clone();
-        let filt = rate(macs, || {
-            pad(&plan, &x, cin, &mut xp);
-            grad_filter(&plan, &xp, cin, &dy, cout, &mut dw);
-        });
-        println!(
-            "{cin:3} → {cout:<3} {h:2}×{h:<2} stride {s}  forward {fwd:5.1}  filter gradient {filt:5.1} GMAC/s"
-        );
+    for isa in [Isa::Avx512, Isa::Avx2] {
+        if !isa.available() {
+            println!("{isa:?}: not on this CPU");
+            continue;
+        }
+        // (input channels, output channels, input size, stride): the
+        // ResNet-20 stage convs and the two stage-opening stride-2 ones
+        for &(cin, cout, h, s) in &[
+            (16usize, 16usize, 32usize, 1usize),
+            (32, 32, 16, 1),
+            (64, 64, 8, 1),
+            (16, 32, 32, 2),
+            (32, 64, 16, 2),
+        ] {
+            let g = Geometry::new(cin, h, h, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
+            let plan = Plan::with_isa(&g, isa).expect("a direct shape");
+            let out = cout * plan.oh * plan.ow;
+            let x: Vec<f32> = (0..cin * h * h).map(|i| (i % 7) as f32 * 0.1).collect();
+            let w: Vec<f32> = (0..cout * cin * 9).map(|i| (i % 5) as f32 * 0.01).collect();
+            let macs = (out * cin * 9) as f64;
+            let wt = filters_forward(&plan, &w, cout, cin);
+            let (mut xp, mut y) = (Vec::new(), vec![0f32; out]);
+            let mut dw = vec![0f32; cout * cin * 9];
+            let fwd = rate(macs, || {
+                pad(&plan, &x, cin, &mut xp);
+                conv(&plan, &xp, cin, &wt, cout, &mut y);
+            });
+            // the filter gradient as the conv op runs it, a few images a call
+            let k = filter_batch(&plan);
+            let (xs, dys) = (x.repeat(k), y.repeat(k));
+            let filt = rate(k as f64 * macs, || {
+                pad(&plan, &xs, k * cin, &mut xp);
+                grad_filter(&plan, &xp, cin, &dys, cout, k, &mut dw);
+            });
+            println!(
+                "{isa:?}  {cin:3} → {cout:<3} {h:2}×{h:<2} stride {s}  forward {fwd:5.1}  filter gradient {filt:5.1} GMAC/s"
+            );
+        }
     }
 }

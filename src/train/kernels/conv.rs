@@ -48,7 +48,7 @@ fn forward<T: Elem>(
         T::as_f32(x),
         T::as_f32(w),
     ) {
-        let wt = direct3x3::filters_forward(w, op.cout, g.c);
+        let wt = direct3x3::filters_forward(&plan, w, op.cout, g.c);
         let y = direct_images(&plan, x, g.c, &wt, op.cout, n);
         return Ok((CpuStorage::F32(y), shape));
     }
@@ -120,7 +120,7 @@ fn grad_input<T: Elem>(
         T::as_f32(w),
     ) {
         // the same convolution of dy with the filters transposed and flipped
-        let wt = direct3x3::filters_backward(w, op.cout, g.c);
+        let wt = direct3x3::filters_backward(&plan, w, op.cout, g.c);
         let dx = direct_images(&plan, dy, op.cout, &wt, g.c, n);
         return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
     }
@@ -171,14 +171,19 @@ fn grad_filter<T: Elem>(
         T::as_f32(x),
         T::as_f32(dy),
     ) {
+        // each worker pads a few small images at a time and sums them in
+        // one kernel call
+        let batch = direct3x3::filter_batch(&plan);
         let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
             .into_par_iter()
             .map(|t| {
                 let (mut dw, mut xp) = (vec![0f32; wlen], Vec::new());
-                for b in t * per..((t + 1) * per).min(n) {
-                    direct3x3::pad(&plan, &x[b * plane..(b + 1) * plane], g.c, &mut xp);
-                    let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
-                    direct3x3::grad_filter(&plan, &xp, g.c, dyb, op.cout, &mut dw);
+                let (first, end) = (t * per, ((t + 1) * per).min(n));
+                for b in (first..end).step_by(batch) {
+                    let k = batch.min(end - b);
+                    direct3x3::pad(&plan, &x[b * plane..(b + k) * plane], k * g.c, &mut xp);
+                    let dyb = &dy[b * op.cout * ll..(b + k) * op.cout * ll];
+                    direct3x3::grad_filter(&plan, &xp, g.c, dyb, op.cout, k, &mut dw);
                 }
                 dw
             })

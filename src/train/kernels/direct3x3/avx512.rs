@@ -1,0 +1,152 @@
+//! The AVX-512 kernels: 16-pixel vectors over the run layout of
+//! [`Plan::runs`], row edges masked.
+
+use super::avx512_tile::{OF, OT, PT};
+use super::Plan;
+use std::arch::x86_64::*;
+
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn conv(
+    plan: &Plan,
+    xp: &[f32],
+    cin: usize,
+    wt: &[f32],
+    cout: usize,
+    y: *mut f32,
+) {
+    let vectors = plan.oh * plan.ow / 16;
+    let full = vectors / PT * PT;
+    for b in 0..cout.div_ceil(OT) {
+        let wb = &wt[b * cin * 9 * OT..(b + 1) * cin * 9 * OT];
+        let mut j = 0;
+        while j < full {
+            tile::<PT>(plan, xp, cin, wb, b, cout, y, j);
+            j += PT;
+        }
+        while j < vectors {
+            tile::<1>(plan, xp, cin, wb, b, cout, y, j);
+            j += 1;
+        }
+    }
+}
+
+/// P output vectors starting at vector j, for the OT channels of block b.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn tile<const P: usize>(
+    plan: &Plan,
+    xp: &[f32],
+    cin: usize,
+    wb: &[f32],
+    b: usize,
+    cout: usize,
+    y: *mut f32,
+    j: usize,
+) {
+    let masks: [[u16; 3]; P] = std::array::from_fn(|p| plan.edge_masks(j + p));
+    let mut acc = [[_mm512_setzero_ps(); P]; OT];
+    let (x0, w0) = (xp.as_ptr().add(16 * j), wb.as_ptr());
+    for c in 0..cin {
+        let xc = x0.add(c * plan.channel);
+        let wc = w0.add(c * 9 * OT);
+        for t in 0..9 {
+            let at = xc.add(plan.taps[t]);
+            let mut xs = [_mm512_setzero_ps(); P];
+            for p in 0..P {
+                xs[p] = _mm512_maskz_loadu_ps(masks[p][t % 3], at.add(16 * p));
+            }
+            for (k, row) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*wc.add(t * OT + k));
+                for p in 0..P {
+                    row[p] = _mm512_fmadd_ps(wv, xs[p], row[p]);
+                }
+            }
+        }
+    }
+    let hw = plan.oh * plan.ow;
+    for (k, row) in acc.iter().enumerate() {
+        let o = b * OT + k;
+        if o < cout {
+            for (p, v) in row.iter().enumerate() {
+                _mm512_storeu_ps(y.add(o * hw + 16 * (j + p)), *v);
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn grad_filter(
+    plan: &Plan,
+    xp: &[f32],
+    cin: usize,
+    dy: &[f32],
+    cout: usize,
+    images: usize,
+    dw: &mut [f32],
+) {
+    // groups of OF output channels share each input load
+    let mut o = 0;
+    while o + OF <= cout {
+        filter_rows::<OF>(plan, xp, cin, dy, cout, images, o, dw);
+        o += OF;
+    }
+    while o < cout {
+        filter_rows::<1>(plan, xp, cin, dy, cout, images, o, dw);
+        o += 1;
+    }
+}
+
+/// dw for output channels o0..o0+O, one kernel row at a time: O×3
+/// accumulators, and per 16 pixels O output-gradient loads and three
+/// input loads for 3·O multiply-adds. The sums run over all the images
+/// before the accumulators are reduced, so an 8×8 image's 4 vectors do not
+/// pay for 3·O horizontal sums each.
+// indices name the register tile's rows and columns more plainly here
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn filter_rows<const O: usize>(
+    plan: &Plan,
+    xp: &[f32],
+    cin: usize,
+    dy: &[f32],
+    cout: usize,
+    images: usize,
+    o0: usize,
+    dw: &mut [f32],
+) {
+    let hw = plan.oh * plan.ow;
+    let vectors = hw / 16;
+    for c in 0..cin {
+        for ky in 0..3 {
+            let taps = [
+                plan.taps[ky * 3],
+                plan.taps[ky * 3 + 1],
+                plan.taps[ky * 3 + 2],
+            ];
+            let mut acc = [[_mm512_setzero_ps(); 3]; O];
+            for i in 0..images {
+                let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
+                let di = dy.as_ptr().add((i * cout + o0) * hw);
+                for j in 0..vectors {
+                    let masks = plan.edge_masks(j);
+                    let mut ds = [_mm512_setzero_ps(); O];
+                    for (k, d) in ds.iter_mut().enumerate() {
+                        *d = _mm512_loadu_ps(di.add(k * hw + 16 * j));
+                    }
+                    for kx in 0..3 {
+                        let xv = _mm512_maskz_loadu_ps(masks[kx], xc.add(16 * j + taps[kx]));
+                        for k in 0..O {
+                            acc[k][kx] = _mm512_fmadd_ps(ds[k], xv, acc[k][kx]);
+                        }
+                    }
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                let at = ((o0 + k) * cin + c) * 9 + ky * 3;
+                for kx in 0..3 {
+                    dw[at + kx] += _mm512_reduce_add_ps(a[kx]);
+                }
+            }
+        }
+    }
+}
