@@ -1,5 +1,5 @@
 use super::avx2_tile::{OT, PT};
-use super::Plan;
+use super::{in_runs, Plan};
 use std::arch::x86_64::*;
 
 #[target_feature(enable = "avx2,fma")]
@@ -12,18 +12,15 @@ pub(super) unsafe fn conv(
     y: *mut f32,
 ) {
     let vectors = plan.oh * plan.ow / 8;
-    let full = vectors / PT * PT;
     for b in 0..cout.div_ceil(OT) {
         let wb = &wt[b * cin * 9 * OT..(b + 1) * cin * 9 * OT];
-        let mut j = 0;
-        while j < full {
-            tile::<PT>(plan, xp, cin, wb, b, cout, y, j);
-            j += PT;
-        }
-        while j < vectors {
-            tile::<1>(plan, xp, cin, wb, b, cout, y, j);
-            j += 1;
-        }
+        in_runs(vectors, PT, |j, whole| {
+            if whole {
+                tile::<PT>(plan, xp, cin, wb, b, cout, y, j)
+            } else {
+                tile::<1>(plan, xp, cin, wb, b, cout, y, j)
+            }
+        });
     }
 }
 
@@ -86,6 +83,7 @@ pub(super) unsafe fn grad_filter(
     dw: &mut [f32],
 ) {
     // groups of three output channels share each input load
+    // (a plain loop: through a closure this ran 10–15 % slower)
     let mut o = 0;
     while o + 3 <= cout {
         filter_rows::<3>(plan, xp, cin, dy, cout, images, o, dw);

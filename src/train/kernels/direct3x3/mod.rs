@@ -358,6 +358,23 @@ fn pad_parity_planes(plan: &Plan, x: &[f32], p: &mut [f32]) {
     }
 }
 
+/// Calls `f(start, whole)` over 0..total in runs of `run` (`whole`) and
+/// then one at a time: the forward kernels' register tiles take output
+/// vectors `run` at a time and the rest singly.
+#[inline(always)]
+fn in_runs(total: usize, run: usize, mut f: impl FnMut(usize, bool)) {
+    let full = total / run * run;
+    let mut i = 0;
+    while i < full {
+        f(i, true);
+        i += run;
+    }
+    while i < total {
+        f(i, false);
+        i += 1;
+    }
+}
+
 /// Filters [cout, cin, 3, 3] rearranged for [`conv`] with this plan's
 /// kernels: blocks of output channels, then input channel, tap, and the
 /// block's channels innermost (the kernel broadcasts them one after
