@@ -81,15 +81,23 @@ pub(super) unsafe fn grad_filter(
     images: usize,
     dw: &mut [f32],
 ) {
-    // groups of OF output channels share each input load
-    // (a plain loop: through a closure this ran 10–15 % slower)
+    // groups of OF output channels share each input load (a plain loop:
+    // through a closure this ran 10–15 % slower). An 8- or 16-wide
+    // output's vectors are whole rows, all with the same edge masks: a loop
+    // of its own (worked out per vector, they cost the 8×8 shapes 20 %;
+    // a table per period of vectors for 32-wide rows cost more than it
+    // saved)
     let mut o = 0;
     while o + OF <= cout {
-        filter_rows::<OF>(plan, xp, cin, dy, cout, images, o, dw);
+        if plan.ow <= 16 {
+            filter_rows::<OF, true>(plan, xp, cin, dy, cout, images, o, dw);
+        } else {
+            filter_rows::<OF, false>(plan, xp, cin, dy, cout, images, o, dw);
+        }
         o += OF;
     }
     while o < cout {
-        filter_rows::<1>(plan, xp, cin, dy, cout, images, o, dw);
+        filter_rows::<1, false>(plan, xp, cin, dy, cout, images, o, dw);
         o += 1;
     }
 }
@@ -98,11 +106,12 @@ pub(super) unsafe fn grad_filter(
 /// accumulators, and per 16 pixels O output-gradient loads and three
 /// input loads for 3·O multiply-adds. The sums run over all the images
 /// before the accumulators are reduced, so an 8×8 image's 4 vectors do not
-/// pay for 3·O horizontal sums each.
+/// pay for 3·O horizontal sums each. SAME_MASKS: every vector has vector
+/// 0's edge masks.
 // indices name the register tile's rows and columns more plainly here
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn filter_rows<const O: usize>(
+unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
     plan: &Plan,
     xp: &[f32],
     cin: usize,
@@ -114,6 +123,7 @@ unsafe fn filter_rows<const O: usize>(
 ) {
     let hw = plan.oh * plan.ow;
     let vectors = hw / 16;
+    let same = plan.edge_masks(0);
     for c in 0..cin {
         for ky in 0..3 {
             let taps = [
@@ -126,7 +136,7 @@ unsafe fn filter_rows<const O: usize>(
                 let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
                 let di = dy.as_ptr().add((i * cout + o0) * hw);
                 for j in 0..vectors {
-                    let masks = plan.edge_masks(j);
+                    let masks = if SAME_MASKS { same } else { plan.edge_masks(j) };
                     let mut ds = [_mm512_setzero_ps(); O];
                     for (k, d) in ds.iter_mut().enumerate() {
                         *d = _mm512_loadu_ps(di.add(k * hw + 16 * j));
