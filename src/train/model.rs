@@ -8,6 +8,7 @@ use super::kernels::batchnorm::{BatchNormTrain, ChannelStats};
 use super::kernels::bn_chain::{BnChain, Norm};
 use super::kernels::channel::{AddRelu, ChannelBias, ChannelScale, Relu};
 use super::kernels::maxpool::{max_pool_generic, MaxPool};
+use super::kernels::slice::StridedSlice;
 use super::kernels::{conv::Conv2d, Geometry};
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
@@ -544,6 +545,12 @@ impl Model {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
                 let plan = shape_ops::slice_plan(&cx, x.dims())?;
+                let strided = plan.iter().any(|&(_, step, _)| step != 1);
+                if let Some(op) =
+                    StridedSlice::new(x.dims(), &plan).filter(|_| self.fused && strided)
+                {
+                    return x.contiguous().and_then(|x| x.apply_op1(op)).map_err(e);
+                }
                 let mut t = x.clone();
                 for (axis, &(start, step, len)) in plan.iter().enumerate() {
                     if step == 1 && start == 0 && len == x.dims()[axis] {

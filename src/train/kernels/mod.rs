@@ -11,6 +11,7 @@ pub mod direct3x3;
 pub mod im2col;
 pub mod maxpool;
 pub mod profile;
+pub mod slice;
 
 /// Geometry of a 2-D sliding window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
