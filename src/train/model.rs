@@ -546,9 +546,10 @@ impl Model {
                 let cx = node_ctx(&self.graph, facts, node);
                 let plan = shape_ops::slice_plan(&cx, x.dims())?;
                 let strided = plan.iter().any(|&(_, step, _)| step != 1);
-                if let Some(op) =
-                    StridedSlice::new(x.dims(), &plan).filter(|_| self.fused && strided)
-                {
+                let one_op = (self.fused && strided)
+                    .then(|| StridedSlice::new(x.dims(), &plan))
+                    .flatten();
+                if let Some(op) = one_op {
                     return x.contiguous().and_then(|x| x.apply_op1(op)).map_err(e);
                 }
                 let mut t = x.clone();

@@ -132,19 +132,19 @@ impl Plan {
     /// its kernels handle the shape (on any CPU; [`plan_for`] adds the
     /// CPU check).
     pub fn with_isa(g: &Geometry, isa: Isa) -> Option<Plan> {
-        let common = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
+        let square_3x3 = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
             && g.sh == g.sw
             && g.ow > 0
             && g.oh > 0;
+        if !square_3x3 {
+            return None;
+        }
         let (h, w) = (g.h, g.w);
         let stride = match g.sh {
             1 if (g.oh, g.ow) == (h, w) => 1,
             2 if h.is_multiple_of(2) && w.is_multiple_of(2) && (g.oh, g.ow) == (h / 2, w / 2) => 2,
             _ => return None,
         };
-        if !common {
-            return None;
-        }
         match isa {
             Isa::Avx2 => Self::rows(h, w, stride),
             Isa::Avx512 => Self::runs(h, w, stride),
