@@ -18,5 +18,7 @@ if ! have "$SRC"; then
   SRC="$tmp/x/usr/share/datasets/fashion-mnist"
 fi
 for f in $FILES; do cp "$SRC/$f" "$DEST/$f.part" && mv "$DEST/$f.part" "$DEST/$f"; done
-printf '{"name": "Fashion-MNIST", "mean": [0.2860], "std": [0.3530]}\n' > "$DEST/dataset.json"
+# pad_value mean: the bundled models were trained padding 28x28 to 32x32
+# after normalising (a torchvision-style model would say "black")
+printf '{"name": "Fashion-MNIST", "mean": [0.2860], "std": [0.3530], "pad_value": "mean"}\n' > "$DEST/dataset.json"
 echo "fashion-mnist: wrote $DEST" >&2

@@ -16,6 +16,10 @@ pub enum Error {
     #[error("{}: not a valid ONNX model: {reason}", path.display())]
     Decode { path: PathBuf, reason: String },
 
+    /// A data file or folder that cannot be used (named, with the reason).
+    #[error("{}: data: {reason}", path.display())]
+    Data { path: PathBuf, reason: String },
+
     #[error("{}: initializer `{tensor}`: external data: {reason}", path.display())]
     ExternalData {
         path: PathBuf,

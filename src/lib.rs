@@ -6,6 +6,7 @@
 //! `gate` → `train` → `prune` → `runtime` (validate, time) → `report`.
 
 pub mod alloc;
+pub mod bn_restore;
 pub mod data;
 pub mod error;
 pub mod gate;

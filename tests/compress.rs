@@ -24,10 +24,8 @@ fn compress_report_matches_independent_remeasurement() {
         "12",
         "--batch-size",
         "64",
-        "--gamma",
-        "0.3",
-        "--gate-lr",
-        "0.5",
+        "--target-macs",
+        "0.8",
         "--log-every",
         "4",
         "--bench-iters",
@@ -101,6 +99,35 @@ fn compress_report_matches_independent_remeasurement() {
     }
     assert_eq!(r["training"]["curve"].as_array().unwrap().len(), 3);
     assert!(r["pruned"]["latency"][0]["p50_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_run_that_destroys_the_model_is_no_success() {
+    // γ 0.3 with fast gates zeroes nearly every gate within a few steps:
+    // a model at chance accuracy, which compress must refuse to deliver
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("r20.sss.onnx");
+    let o = run(&[
+        "compress",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--steps",
+        "12",
+        "--batch-size",
+        "64",
+        "--gamma",
+        "0.3",
+        "--gate-lr",
+        "0.5",
+        "--restore-bn",
+        "off",
+        "--bench-iters",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at chance"), "{}", stderr(&o));
+    assert!(!out.exists(), "a failed run wrote its model");
 }
 
 #[test]

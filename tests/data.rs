@@ -126,7 +126,7 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
     .unwrap();
     std::fs::write(
         d.path().join("dataset.json"),
-        r#"{"name":"tiny","mean":[0.2],"std":[0.5]}"#,
+        r#"{"name":"tiny","mean":[0.2],"std":[0.5],"pad_value":"black"}"#,
     )
     .unwrap();
     let ds = data::load(d.path(), Split::Test).unwrap();
@@ -134,15 +134,28 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
     assert_eq!(p.fit, Fit::Pad);
     let x = p.batch(&ds, &[0]);
     assert_eq!(x.shape(), &[1, 3, 4, 4]);
-    // (51/255 - 0.2)/0.5 = 0 ; (255/255 - 0.2)/0.5 = 1.6 ; centred at offset 1
+    // (51/255 - 0.2)/0.5 = 0 ; (255/255 - 0.2)/0.5 = 1.6 ; centred at offset 1;
+    // the border black (pixel 0) before normalising: (0 - 0.2)/0.5 = -0.4
     for c in 0..3 {
         assert!((x[[0, c, 1, 1]] - (-0.4)).abs() < 1e-6);
         assert!(x[[0, c, 1, 2]].abs() < 1e-6);
         assert!((x[[0, c, 2, 2]] - 1.6).abs() < 1e-6);
-        assert_eq!(x[[0, c, 0, 0]], 0.0);
-        assert_eq!(x[[0, c, 3, 3]], 0.0);
+        assert!((x[[0, c, 0, 0]] - (-0.4)).abs() < 1e-6);
+        assert!((x[[0, c, 3, 3]] - (-0.4)).abs() < 1e-6);
     }
-    // larger than the input: bilinear resize; a constant image stays constant
+    // padded with the mean instead: 0 after normalising; pixel 102 → 0.4
+    for (pad, want) in [("mean", 0.0f32), ("102", 0.4)] {
+        let spec = data::Spec {
+            pad_value: Some(pad.parse().unwrap()),
+            ..Default::default()
+        };
+        let p = Preprocess::plan_with(&ds, [3, 4, 4], &spec).unwrap();
+        let x = p.batch(&ds, &[0]);
+        assert!((x[[0, 1, 0, 0]] - want).abs() < 1e-6, "{pad}");
+        assert!((x[[0, 1, 2, 2]] - 1.6).abs() < 1e-6);
+    }
+    // larger than the input: resized (antialiased) and cropped to 1×1, the
+    // image's mean
     let p = Preprocess::plan(&ds, [1, 1, 1]).unwrap();
     assert_eq!(p.fit, Fit::Resize);
     let y = p.batch(&ds, &[0]);

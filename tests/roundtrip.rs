@@ -10,7 +10,7 @@ use sss_onnx::onnx::{self, WriteOptions};
 fn every_fixture_round_trips_in_memory_and_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     for p in fixtures() {
-        let g = load(&p);
+        let g = load_file(&p);
         assert_eq!(
             convert::from_proto(convert::to_proto(&g)).unwrap(),
             g,
@@ -25,7 +25,7 @@ fn every_fixture_round_trips_in_memory_and_on_disk() {
                 .path()
                 .join(format!("{i}_{}", p.file_name().unwrap().to_string_lossy()));
             convert::save(&g, &out, opts).unwrap();
-            let back = load(&out);
+            let back = load_file(&out);
             assert_eq!(
                 back,
                 g,
@@ -52,8 +52,8 @@ fn every_fixture_round_trips_in_memory_and_on_disk() {
 #[test]
 fn external_data_fixture_matches_its_inline_twin() {
     for arch in ["resnet20_a", "resnet14_b"] {
-        let ext = load(&fixture(&format!("{arch}.dynamo18ext.onnx")));
-        let inline = load(&fixture(&format!("{arch}.dynamo18.onnx")));
+        let ext = load_file(&fixture(&format!("{arch}.dynamo18ext.onnx")));
+        let inline = load_file(&fixture(&format!("{arch}.dynamo18.onnx")));
         assert_eq!(ext.initializers.len(), inline.initializers.len());
         let mut same = 0;
         for (k, t) in &inline.initializers {
@@ -106,7 +106,7 @@ fn resaved_files_run_the_same_in_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
     for p in fixtures() {
         let (x, _) = reference(&arch(&p));
-        let g = load(&p);
+        let g = load_file(&p);
         let out = dir.path().join(p.file_name().unwrap());
         convert::save(&g, &out, &WriteOptions::external()).unwrap();
         let a = run_model(&p, &opts, "input", &x);

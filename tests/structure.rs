@@ -16,6 +16,8 @@ fn blocks_are_found_in_every_export_style() {
         ("tv_basic", 8, 4),
         ("tv_bottleneck", 5, 4),
         ("resnext", 4, 4),
+        ("resnet20_black", 9, 3),
+        ("resnet56_fmnist", 27, 3),
     ];
     for p in fixtures() {
         let a = analyse(&load(&p));
@@ -29,7 +31,7 @@ fn blocks_are_found_in_every_export_style() {
         );
         let kinds: Vec<&Shortcut> = a.blocks.iter().map(|b| &b.shortcut).collect();
         match arch(&p).as_str() {
-            "resnet20_a" | "resnet20_fmnist" => {
+            "resnet20_a" | "resnet20_fmnist" | "resnet20_black" | "resnet56_fmnist" => {
                 assert_eq!(
                     kinds
                         .iter()

@@ -1,7 +1,7 @@
 //! `sss-onnx bench A.onnx [B.onnx ...]`: latency percentiles and
 //! throughput, models interleaved, each model's ratio to the first.
 
-use super::common::{load_graph, open, RuntimeArgs};
+use super::common::{import_model, open_imported, RuntimeArgs};
 use super::CliResult;
 use sss_onnx::graph::{cost, shape};
 use sss_onnx::measure::{bench, inputs};
@@ -32,11 +32,12 @@ pub fn run(a: Args) -> CliResult {
     for &batch in &a.batch {
         let mut sessions = Vec::new();
         for m in &a.models {
-            let g = load_graph(m)?;
-            let facts = shape::infer_strict(&g, batch)?;
-            let macs = cost::count(&g, &facts).macs;
-            let x = inputs::random_inputs(&g, batch, 0)?;
-            let s = open(m, &opts)?;
+            let imp = import_model(m)?;
+            let g = &imp.graph;
+            let facts = shape::infer_strict(g, batch)?;
+            let macs = cost::count(g, &facts).macs;
+            let x = inputs::random_inputs(g, batch, 0)?;
+            let s = open_imported(&imp, m, &opts)?;
             runtime_name = s.describe();
             sessions.push((m.display().to_string(), macs, s, x));
         }

@@ -1,11 +1,14 @@
 //! `sss-onnx compress model.onnx`: import → gate → train (APG) → prune →
 //! validate → evaluate → bench → report, in one command.
 
-use super::common::{load_data, load_graph, open, RuntimeArgs};
+use super::common::{
+    import_model, load_data, model_classes, open, open_imported, OutputArgs, RuntimeArgs,
+};
 use super::gate::Structure;
 use super::train::{run_training, TrainArgs, Trained};
 use super::{CliResult, Failure};
 use anyhow::Context;
+use sss_onnx::bn_restore;
 use sss_onnx::data::{Fit, Split};
 use sss_onnx::gate;
 use sss_onnx::graph::{convert, cost, shape, Graph};
@@ -51,8 +54,13 @@ pub struct Args {
     /// Print the JSON report on stdout instead of the Markdown summary.
     #[arg(long)]
     json: bool,
-    #[arg(long)]
-    external_data: bool,
+    #[command(flatten)]
+    out: OutputArgs,
+    /// Put BatchNorm back after convs that had it folded in (PyTorch's
+    /// default eval-mode export), train with it, fold it back before
+    /// writing. auto: when the model has no BatchNormalization.
+    #[arg(long, value_enum, default_value = "auto")]
+    restore_bn: RestoreBn,
     /// Batch sizes for the latency comparison.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     bench_batch: Vec<usize>,
@@ -60,13 +68,6 @@ pub struct Args {
     /// of ~0.3 ms on a shared machine need a few hundred for a stable p50).
     #[arg(long, default_value_t = 200)]
     bench_iters: usize,
-}
-
-fn bundled_data() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join("fmnist");
-    p.is_dir().then_some(p)
 }
 
 fn file_bytes(p: &Path) -> u64 {
@@ -87,6 +88,13 @@ fn counts(g: &Graph) -> anyhow::Result<(u64, u64)> {
 
 fn stage(i: usize, name: &str) {
     eprintln!("[{i}/8] {name}");
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreBn {
+    Auto,
+    On,
+    Off,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -113,12 +121,14 @@ pub fn run(a: Args) -> CliResult {
     };
 
     stage(1, "import");
-    let g = load_graph(&a.model)?;
+    let imp = import_model(&a.model)?;
+    let g = imp.graph.clone();
     let data_dir = match &a.data {
         Some(d) => d.clone(),
-        None => bundled_data().ok_or_else(|| anyhow::anyhow!("no --data given and the bundled Fashion-MNIST subset is not available: pass --data DIR"))?,
+        None => sss_onnx::data::bundled::find()
+            .map_err(|why| anyhow::anyhow!("no --data given and {why}"))?,
     };
-    let (test, prep, input) = load_data(&data_dir, Split::Test, &g)?;
+    let (test, prep, input) = load_data(&data_dir, Split::Test, &g, &a.train.prep)?;
     if a.data.is_none() {
         let classes = shape::infer_strict(&g, 1)?
             .shape(&g.outputs[0].name)
@@ -138,7 +148,7 @@ pub fn run(a: Args) -> CliResult {
     }
     let opts: Options = a.rt.options();
     let (macs0, params0) = counts(&g)?;
-    let mut s0 = open(&a.model, &opts)?;
+    let mut s0 = open_imported(&imp, &a.model, &opts)?;
     let runtime_name = s0.describe();
     let acc0 = evaluate(s0.as_mut(), &input, &test, &prep, 250, None)?;
     eprintln!(
@@ -149,8 +159,23 @@ pub fn run(a: Args) -> CliResult {
     );
 
     stage(2, "gate");
+    let restore = match a.restore_bn {
+        RestoreBn::Auto => bn_restore::is_bn_folded(&g),
+        RestoreBn::On => true,
+        RestoreBn::Off => false,
+    };
+    let base = if restore {
+        let (train, tprep, tin) = load_data(&data_dir, Split::Train, &g, &a.train.prep)?;
+        let (b, n) = bn_restore::restore(&g, &train, &tprep, &tin, &opts, 512)?;
+        eprintln!(
+            "BatchNorm restored after {n} convs (statistics of 512 training images; folded back before writing)"
+        );
+        b
+    } else {
+        g.clone()
+    };
     let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
-    let (gated, gates) = gate::insert(&g, &kinds)?;
+    let (gated, gates) = gate::insert(&base, &kinds)?;
     eprintln!(
         "{} gate tensors, {} factors",
         gates.len(),
@@ -183,13 +208,18 @@ pub fn run(a: Args) -> CliResult {
     convert::save(&trained, &gated_path, &WriteOptions::default())?;
 
     stage(4, "prune");
-    let (pruned, prune_report) = prune::prune(&trained)?;
+    let (mut pruned, prune_report) = prune::prune(&trained)?;
+    if restore {
+        let n = bn_restore::fold_back(&mut pruned)?;
+        eprintln!("{n} restored BatchNorms folded back into their convs");
+    }
     let pruned_check = ckpt.join("pruned.onnx");
     convert::save(&pruned, &pruned_check, &WriteOptions::default())?;
 
     stage(5, "validate (pruned vs trained gated model)");
     let (mut sg, mut sp) = (open(&gated_path, &opts)?, open(&pruned_check, &opts)?);
     let plan = validate::Plan {
+        pairing: None,
         random_batches: 4,
         batch: 8,
         seed: 1,
@@ -224,12 +254,16 @@ pub fn run(a: Args) -> CliResult {
         acc_gated_rt.top1 * 100.0,
         acc_gated_candle * 100.0
     );
-    let opts_write = if a.external_data {
-        WriteOptions::external()
-    } else {
-        WriteOptions::default()
-    };
-    convert::save(&pruned, &out, &opts_write)
+    let classes = test.classes.max(model_classes(&g).unwrap_or(0)).max(2);
+    let macs_pruned = counts(&pruned)?.0;
+    if let Some(why) = report::outcome_problem(target, macs0, macs_pruned, acc1.top1, classes) {
+        return Err(Failure::Validation(format!(
+            "{why}; nothing written to {}; the trained models are in {}",
+            out.display(),
+            ckpt.display()
+        )));
+    }
+    imp.save(&pruned, &out, a.out.choice())
         .with_context(|| format!("writing {}", out.display()))?;
 
     stage(7, "bench (interleaved, original vs pruned)");
@@ -240,7 +274,7 @@ pub fn run(a: Args) -> CliResult {
             (
                 a.model.display().to_string(),
                 macs0,
-                open(&a.model, &opts)?,
+                open_imported(&imp, &a.model, &opts)?,
                 inputs::random_inputs(&g, b, 0)?,
             ),
             (

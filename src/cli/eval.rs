@@ -1,6 +1,6 @@
 //! `sss-onnx eval model.onnx --data DIR`: top-1 / top-5 accuracy.
 
-use super::common::{load_data, load_graph, open, RuntimeArgs};
+use super::common::{import_model, load_data, open_imported, PrepArgs, RuntimeArgs};
 use super::CliResult;
 use sss_onnx::data::Split;
 use sss_onnx::measure::accuracy::evaluate;
@@ -14,6 +14,8 @@ pub struct Args {
     data: PathBuf,
     #[command(flatten)]
     rt: RuntimeArgs,
+    #[command(flatten)]
+    prep: PrepArgs,
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Evaluate only the first N samples.
@@ -24,10 +26,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let g = load_graph(&a.model)?;
-    let (ds, prep, input) = load_data(&a.data, Split::Test, &g)?;
+    let imp = import_model(&a.model)?;
+    let g = &imp.graph;
+    let (ds, prep, input) = load_data(&a.data, Split::Test, g, &a.prep)?;
     let opts = a.rt.options();
-    let mut s = open(&a.model, &opts)?;
+    let mut s = open_imported(&imp, &a.model, &opts)?;
     eprintln!(
         "data: {} ({} test samples); {}",
         ds.name,

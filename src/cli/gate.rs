@@ -1,10 +1,9 @@
 //! `sss-onnx gate model.onnx -o gated.onnx`: insert λ = 1 gates.
 
-use super::common::load_graph;
+use super::common::{import_model, OutputArgs};
 use super::CliResult;
 use sss_onnx::gate;
-use sss_onnx::graph::convert;
-use sss_onnx::onnx::{atomic::ensure_not_input, WriteOptions};
+use sss_onnx::onnx::atomic::ensure_not_input;
 use sss_onnx::structure::GateKind;
 use std::path::PathBuf;
 
@@ -38,22 +37,17 @@ pub struct Args {
         default_value = "channel,group,block"
     )]
     structures: Vec<Structure>,
-    /// Write weights to `<output>.data`.
-    #[arg(long)]
-    external_data: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub fn run(a: Args) -> CliResult {
     ensure_not_input(&a.output, &a.model)?;
-    let g = load_graph(&a.model)?;
+    let imp = import_model(&a.model)?;
+    let g = &imp.graph;
     let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
-    let (gated, gates) = gate::insert(&g, &kinds)?;
-    let opts = if a.external_data {
-        WriteOptions::external()
-    } else {
-        WriteOptions::default()
-    };
-    convert::save(&gated, &a.output, &opts)?;
+    let (gated, gates) = gate::insert(g, &kinds)?;
+    imp.save(&gated, &a.output, a.out.choice())?;
     for k in [GateKind::Channel, GateKind::Group, GateKind::Block] {
         let (n, f): (usize, usize) = gates
             .iter()

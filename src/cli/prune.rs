@@ -1,9 +1,8 @@
 //! `sss-onnx prune gated.onnx -o pruned.onnx`: delete zero-gated structures.
 
-use super::common::load_graph;
+use super::common::{import_model, OutputArgs};
 use super::CliResult;
-use sss_onnx::graph::convert;
-use sss_onnx::onnx::{atomic::ensure_not_input, atomic::write_atomic, WriteOptions};
+use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
 use sss_onnx::prune;
 use std::path::PathBuf;
 
@@ -16,20 +15,16 @@ pub struct Args {
     /// Write the prune report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
-    #[arg(long)]
-    external_data: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub fn run(a: Args) -> CliResult {
     ensure_not_input(&a.output, &a.model)?;
-    let g = load_graph(&a.model)?;
-    let (pruned, r) = prune::prune(&g)?;
-    let opts = if a.external_data {
-        WriteOptions::external()
-    } else {
-        WriteOptions::default()
-    };
-    convert::save(&pruned, &a.output, &opts)?;
+    let imp = import_model(&a.model)?;
+    let g = &imp.graph;
+    let (pruned, r) = prune::prune(g)?;
+    imp.save(&pruned, &a.output, a.out.choice())?;
     if let Some(p) = &a.report {
         write_atomic(p, serde_json::to_string_pretty(&r)?.as_bytes())?;
     }

@@ -1,12 +1,12 @@
 //! `sss-onnx train model.onnx --data DIR`: train weights and gates.
 
-use super::common::{load_data, load_graph};
+use super::common::{import_model, load_data, OutputArgs, PrepArgs};
 use super::gate::Structure;
 use super::CliResult;
 use anyhow::Context;
 use sss_onnx::data::Split;
 use sss_onnx::gate;
-use sss_onnx::graph::{convert, Graph};
+use sss_onnx::graph::Graph;
 use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::feed::{self, Augment};
@@ -77,6 +77,8 @@ pub struct TrainArgs {
     pub no_augment: bool,
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    #[command(flatten)]
+    pub prep: PrepArgs,
     /// Checkpoint folder (written each epoch and on Ctrl-C).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
@@ -195,6 +197,8 @@ pub struct Args {
     structures: Vec<Structure>,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 /// Ctrl-C / SIGTERM set this flag; the loop checkpoints and stops.
@@ -234,7 +238,7 @@ pub fn run_training(
     t: &TrainArgs,
     target_macs: Option<f64>,
 ) -> anyhow::Result<Trained> {
-    let (ds, prep, _) = load_data(data_dir, Split::Train, graph)?;
+    let (ds, prep, _) = load_data(data_dir, Split::Train, graph, &t.prep)?;
     eprintln!(
         "data: {} ({} training samples); {}",
         ds.name,
@@ -313,7 +317,8 @@ pub fn run(a: Args) -> CliResult {
         .clone()
         .unwrap_or_else(|| a.model.with_extension("trained.onnx"));
     ensure_not_input(&output, &a.model)?;
-    let mut g = load_graph(&a.model)?;
+    let imp = import_model(&a.model)?;
+    let mut g = imp.graph.clone();
     if a.gate {
         let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
         g = gate::insert(&g, &kinds)?.0;
@@ -323,8 +328,8 @@ pub fn run(a: Args) -> CliResult {
         records,
         ..
     } = run_training(&g, &a.data, &a.train, None)?;
-    convert::save(&trained, &output, &Default::default())?;
-    let (test, prep, _) = load_data(&a.data, Split::Test, &trained)?;
+    imp.save(&trained, &output, a.out.choice())?;
+    let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
     let acc = trainer::evaluate(
         &Model::new(&trained, &candle_core::Device::Cpu)?,
         &test,

@@ -1,10 +1,10 @@
 //! `sss-onnx validate A.onnx B.onnx`: same inputs to both, differences per
 //! output; exit 1 beyond tolerance.
 
-use super::common::{load_data, load_graph, open, RuntimeArgs};
+use super::common::{import_model, load_data, open_imported, PrepArgs, RuntimeArgs};
 use super::{CliResult, Failure};
 use sss_onnx::data::Split;
-use sss_onnx::measure::validate::{validate, Plan};
+use sss_onnx::measure::validate::{validate, Pairing, Plan};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -13,6 +13,8 @@ pub struct Args {
     b: PathBuf,
     #[command(flatten)]
     rt: RuntimeArgs,
+    #[command(flatten)]
+    prep: PrepArgs,
     /// Random input batches.
     #[arg(long, default_value_t = 4)]
     inputs: usize,
@@ -36,15 +38,20 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let g = load_graph(&a.a)?;
-    load_graph(&a.b)?; // a clear error for a bad second file
+    let (ia, ib) = (import_model(&a.a)?, import_model(&a.b)?);
+    let g = &ia.graph;
+    let pairing = Pairing::of(g, &ib.graph)?;
     let opts = a.rt.options();
-    let (mut sa, mut sb) = (open(&a.a, &opts)?, open(&a.b, &opts)?);
+    let (mut sa, mut sb) = (
+        open_imported(&ia, &a.a, &opts)?,
+        open_imported(&ib, &a.b, &opts)?,
+    );
     let real = match &a.data {
-        Some(dir) => Some(load_data(dir, Split::Test, &g)?),
+        Some(dir) => Some(load_data(dir, Split::Test, g, &a.prep)?),
         None => None,
     };
     let plan = Plan {
+        pairing: Some(&pairing),
         random_batches: a.inputs,
         batch: a.batch,
         seed: a.seed,
@@ -52,7 +59,7 @@ pub fn run(a: Args) -> CliResult {
         atol: a.atol,
         rtol: a.rtol,
     };
-    let v = validate(&g, sa.as_mut(), sb.as_mut(), &plan)?;
+    let v = validate(g, sa.as_mut(), sb.as_mut(), &plan)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

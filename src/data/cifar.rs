@@ -99,5 +99,8 @@ pub fn load(files: &Files) -> Result<Dataset> {
         classes,
         mean,
         std,
+        spec: Default::default(),
+        sizes: Vec::new(),
+        offsets: Vec::new(),
     })
 }

@@ -1,6 +1,6 @@
 //! ImageFolder trees: `<split>/<class>/<image>.{png,jpg,jpeg}`; classes are
-//! the sorted folder names, every image is converted to RGB at the size of
-//! the first image (a differing size is an error naming the file).
+//! the sorted folder names, every image is converted to RGB and kept at its
+//! own size (photos differ; the preprocessing resizes and crops them).
 
 use super::{bad, Dataset, Split};
 use crate::error::{Error, Result};
@@ -34,6 +34,9 @@ pub fn load(root: &Path) -> Result<Dataset> {
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     let mut size: Option<(u32, u32)> = None;
+    let mut sizes = Vec::new();
+    let mut offsets = Vec::new();
+    let mut mixed = false;
     for (label, class) in classes.iter().enumerate() {
         for file in sorted_entries(class)? {
             let ext = file
@@ -49,15 +52,15 @@ pub fn load(root: &Path) -> Result<Dataset> {
             let dims = img.dimensions();
             match size {
                 None => size = Some(dims),
-                Some(s) if s != dims => {
-                    return Err(bad(
-                        &file,
-                        format!("image is {}×{}, the others {}×{}", dims.0, dims.1, s.0, s.1),
-                    ))
-                }
+                Some(s) if s != dims => mixed = true,
                 _ => {}
             }
             let (w, h) = (dims.0 as usize, dims.1 as usize);
+            if w == 0 || h == 0 {
+                return Err(bad(&file, "the image is empty"));
+            }
+            sizes.push((h, w));
+            offsets.push(pixels.len());
             let raw = img.into_raw();
             // HWC → CHW
             for c in 0..3 {
@@ -78,5 +81,8 @@ pub fn load(root: &Path) -> Result<Dataset> {
         classes: classes.len(),
         mean: vec![0.485, 0.456, 0.406],
         std: vec![0.229, 0.224, 0.225],
+        spec: Default::default(),
+        sizes: if mixed { sizes } else { Vec::new() },
+        offsets: if mixed { offsets } else { Vec::new() },
     })
 }

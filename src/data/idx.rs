@@ -18,10 +18,21 @@ pub fn find(dir: &Path, split: Split) -> Option<(PathBuf, PathBuf)> {
         Split::Train => "train",
         Split::Test => "t10k",
     };
-    Some((
-        pick(dir, &format!("{prefix}-images-idx3-ubyte"))?,
-        pick(dir, &format!("{prefix}-labels-idx1-ubyte"))?,
-    ))
+    // the folder itself, or torchvision's download layout under it
+    // (`root/FashionMNIST/raw/`, `root/MNIST/raw/`, or `raw/`)
+    let places = [
+        dir.to_path_buf(),
+        dir.join("raw"),
+        dir.join("FashionMNIST").join("raw"),
+        dir.join("MNIST").join("raw"),
+        dir.join("KMNIST").join("raw"),
+    ];
+    places.iter().find_map(|d| {
+        Some((
+            pick(d, &format!("{prefix}-images-idx3-ubyte"))?,
+            pick(d, &format!("{prefix}-labels-idx1-ubyte"))?,
+        ))
+    })
 }
 
 /// Reads one idx file: dimensions and data.
@@ -97,5 +108,8 @@ pub fn load(images: &Path, labels: &Path) -> Result<Dataset> {
         classes,
         mean,
         std,
+        spec: Default::default(),
+        sizes: Vec::new(),
+        offsets: Vec::new(),
     })
 }

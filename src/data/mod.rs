@@ -3,12 +3,13 @@
 //! one in-memory form, and fitted to a model's input (pad or resize, channel
 //! copy, mean/std normalisation). Training and evaluation share this code.
 
+pub mod bundled;
 mod cifar;
 mod fit;
 mod folder;
 mod idx;
 
-pub use fit::{Fit, Preprocess};
+pub use fit::{ChannelOrder, Fit, PadValue, Preprocess, Size, Spec};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,12 @@ pub struct Dataset {
     /// Per-channel mean/std in [0,1] units used to normalise.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// The preprocessing `dataset.json` states (overridden by flags).
+    pub spec: Spec,
+    /// Per-image (height, width) and pixel offsets when images differ in
+    /// size (a folder of photos); empty when all are `height`×`width`.
+    pub sizes: Vec<(usize, usize)>,
+    pub offsets: Vec<usize>,
 }
 
 impl Dataset {
@@ -46,17 +53,39 @@ impl Dataset {
         self.labels.is_empty()
     }
 
+    /// Whether every image has the size `height`×`width`.
+    pub fn is_uniform(&self) -> bool {
+        self.sizes.is_empty()
+    }
+
+    /// (height, width) of image `i`.
+    pub fn size_of(&self, i: usize) -> (usize, usize) {
+        self.sizes
+            .get(i)
+            .copied()
+            .unwrap_or((self.height, self.width))
+    }
+
+    /// Image `i`, C×H×W.
     pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.channels * self.height * self.width;
-        &self.pixels[i * n..(i + 1) * n]
+        let (h, w) = self.size_of(i);
+        let n = self.channels * h * w;
+        let start = self.offsets.get(i).copied().unwrap_or(i * n);
+        &self.pixels[start..start + n]
     }
 
     /// Keeps the first `n` samples.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
+            let end = if self.is_uniform() {
+                n * self.channels * self.height * self.width
+            } else {
+                self.offsets[n]
+            };
             self.labels.truncate(n);
-            self.pixels
-                .truncate(n * self.channels * self.height * self.width);
+            self.pixels.truncate(end);
+            self.sizes.truncate(n);
+            self.offsets.truncate(n);
         }
     }
 }
@@ -64,14 +93,19 @@ impl Dataset {
 /// Optional `dataset.json` in a data folder: a name and the normalisation
 /// the data's models were trained with.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Meta {
     name: Option<String>,
     mean: Option<Vec<f32>>,
     std: Option<Vec<f32>>,
+    resize: Option<Size>,
+    center_crop: Option<Size>,
+    pad_value: Option<PadValue>,
+    channel_order: Option<ChannelOrder>,
 }
 
 pub(crate) fn bad(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Decode {
+    Error::Data {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -105,6 +139,14 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         if let Some(n) = meta.name {
             ds.name = n;
         }
+        ds.spec = Spec {
+            resize: meta.resize,
+            center_crop: meta.center_crop,
+            pad_value: meta.pad_value,
+            channel_order: meta.channel_order,
+            mean: None,
+            std: None,
+        };
         if let (Some(m), Some(s)) = (meta.mean, meta.std) {
             if m.len() != ds.channels || s.len() != ds.channels || s.iter().any(|&v| v <= 0.0) {
                 return Err(bad(

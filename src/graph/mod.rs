@@ -2,9 +2,12 @@
 //! initializers as ndarray tensors. Only `convert` touches protobuf.
 
 pub mod attr;
+pub mod batch;
 pub mod build;
 pub mod convert;
 pub mod cost;
+pub mod fold;
+pub mod import;
 pub mod ops;
 pub mod shape;
 pub mod tensor;

@@ -20,7 +20,76 @@ pub struct Validation {
     pub passed: bool,
 }
 
+/// How the second model's inputs and outputs correspond to the first's:
+/// by name when the names agree, by position when each side has one (an
+/// export from another exporter renames `input.1` to `x`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pairing {
+    /// (first model's input, second model's input)
+    pub inputs: Vec<(String, String)>,
+    /// For each output of the first model, the index of the second's.
+    pub outputs: Vec<usize>,
+}
+
+fn names<'a>(v: impl Iterator<Item = &'a crate::graph::ValueInfo>) -> Vec<String> {
+    v.map(|x| x.name.clone()).collect()
+}
+
+fn pair_names(what: &str, a: &[String], b: &[String]) -> Result<Vec<usize>> {
+    if a.len() == 1 && b.len() == 1 {
+        return Ok(vec![0]);
+    }
+    let idx: Option<Vec<usize>> = a.iter().map(|n| b.iter().position(|m| m == n)).collect();
+    match idx {
+        Some(i) if a.len() == b.len() => Ok(i),
+        _ => Err(Error::Invalid(format!(
+            "the models' {what} do not correspond: {a:?} against {b:?} (paired by name when there are several)"
+        ))),
+    }
+}
+
+impl Pairing {
+    pub fn of(a: &Graph, b: &Graph) -> Result<Pairing> {
+        let (ia, ib) = (names(a.data_inputs()), names(b.data_inputs()));
+        let inputs = pair_names("inputs", &ia, &ib)?
+            .into_iter()
+            .zip(&ia)
+            .map(|(j, n)| (n.clone(), ib[j].clone()))
+            .collect();
+        let outputs = pair_names(
+            "outputs",
+            &names(a.outputs.iter()),
+            &names(b.outputs.iter()),
+        )?;
+        Ok(Pairing { inputs, outputs })
+    }
+
+    fn rename(&self, inputs: &Tensors) -> Tensors {
+        inputs
+            .iter()
+            .map(|(n, t)| {
+                let m = self
+                    .inputs
+                    .iter()
+                    .find(|(a, _)| a == n)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_else(|| n.clone());
+                (m, t.clone())
+            })
+            .collect()
+    }
+
+    fn reorder(&self, outputs: Tensors) -> Tensors {
+        self.outputs
+            .iter()
+            .filter_map(|&j| outputs.get(j).cloned())
+            .collect()
+    }
+}
+
 pub struct Plan<'a> {
+    /// `None`: the second model has the first's input and output names.
+    pub pairing: Option<&'a Pairing>,
     pub random_batches: usize,
     pub batch: usize,
     pub seed: u64,
@@ -65,7 +134,10 @@ pub fn validate(
     }
     let mut worst = Vec::new();
     for inputs in &batches {
-        let (ya, yb) = (a.run(inputs)?, b.run(inputs)?);
+        let (ya, yb) = match plan.pairing {
+            Some(p) => (a.run(inputs)?, p.reorder(b.run(&p.rename(inputs))?)),
+            None => (a.run(inputs)?, b.run(inputs)?),
+        };
         merge(&mut worst, compare::diff(&ya, &yb).map_err(Error::Invalid)?);
     }
     let passed = compare::within(&worst, plan.atol, plan.rtol);

@@ -33,6 +33,15 @@ pub fn read_model(path: &Path) -> Result<ModelProto> {
     Ok(model)
 }
 
+/// Whether the file keeps any tensor in external data.
+pub fn uses_external_data(path: &Path) -> Result<bool> {
+    use super::proto::tensor_proto::DataLocation;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut model = read_model_bytes(path, &bytes)?;
+    let external = all_tensors(&mut model).any(|t| t.data_location() == DataLocation::External);
+    Ok(external)
+}
+
 /// Decodes model bytes; `path` only names the source in errors.
 pub fn read_model_bytes(path: &Path, bytes: &[u8]) -> Result<ModelProto> {
     let fail = |reason: String| Error::Decode {

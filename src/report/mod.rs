@@ -211,3 +211,33 @@ pub fn plots(r: &Report) -> Vec<(String, String)> {
     let gates = svg::bars("final gate values per layer (0 = deleted)", &groups);
     vec![("curve".into(), curve), ("gates".into(), gates)]
 }
+
+/// Why a finished run is not a success: MACs outside the asked band
+/// (±5 % of the original's) or accuracy at chance.
+pub fn outcome_problem(
+    target: Option<f64>,
+    macs0: u64,
+    macs1: u64,
+    top1: f64,
+    classes: usize,
+) -> Option<String> {
+    let ratio = macs1 as f64 / macs0.max(1) as f64;
+    if let Some(t) = target {
+        if (ratio - t).abs() > 0.05 {
+            return Some(format!(
+                "the pruned model has {:.1} % of the MACs, outside the asked {:.0} ± 5 %",
+                ratio * 100.0,
+                t * 100.0
+            ));
+        }
+    }
+    let chance = 1.0 / classes as f64;
+    if top1 <= 1.5 * chance {
+        return Some(format!(
+            "the pruned model's top-1 {:.2} % is at chance ({:.1} % for {classes} classes)",
+            top1 * 100.0,
+            chance * 100.0
+        ));
+    }
+    None
+}

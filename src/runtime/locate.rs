@@ -25,12 +25,9 @@ fn candidates() -> Vec<(PathBuf, &'static str)> {
             c.push((up.join(".ort").join(&file), "the project's .ort folder"));
         }
     }
-    c.push((
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(".ort")
-            .join(&file),
-        "the project's .ort folder",
-    ));
+    if let Ok(cwd) = std::env::current_dir() {
+        c.push((cwd.join(".ort").join(&file), "the working folder's .ort"));
+    }
     c
 }
 
@@ -59,7 +56,7 @@ pub fn find_onnxruntime() -> Result<OrtLibrary, String> {
     }
     Err(format!(
         "the ONNX Runtime library (libonnxruntime.so.{ORT_VERSION}) was not found \
-         (looked at ORT_DYLIB_PATH, beside the executable and in .ort/); \
+         (looked at ORT_DYLIB_PATH, beside the executable, in the project's and the working folder's .ort/); \
          run scripts/fetch-onnxruntime.sh or set ORT_DYLIB_PATH"
     ))
 }

@@ -91,6 +91,29 @@ pub fn open(model: &Path, opts: &Options) -> Result<Box<dyn Session>> {
     }
 }
 
+/// Opens a graph held in memory (serialised here; external data inline);
+/// `label` names it in errors.
+pub fn open_graph(
+    g: &crate::graph::Graph,
+    label: &Path,
+    opts: &Options,
+) -> Result<Box<dyn Session>> {
+    use prost::Message;
+    let bytes = crate::graph::convert::to_proto(g).encode_to_vec();
+    match (resolve(opts.kind).0, opts.ep) {
+        (Kind::Ort, ep) => Ok(Box::new(ort_backend::OrtSession::open_bytes(
+            &bytes,
+            label,
+            opts.threads,
+            ep,
+        )?)),
+        (_, Ep::Cuda) => open(label, opts),
+        (_, Ep::Cpu) => Ok(Box::new(tract_backend::TractSession::open_bytes(
+            &bytes, label,
+        )?)),
+    }
+}
+
 /// Runs `inputs` `warmup` times untimed, then times each run until both
 /// `iters` runs and `min_time` have passed (at most `max_iters`).
 pub fn time_runs(

@@ -31,6 +31,19 @@ fn environment() -> Result<&'static ort::environment::Environment> {
     .map_err(err)
 }
 
+enum Source<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8], &'a Path),
+}
+
+impl Source<'_> {
+    fn label(&self) -> &Path {
+        match self {
+            Source::File(p) | Source::Bytes(_, p) => p,
+        }
+    }
+}
+
 pub struct OrtSession {
     session: ort::session::Session,
     version: String,
@@ -39,6 +52,16 @@ pub struct OrtSession {
 
 impl OrtSession {
     pub fn open(model: &Path, threads: usize, ep: Ep) -> Result<Self> {
+        Self::open_from(Source::File(model), threads, ep)
+    }
+
+    /// A model serialised in memory (a re-batched fixed-batch export);
+    /// `label` names it in errors.
+    pub fn open_bytes(bytes: &[u8], label: &Path, threads: usize, ep: Ep) -> Result<Self> {
+        Self::open_from(Source::Bytes(bytes, label), threads, ep)
+    }
+
+    fn open_from(model: Source, threads: usize, ep: Ep) -> Result<Self> {
         let env = environment()?;
         let mut b = ort::session::Session::builder(env)
             .map_err(err)?
@@ -58,9 +81,11 @@ impl OrtSession {
                     ))
                 })?;
         }
-        let session = b
-            .commit_from_file(model)
-            .map_err(|e| err(format!("{}: {e}", model.display())))?;
+        let session = match model {
+            Source::File(p) => b.commit_from_file(p),
+            Source::Bytes(bytes, _) => b.commit_from_memory(bytes),
+        }
+        .map_err(|e| err(format!("{}: {e}", model.label().display())))?;
         Ok(OrtSession {
             session,
             version: super::locate::ORT_VERSION.to_string(),

@@ -35,6 +35,20 @@ impl TractSession {
             .with_ignore_output_shapes(true)
             .model_for_path(model)
             .map_err(|e| err(format!("{}: {e:#}", model.display())))?;
+        Self::from_model(m, model)
+    }
+
+    /// A model serialised in memory; `label` names it in errors.
+    pub fn open_bytes(bytes: &[u8], label: &Path) -> Result<Self> {
+        let m = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .with_ignore_output_shapes(true)
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| err(format!("{}: {e:#}", label.display())))?;
+        Self::from_model(m, label)
+    }
+
+    fn from_model(m: InferenceModel, model: &Path) -> Result<Self> {
         let outputs = m
             .output_outlets()
             .map_err(err)?

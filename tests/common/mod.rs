@@ -36,8 +36,17 @@ pub fn arch(p: &Path) -> String {
     f.split('.').next().unwrap().to_string()
 }
 
-pub fn load(p: &Path) -> Graph {
+/// The file's graph as written (no folding, batch as the file has it).
+pub fn load_file(p: &Path) -> Graph {
     convert::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The graph as the pipeline works on it (constants folded, a fixed batch
+/// made symbolic), as every command loads models.
+pub fn load(p: &Path) -> Graph {
+    sss_onnx::graph::import::import(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .graph
 }
 
 pub fn read_tensor(p: &Path) -> Tensor {
@@ -101,8 +110,21 @@ pub fn run_model(
     input: &str,
     x: &ndarray::ArrayD<f32>,
 ) -> ndarray::ArrayD<f32> {
-    let mut s = sss_onnx::runtime::open(p, opts).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let out = s.run(&vec![(input.to_string(), x.clone())]).unwrap();
+    // a fixed-batch export runs re-batched, as the commands run it; a
+    // single input is fed whatever the exporter named it
+    let imp = sss_onnx::graph::import::import(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut s = if imp.fixed_batch.is_some() {
+        sss_onnx::runtime::open_graph(&imp.graph, p, opts)
+    } else {
+        sss_onnx::runtime::open(p, opts)
+    }
+    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let inputs: Vec<String> = imp.graph.data_inputs().map(|v| v.name.clone()).collect();
+    let name = match inputs.as_slice() {
+        [only] => only.clone(),
+        _ => input.to_string(),
+    };
+    let out = s.run(&vec![(name, x.clone())]).unwrap();
     out.into_iter().next().unwrap().1
 }
 

@@ -411,7 +411,7 @@ impl OpRule for Cast {
             .node
             .attr_int("to")?
             .ok_or_else(|| cx.err("missing `to`"))? as i32;
-        let value = ints(x).and_then(|v| Tensor::from_i64_as(v, to));
+        let value = x.value.as_ref().and_then(|v| cast_value(v, to));
         Ok(vec![Fact {
             dtype: to,
             shape: x.shape.clone(),
@@ -444,6 +444,95 @@ impl OpRule for ConstantOfShape {
         Ok(vec![Fact {
             dtype: dt,
             shape,
+            value,
+        }])
+    }
+}
+
+pub struct Expand;
+pub struct CastLike;
+pub struct Range;
+
+/// `t` converted to `to`, for the float and integer types that shape code
+/// and raw exports' constant subgraphs use; `None` for anything else.
+pub fn cast_value(t: &Tensor, to: i32) -> Option<Tensor> {
+    match (t, to) {
+        (Tensor::F32(a), dtype::FLOAT) => Some(Tensor::F32(a.clone())),
+        // ONNX Cast truncates towards zero
+        (Tensor::F32(a), _) => Tensor::from_i64_as(a.mapv(|v| v as i64), to),
+        (other, _) => other.to_i64().and_then(|v| Tensor::from_i64_as(v, to)),
+    }
+}
+
+impl OpRule for Expand {
+    fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
+        let x = cx.input(0)?;
+        let target: Vec<usize> = cx
+            .const_ints(1, "shape")?
+            .iter()
+            .map(|&d| d.max(0) as usize)
+            .collect();
+        let shape = super::util::broadcast(cx, &x.shape, &target)?;
+        let n: usize = shape.iter().product();
+        let value = match &x.value {
+            Some(Tensor::F32(a)) if n <= MAX_FOLD => a
+                .broadcast(IxDyn(&shape))
+                .map(|v| Tensor::F32(v.to_owned())),
+            Some(t) if n <= MAX_FOLD => t
+                .to_i64()
+                .and_then(|a| a.broadcast(IxDyn(&shape)).map(|v| v.to_owned()))
+                .and_then(|a| Tensor::from_i64_as(a, x.dtype)),
+            _ => None,
+        };
+        Ok(vec![Fact {
+            dtype: x.dtype,
+            shape,
+            value,
+        }])
+    }
+}
+
+impl OpRule for CastLike {
+    fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
+        let x = cx.input(0)?;
+        let to = cx.input(1)?.dtype;
+        Ok(vec![Fact {
+            dtype: to,
+            shape: x.shape.clone(),
+            value: x.value.as_ref().and_then(|v| cast_value(v, to)),
+        }])
+    }
+}
+
+impl OpRule for Range {
+    fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
+        let scalar = |i: usize, what: &str| -> Result<i64> {
+            match cx.const_ints(i, what)?.as_slice() {
+                [v] => Ok(*v),
+                _ => Err(cx.err(format!("{what} (input {i}) must be a scalar"))),
+            }
+        };
+        let dt = cx.input(0)?.dtype;
+        if !matches!(dt, dtype::INT64 | dtype::INT32) {
+            return Err(cx.err("only integer Range is supported"));
+        }
+        let (start, limit, delta) = (
+            scalar(0, "start")?,
+            scalar(1, "limit")?,
+            scalar(2, "delta")?,
+        );
+        if delta == 0 {
+            return Err(cx.err("delta is 0"));
+        }
+        let n = ((limit - start) as f64 / delta as f64).ceil().max(0.0) as usize;
+        if n > MAX_FOLD {
+            return Err(cx.err(format!("{n} elements is too many for shape arithmetic")));
+        }
+        let v: Vec<i64> = (0..n as i64).map(|i| start + i * delta).collect();
+        let value = Tensor::from_i64_as(ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"), dt);
+        Ok(vec![Fact {
+            dtype: dt,
+            shape: vec![n],
             value,
         }])
     }

@@ -1,0 +1,115 @@
+//! BatchNorm restored in BN-folded exports: the restored network computes
+//! what the export does (ONNX Runtime, real images), the fold back gives
+//! the export's structure and outputs, and `compress` trains a deep
+//! BN-folded net to the end with its defaults.
+
+mod common;
+use common::*;
+use sss_onnx::bn_restore;
+use sss_onnx::data::{self, Preprocess, Split};
+
+fn outputs(g: &sss_onnx::graph::Graph, x: &ndarray::ArrayD<f32>) -> ndarray::ArrayD<f32> {
+    let name = g.data_inputs().next().unwrap().name.clone();
+    let mut s = sss_onnx::runtime::open_graph(g, std::path::Path::new("t"), &ort()).unwrap();
+    s.run(&vec![(name, x.clone())]).unwrap().remove(0).1
+}
+
+#[test]
+fn restored_batchnorm_changes_nothing_and_folds_back_exactly() {
+    let p = fixture("resnet20_fmnist.legacy13.onnx");
+    let g = load(&p);
+    assert!(bn_restore::is_bn_folded(&g));
+    let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
+    let prep = Preprocess::plan(&ds, [3, 32, 32]).unwrap();
+    let (restored, n) = bn_restore::restore(&g, &ds, &prep, "input", &ort(), 256).unwrap();
+    assert_eq!(n, 19, "every conv of a folded ResNet-20");
+    assert_eq!(
+        restored
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .count(),
+        19
+    );
+    // the restored statistics are the conv outputs' own: a BN in train
+    // mode would normalise them, so scale² − ε is their variance (> 0)
+    let var = restored.initializers["sss_bn/0/var"].as_f32().unwrap();
+    assert!(var.iter().all(|&v| v > 0.0));
+    let test = data::load(&fixture("fmnist"), Split::Test).unwrap();
+    let x = prep.batch(&test, &(0..64).collect::<Vec<_>>());
+    let y0 = outputs(&g, &x);
+    let y1 = outputs(&restored, &x);
+    let scale = y0.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        max_abs(&y0, &y1) <= 1e-5 * scale.max(1.0),
+        "{}",
+        max_abs(&y0, &y1)
+    );
+
+    // folding back: the export's ops and outputs again
+    let mut back = restored.clone();
+    assert_eq!(bn_restore::fold_back(&mut back).unwrap(), 19);
+    let ops = |g: &sss_onnx::graph::Graph| {
+        let mut v: Vec<String> = g.nodes.iter().map(|n| n.op_type.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ops(&back), ops(&g));
+    let y2 = outputs(&back, &x);
+    assert!(
+        max_abs(&y0, &y2) <= 1e-5 * scale.max(1.0),
+        "{}",
+        max_abs(&y0, &y2)
+    );
+}
+
+#[test]
+fn a_bn_kept_export_needs_nothing_restored() {
+    let g = load(&fixture("resnet20_a.legacy17bn.onnx"));
+    assert!(!bn_restore::is_bn_folded(&g));
+    assert!(bn_restore::folded_convs(&g).is_empty());
+}
+
+#[test]
+fn fold_back_uses_the_trained_statistics() {
+    // hand-computed: one 1×1 conv, weight 2, bias 1; BN γ 3, β 0.5,
+    // mean 4, var 8 (ε 1e-5): s = 3/√(8+ε); w' = 2s; b' = (1−4)s + 0.5
+    use sss_onnx::graph::build::Builder;
+    let mut b = Builder::new("x", &[1, 1, 1, 1], 1);
+    let y = b.conv("x", 1, 1, 1, 1);
+    let mut g = b.finish(&y);
+    let conv = g.nodes.iter().position(|n| n.op_type == "Conv").unwrap();
+    let w = g.nodes[conv].inputs[1].clone();
+    g.initializers.insert(
+        w,
+        sss_onnx::graph::Tensor::F32(ndarray::ArrayD::from_elem(
+            ndarray::IxDyn(&[1, 1, 1, 1]),
+            2.0,
+        )),
+    );
+    let bias = "conv_bias_test".to_string();
+    g.initializers.insert(
+        bias.clone(),
+        sss_onnx::graph::Tensor::F32(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1]), 1.0)),
+    );
+    g.nodes[conv].inputs.truncate(2);
+    g.nodes[conv].inputs.push(bias);
+    let out = g.nodes[conv].outputs[0].clone();
+    let stats = [(out, (vec![4.0f32], vec![8.0f32]))].into_iter().collect();
+    let (mut r, n) = bn_restore::insert(&g, &stats).unwrap();
+    assert_eq!(n, 1);
+    // pretend training moved γ and β
+    for (k, v) in [("scale", 3.0f32), ("bias", 0.5)] {
+        r.initializers.insert(
+            format!("sss_bn/0/{k}"),
+            sss_onnx::graph::Tensor::F32(ndarray::ArrayD::from_elem(ndarray::IxDyn(&[1]), v)),
+        );
+    }
+    bn_restore::fold_back(&mut r).unwrap();
+    let c = r.nodes.iter().find(|n| n.op_type == "Conv").unwrap();
+    let s = 3.0f32 / (8.0f32 + 1e-5).sqrt();
+    let w = r.initializers[&c.inputs[1]].as_f32().unwrap()[[0, 0, 0, 0]];
+    let b = r.initializers[&c.inputs[2]].as_f32().unwrap()[[0]];
+    assert!((w - 2.0 * s).abs() < 1e-6, "{w}");
+    assert!((b - ((1.0 - 4.0) * s + 0.5)).abs() < 1e-6, "{b}");
+}
