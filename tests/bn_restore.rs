@@ -113,3 +113,55 @@ fn fold_back_uses_the_trained_statistics() {
     assert!((w - 2.0 * s).abs() < 1e-6, "{w}");
     assert!((b - ((1.0 - 4.0) * s + 0.5)).abs() < 1e-6, "{b}");
 }
+
+#[test]
+fn a_deep_bn_folded_export_compresses_with_the_defaults() {
+    // one set of trained ResNet-56 weights, exported BN-folded and BN-kept;
+    // the folded export diverged within a few steps before BN was restored
+    require_ort();
+    let d = tempfile::tempdir().unwrap();
+    for v in ["legacy13", "legacy17bn"] {
+        let p = fixture(&format!("resnet56_fmnist.{v}.onnx"));
+        let out = d.path().join(format!("{v}.sss.onnx"));
+        let o = run(&[
+            "compress",
+            p.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--target-macs",
+            "0.5",
+            "--steps",
+            "24",
+            "--batch-size",
+            "32",
+            "--pad-value",
+            "black",
+            "--bench-iters",
+            "2",
+            "--bench-batch",
+            "1",
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{v}: {}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(r["training"]["rewinds"], 0, "{v}: the guard had to rewind");
+        let kept = 1.0 - r["macs_reduction"].as_f64().unwrap();
+        assert!((kept - 0.5).abs() <= 0.05, "{v}: {kept}");
+        let bns = load(&out)
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .count();
+        if v == "legacy13" {
+            assert!(
+                stderr(&o).contains("BatchNorm restored after 55 convs"),
+                "{}",
+                stderr(&o)
+            );
+            assert_eq!(bns, 0, "restored BatchNorms left in the output");
+        } else {
+            assert!(!stderr(&o).contains("BatchNorm restored"));
+            assert!(bns > 0);
+        }
+    }
+}

@@ -194,53 +194,55 @@ fn train_and_compress_keep_the_fixed_batch_of_what_they_write() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(first_dims(&trained).0[0], Dim::Fixed(1));
 
-    let out = d.path().join("c.sss.onnx");
-    let o = run(&[
-        "compress",
-        p.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--batch-size",
-        "32",
-        "--target-macs",
-        "0.8",
-        "--pad-value",
-        "black",
-        "--bench-iters",
-        "2",
-        "--bench-batch",
-        "1,4",
-        "--runtime",
-        "ort",
-        "--json",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let (i, ou) = first_dims(&out);
-    assert_eq!(
-        i,
-        vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(32), Dim::Fixed(32)]
-    );
-    assert_eq!(
-        ou[0],
-        first_dims(&p).1[0],
-        "the output's batch as the source had it"
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert!(r["data"]["preprocess"]
-        .as_str()
-        .unwrap()
-        .contains("pad to the input with black"));
-    // the written file runs at its batch in both runtimes, as the pruned
-    // graph does at batch 4 inside the tool
-    let g = load(&out);
-    let name = g.data_inputs().next().unwrap().name.clone();
-    let x = sss_onnx::measure::inputs::normal(&[1, 3, 32, 32], 5);
-    let a = run_model(&out, &ort(), &name, &x);
-    let b = run_model(&out, &tract(), &name, &x);
-    assert_eq!(a.shape(), &[1, 10]);
-    assert!(max_abs(&a, &b) < 1e-3);
+    for (v, p) in [("legacy", black("legacy")), ("default", black("default"))] {
+        let out = d.path().join(format!("c_{v}.sss.onnx"));
+        let o = run(&[
+            "compress",
+            p.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--batch-size",
+            "32",
+            "--target-macs",
+            "0.8",
+            "--pad-value",
+            "black",
+            "--bench-iters",
+            "2",
+            "--bench-batch",
+            "1,4",
+            "--runtime",
+            "ort",
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let (i, ou) = first_dims(&out);
+        assert_eq!(
+            i,
+            vec![Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(32), Dim::Fixed(32)]
+        );
+        assert_eq!(
+            ou[0],
+            first_dims(&p).1[0],
+            "the output's batch as the source had it"
+        );
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert!(r["data"]["preprocess"]
+            .as_str()
+            .unwrap()
+            .contains("pad to the input with black"));
+        // the written file runs at its batch in both runtimes, as the pruned
+        // graph does at batch 4 inside the tool
+        let g = load(&out);
+        let name = g.data_inputs().next().unwrap().name.clone();
+        let x = sss_onnx::measure::inputs::normal(&[1, 3, 32, 32], 5);
+        let a = run_model(&out, &ort(), &name, &x);
+        let b = run_model(&out, &tract(), &name, &x);
+        assert_eq!(a.shape(), &[1, 10]);
+        assert!(max_abs(&a, &b) < 1e-3);
+    }
 
     // --dynamic-batch writes a symbolic batch
     let dynamic = d.path().join("dyn.onnx");
@@ -527,4 +529,36 @@ fn pruned_models_pass_onnxs_checker_and_shape_inference() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(first_dims(&out).0[0], Dim::Fixed(1));
     onnx_check(&out, true);
+}
+
+#[test]
+fn a_batch_baked_in_beyond_reshape_targets_is_said_and_kept() {
+    // [1, 3, 4, 4] reshaped to [3, 16]: the batch hides in the 3
+    use sss_onnx::graph::build::Builder;
+    let mut b = Builder::new("x", &[1, 3, 4, 4], 1);
+    let y = b.node("Reshape", &["x", "target"], vec![]);
+    let mut g = b.finish(&y);
+    g.initializers.insert(
+        "target".into(),
+        sss_onnx::graph::Tensor::I64(
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2]), vec![3, 16]).unwrap(),
+        ),
+    );
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("baked.onnx");
+    sss_onnx::graph::convert::save(&g, &p, &Default::default()).unwrap();
+    let imp = import(&p).unwrap();
+    assert!(imp.fixed_batch.is_none());
+    assert!(imp.batch_locked.is_some());
+    assert!(imp.check_batch(1).is_ok());
+    assert!(imp.check_batch(4).is_err());
+    let o = run(&["bench", p.to_str().unwrap(), "--batch", "4", "--iters", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("batch 4 is not possible"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["bench", p.to_str().unwrap(), "--batch", "1", "--iters", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

@@ -3,6 +3,7 @@
 
 use super::common::{import_model, open_imported, RuntimeArgs};
 use super::CliResult;
+use anyhow::Context;
 use sss_onnx::graph::{cost, shape};
 use sss_onnx::measure::{bench, inputs};
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub fn run(a: Args) -> CliResult {
         let mut sessions = Vec::new();
         for m in &a.models {
             let imp = import_model(m)?;
+            imp.check_batch(batch)
+                .with_context(|| format!("{}: --batch {batch}", m.display()))?;
             let g = &imp.graph;
             let facts = shape::infer_strict(g, batch)?;
             let macs = cost::count(g, &facts).macs;

@@ -18,6 +18,9 @@ pub struct Imported {
     pub folded: usize,
     /// Whether the file kept its weights in external data.
     pub external_data: bool,
+    /// Why a fixed batch could not be made symbolic (the graph then stays
+    /// at the file's batch; commands that need another one say this).
+    pub batch_locked: Option<String>,
 }
 
 /// How a model derived from an imported one is written.
@@ -41,6 +44,26 @@ impl Imported {
         out
     }
 
+    /// An error unless the graph runs at `batch`.
+    pub fn check_batch(&self, batch: usize) -> Result<()> {
+        match &self.batch_locked {
+            Some(why) if self.fixed_batch.is_none() => {
+                let fixed = self
+                    .graph
+                    .data_inputs()
+                    .next()
+                    .and_then(|v| v.shape.as_ref()?.first().cloned());
+                match fixed {
+                    Some(super::Dim::Fixed(b)) if b as usize == batch => Ok(()),
+                    _ => Err(Error::Graph(format!(
+                        "batch {batch} is not possible: {why}"
+                    ))),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Writes `g` (derived from this model) as `choice` says.
     pub fn save(&self, g: &Graph, path: &Path, choice: WriteChoice) -> Result<()> {
         let out = self.for_writing(g, choice.dynamic_batch);
@@ -56,12 +79,17 @@ impl Imported {
 /// Prepares a loaded graph (see the module comment).
 fn prepare(mut g: Graph) -> Result<Imported> {
     let folded = fold::fold_constants(&mut g)?;
-    let fixed_batch = batch::make_symbolic(&mut g)?;
+    let (fixed_batch, batch_locked) = match batch::make_symbolic(&mut g) {
+        Ok(fb) => (fb, None),
+        Err(Error::Graph(why)) => (None, Some(why)),
+        Err(e) => return Err(e),
+    };
     Ok(Imported {
         graph: g,
         fixed_batch,
         folded,
         external_data: false,
+        batch_locked,
     })
 }
 
