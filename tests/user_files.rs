@@ -562,3 +562,67 @@ fn a_batch_baked_in_beyond_reshape_targets_is_said_and_kept() {
     let o = run(&["bench", p.to_str().unwrap(), "--batch", "1", "--iters", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn cifar_python_pickles_as_torchvision_downloads_them() {
+    // numpy (which the onnx package brings into .pydeps) pickles the
+    // batches as the CIFAR files have them: a dict with bytes keys, a
+    // uint8 array [N, 3072] and a list of labels; the same records are
+    // also written in the binary format, read by the other loader
+    let d = tempfile::tempdir().unwrap();
+    let script = r#"
+import pickle, sys, os
+import numpy as np
+root = sys.argv[1]
+rng = np.random.default_rng(3)
+for proto, sub in ((2, "p2"), (4, "p4")):
+    py = os.path.join(root, sub, "cifar-10-batches-py")
+    os.makedirs(py)
+    binary = os.path.join(root, sub + "_bin")
+    os.makedirs(binary)
+    for name, n in (("data_batch_1", 5), ("data_batch_2", 3), ("test_batch", 4)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        with open(os.path.join(py, name), "wb") as f:
+            pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": data,
+                         b"filenames": [b"f"] * n}, f, protocol=proto)
+        rec = np.concatenate([np.array(labels, np.uint8)[:, None], data], axis=1)
+        with open(os.path.join(binary, name + ".bin"), "wb") as f:
+            f.write(rec.tobytes())
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script, d.path().to_str().unwrap()])
+        .env("PYTHONPATH", root().join(".pydeps"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for sub in ["p2", "p4"] {
+        for split in [sss_onnx::data::Split::Train, sss_onnx::data::Split::Test] {
+            let a = sss_onnx::data::load(&d.path().join(sub), split).unwrap();
+            let b = sss_onnx::data::load(&d.path().join(format!("{sub}_bin")), split).unwrap();
+            assert_eq!(
+                a.len(),
+                if split == sss_onnx::data::Split::Train {
+                    8
+                } else {
+                    4
+                }
+            );
+            assert_eq!(a.labels, b.labels, "{sub}");
+            assert_eq!(a.pixels, b.pixels, "{sub}");
+            assert_eq!(a.name, "CIFAR-10");
+        }
+    }
+    // a pickle that builds anything else is refused, naming the file
+    let evil = d.path().join("evil").join("cifar-10-batches-py");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::fs::write(
+        evil.join("test_batch"),
+        b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.",
+    )
+    .unwrap();
+    let e = sss_onnx::data::load(&d.path().join("evil"), sss_onnx::data::Split::Test)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("test_batch") && e.contains("os.system"), "{e}");
+}

@@ -1,5 +1,8 @@
-//! CIFAR binary batches: records of a label byte (CIFAR-10) or coarse and
-//! fine label bytes (CIFAR-100) followed by 3×32×32 channel-major pixels.
+//! CIFAR batches: the binary version (records of a label byte, CIFAR-10,
+//! or coarse and fine label bytes, CIFAR-100, followed by 3×32×32
+//! channel-major pixels) and the Python version torchvision downloads
+//! (`cifar-10-batches-py/data_batch_N`, `cifar-100-python/train`: pickled
+//! dicts of a uint8 array [N, 3072] in the same pixel order and labels).
 
 use super::{bad, Dataset, Split};
 use crate::error::{Error, Result};
@@ -10,9 +13,41 @@ const IMG: usize = 3 * 32 * 32;
 pub struct Files {
     paths: Vec<PathBuf>,
     label_bytes: usize,
+    /// Python pickles instead of binary records.
+    pickled: bool,
 }
 
 pub fn find(dir: &Path, split: Split) -> Option<Files> {
+    // the Python version, as torchvision leaves it under its root
+    for d in [
+        dir.to_path_buf(),
+        dir.join("cifar-10-batches-py"),
+        dir.join("cifar-100-python"),
+    ] {
+        let ten: Vec<PathBuf> = match split {
+            Split::Train => (1..=5).map(|i| d.join(format!("data_batch_{i}"))).collect(),
+            Split::Test => vec![d.join("test_batch")],
+        };
+        let ten: Vec<PathBuf> = ten.into_iter().filter(|p| p.is_file()).collect();
+        if !ten.is_empty() {
+            return Some(Files {
+                paths: ten,
+                label_bytes: 1,
+                pickled: true,
+            });
+        }
+        let hundred = d.join(match split {
+            Split::Train => "train",
+            Split::Test => "test",
+        });
+        if hundred.is_file() && d.join("meta").is_file() {
+            return Some(Files {
+                paths: vec![hundred],
+                label_bytes: 2,
+                pickled: true,
+            });
+        }
+    }
     // the archives unpack into a subfolder; accept both
     for d in [
         dir.to_path_buf(),
@@ -30,6 +65,7 @@ pub fn find(dir: &Path, split: Split) -> Option<Files> {
             return Some(Files {
                 paths: ten,
                 label_bytes: 1,
+                pickled: false,
             });
         }
         let hundred = d.join(match split {
@@ -40,10 +76,44 @@ pub fn find(dir: &Path, split: Split) -> Option<Files> {
             return Some(Files {
                 paths: vec![hundred],
                 label_bytes: 2,
+                pickled: false,
             });
         }
     }
     None
+}
+
+/// Pixels and labels of one pickled batch.
+fn unpickle(p: &Path, bytes: &[u8], hundred: bool) -> Result<(Vec<u8>, Vec<u32>)> {
+    let v = super::pickle::load(bytes).map_err(|e| bad(p, format!("pickle: {e}")))?;
+    let key = if hundred { "fine_labels" } else { "labels" };
+    let labels = v
+        .get(key)
+        .and_then(|l| l.as_ints())
+        .ok_or_else(|| bad(p, format!("no integer list `{key}` in the batch")))?;
+    let Some(super::pickle::Value::Array { shape, dtype, data }) = v.get("data") else {
+        return Err(bad(p, "no numpy array `data` in the batch"));
+    };
+    if dtype.trim_start_matches('|') != "u1"
+        || shape.len() != 2
+        || shape[1] != IMG
+        || shape[0] != labels.len()
+        || data.len() != shape[0] * IMG
+    {
+        return Err(bad(
+            p,
+            format!(
+                "`data` is {dtype} {shape:?} ({} bytes) for {} labels; expected uint8 [N, {IMG}]",
+                data.len(),
+                labels.len()
+            ),
+        ));
+    }
+    let labels = labels
+        .into_iter()
+        .map(|l| u32::try_from(l).map_err(|_| bad(p, format!("label {l} is negative"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((data.clone(), labels))
 }
 
 pub fn load(files: &Files) -> Result<Dataset> {
@@ -52,6 +122,12 @@ pub fn load(files: &Files) -> Result<Dataset> {
     let mut labels = Vec::new();
     for p in &files.paths {
         let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+        if files.pickled {
+            let (px, lb) = unpickle(p, &bytes, files.label_bytes == 2)?;
+            pixels.extend(px);
+            labels.extend(lb);
+            continue;
+        }
         if bytes.is_empty() || bytes.len() % rec != 0 {
             return Err(bad(
                 p,

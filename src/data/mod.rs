@@ -8,6 +8,7 @@ mod cifar;
 mod fit;
 mod folder;
 mod idx;
+pub mod pickle;
 
 pub use fit::{ChannelOrder, Fit, PadValue, Preprocess, Size, Spec};
 
@@ -127,7 +128,7 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
             dir,
             format!(
                 "no {split:?} data found: expected idx files ({{train,t10k}}-images-idx3-ubyte[.gz]), \
-                 CIFAR binary batches (data_batch_N.bin/test_batch.bin, train.bin/test.bin) \
+                 CIFAR batches (binary data_batch_N.bin/test_batch.bin, train.bin/test.bin; python cifar-10-batches-py/, cifar-100-python/) \
                  or an ImageFolder tree ({{train,test,val}}/<class>/*.png|jpg)"
             ),
         ));
