@@ -81,6 +81,43 @@ fn raw_dynamo_graph_is_folded_and_found_whole() {
         "{}",
         stdout(&o)
     );
+    // it trains (a few steps) and what is written keeps the fixed batch,
+    // carries no clutter, and runs in both runtimes
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().join("t.onnx");
+    let o = run(&[
+        "train",
+        p.to_str().unwrap(),
+        "--data",
+        fixture("fmnist").to_str().unwrap(),
+        "--gate",
+        "--steps",
+        "2",
+        "--batch-size",
+        "16",
+        "-o",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(first_dims(&t).0[0], Dim::Fixed(1));
+    let written = load_file(&t);
+    assert!(!written.nodes.iter().any(|n| n.op_type == "CastLike"));
+    let x = sss_onnx::measure::inputs::normal(&[1, 3, 32, 32], 2);
+    let a = run_model(&t, &ort(), "x", &x);
+    let b = run_model(&t, &tract(), "x", &x);
+    assert!(max_abs(&a, &b) < 1e-3);
+    let o = run(&[
+        "bench",
+        p.to_str().unwrap(),
+        "--batch",
+        "4",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["results"][0]["macs"].as_u64().unwrap(), 4 * 40_551_040);
 }
 
 #[test]
