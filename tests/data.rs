@@ -182,3 +182,34 @@ fn bundled_fashion_mnist_subset() {
     assert_eq!(t.len(), 1000);
     assert_eq!(t.mean, vec![0.2860]);
 }
+
+#[test]
+fn dataset_json_states_the_preprocessing_as_text_or_numbers() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(common::fixture("fmnist").join(f), d.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        d.path().join("dataset.json"),
+        r#"{"resize": 40, "center_crop": "32x30", "pad_value": 0, "channel_order": "bgr"}"#,
+    )
+    .unwrap();
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    assert_eq!(ds.spec.resize, Some(data::Size::Shorter(40)));
+    assert_eq!(ds.spec.center_crop, Some(data::Size::Exact(32, 30)));
+    assert_eq!(ds.spec.pad_value, Some(data::PadValue::Pixel(0)));
+    assert_eq!(ds.spec.channel_order, Some(data::ChannelOrder::Bgr));
+    // 28×28 → 40×40 → centre 32×30 → padded to 32×32 with pixel 0
+    let p = Preprocess::plan(&ds, [3, 32, 32]).unwrap();
+    assert_eq!(p.resize, Some(data::Size::Shorter(40)));
+    assert_eq!(p.center_crop, Some((32, 30)));
+    let x = p.batch(&ds, &[0]);
+    // no mean/std stated: computed from the images
+    let zero = (0.0 - ds.mean[0]) / ds.std[0];
+    assert!((x[[0, 0, 5, 0]] - zero).abs() < 1e-6, "{}", x[[0, 0, 5, 0]]);
+    assert!((x[[0, 0, 5, 31]] - zero).abs() < 1e-6);
+    // a value that is neither is refused with the key's text
+    std::fs::write(d.path().join("dataset.json"), r#"{"pad_value": "grey"}"#).unwrap();
+    let e = data::load(d.path(), Split::Test).unwrap_err().to_string();
+    assert!(e.contains("grey"), "{e}");
+}

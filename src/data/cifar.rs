@@ -18,66 +18,41 @@ pub struct Files {
 }
 
 pub fn find(dir: &Path, split: Split) -> Option<Files> {
-    // the Python version, as torchvision leaves it under its root
-    for d in [
-        dir.to_path_buf(),
-        dir.join("cifar-10-batches-py"),
-        dir.join("cifar-100-python"),
-    ] {
-        let ten: Vec<PathBuf> = match split {
-            Split::Train => (1..=5).map(|i| d.join(format!("data_batch_{i}"))).collect(),
-            Split::Test => vec![d.join("test_batch")],
-        };
-        let ten: Vec<PathBuf> = ten.into_iter().filter(|p| p.is_file()).collect();
-        if !ten.is_empty() {
-            return Some(Files {
-                paths: ten,
-                label_bytes: 1,
-                pickled: true,
+    // (subfolders the archives unpack into, file suffix, pickled): the
+    // Python version torchvision downloads first, then the binary one
+    let layouts: [(&[&str], &str, bool); 2] = [
+        (&["cifar-10-batches-py", "cifar-100-python"], "", true),
+        (&["cifar-10-batches-bin", "cifar-100-binary"], ".bin", false),
+    ];
+    for (subs, ext, pickled) in layouts {
+        let dirs = std::iter::once(dir.to_path_buf()).chain(subs.iter().map(|s| dir.join(s)));
+        for d in dirs {
+            let ten: Vec<PathBuf> = match split {
+                Split::Train => (1..=5)
+                    .map(|i| d.join(format!("data_batch_{i}{ext}")))
+                    .collect(),
+                Split::Test => vec![d.join(format!("test_batch{ext}"))],
+            };
+            let ten: Vec<PathBuf> = ten.into_iter().filter(|p| p.is_file()).collect();
+            if !ten.is_empty() {
+                return Some(Files {
+                    paths: ten,
+                    label_bytes: 1,
+                    pickled,
+                });
+            }
+            let hundred = d.join(match split {
+                Split::Train => format!("train{ext}"),
+                Split::Test => format!("test{ext}"),
             });
-        }
-        let hundred = d.join(match split {
-            Split::Train => "train",
-            Split::Test => "test",
-        });
-        if hundred.is_file() && d.join("meta").is_file() {
-            return Some(Files {
-                paths: vec![hundred],
-                label_bytes: 2,
-                pickled: true,
-            });
-        }
-    }
-    // the archives unpack into a subfolder; accept both
-    for d in [
-        dir.to_path_buf(),
-        dir.join("cifar-10-batches-bin"),
-        dir.join("cifar-100-binary"),
-    ] {
-        let ten: Vec<PathBuf> = match split {
-            Split::Train => (1..=5)
-                .map(|i| d.join(format!("data_batch_{i}.bin")))
-                .collect(),
-            Split::Test => vec![d.join("test_batch.bin")],
-        };
-        let ten: Vec<PathBuf> = ten.into_iter().filter(|p| p.is_file()).collect();
-        if !ten.is_empty() {
-            return Some(Files {
-                paths: ten,
-                label_bytes: 1,
-                pickled: false,
-            });
-        }
-        let hundred = d.join(match split {
-            Split::Train => "train.bin",
-            Split::Test => "test.bin",
-        });
-        if hundred.is_file() {
-            return Some(Files {
-                paths: vec![hundred],
-                label_bytes: 2,
-                pickled: false,
-            });
+            // a bare `train`/`test` file is CIFAR-100 only beside its `meta`
+            if hundred.is_file() && (!pickled || d.join("meta").is_file()) {
+                return Some(Files {
+                    paths: vec![hundred],
+                    label_bytes: 2,
+                    pickled,
+                });
+            }
         }
     }
     None

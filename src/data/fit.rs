@@ -57,27 +57,6 @@ impl std::fmt::Display for Size {
     }
 }
 
-impl Serialize for Size {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(usize),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => format!("{n}").parse().map_err(serde::de::Error::custom),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// What fills the border when an image is smaller than the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PadValue {
@@ -113,27 +92,6 @@ impl std::fmt::Display for PadValue {
     }
 }
 
-impl Serialize for PadValue {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for PadValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u8),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(PadValue::Pixel(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelOrder {
@@ -152,6 +110,37 @@ impl std::str::FromStr for ChannelOrder {
         }
     }
 }
+
+/// Values written as text (`"256"`, `"224x224"`, `"black"`) or, where a
+/// number means the same, as a number (`256`, `0`), through `FromStr` and
+/// `Display`.
+macro_rules! text_serde {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    N(u64),
+                    S(String),
+                }
+                let text = match Raw::deserialize(d)? {
+                    Raw::N(n) => n.to_string(),
+                    Raw::S(s) => s,
+                };
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+
+text_serde!(Size, PadValue);
 
 /// The preprocessing a user states; `None` fields take the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
