@@ -252,3 +252,39 @@ fn gpu_requests_without_a_gpu_build_fail_clearly() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn version_names_the_runtime_library_and_the_build() {
+    let lib = sss_onnx::runtime::find_onnxruntime().expect("ONNX Runtime fetched");
+    let o = bin()
+        .arg("--version")
+        .env("ORT_DYLIB_PATH", &lib.path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    assert!(
+        t.starts_with(&format!("sss-onnx {}", env!("CARGO_PKG_VERSION"))),
+        "{t}"
+    );
+    assert!(t.contains(&lib.path.display().to_string()), "{t}");
+    let cuda = if cfg!(feature = "cuda") {
+        "cuda built in"
+    } else {
+        "cuda not built"
+    };
+    assert!(t.contains(cuda), "{t}");
+    let o = bin()
+        .arg("--version")
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("onnx runtime: not found"),
+        "{}",
+        stdout(&o)
+    );
+    // no command: the help and a usage exit code
+    let o = bin().output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -26,6 +26,7 @@ fn compress_report_matches_independent_remeasurement() {
         "64",
         "--target-macs",
         "0.8",
+        "--keep-checkpoints",
         "--log-every",
         "4",
         "--bench-iters",
@@ -128,6 +129,86 @@ fn a_run_that_destroys_the_model_is_no_success() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("at chance"), "{}", stderr(&o));
     assert!(!out.exists(), "a failed run wrote its model");
+    // a failed run keeps its checkpoints, to look at
+    assert!(out.with_extension("ckpt").join("pruned.onnx").is_file());
+}
+
+#[test]
+fn max_drop_refuses_a_run_that_lost_more() {
+    // 4 steps at a high learning rate cost a trained model accuracy; a
+    // bound of 0 points refuses any loss, a bound of 100 none
+    let d = tempfile::tempdir().unwrap();
+    for (bound, code) in [("0", 1), ("100", 0)] {
+        let out = d.path().join(format!("m{bound}.sss.onnx"));
+        let o = run(&[
+            "compress",
+            fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--batch-size",
+            "32",
+            "--lr",
+            "0.05",
+            "--gamma",
+            "0.01",
+            "--max-drop",
+            bound,
+            "--bench-iters",
+            "2",
+            "--bench-batch",
+            "1",
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert_eq!(out.exists(), code == 0);
+        if code == 1 {
+            assert!(
+                stderr(&o).contains("more than --max-drop 0"),
+                "{}",
+                stderr(&o)
+            );
+        } else {
+            // the report's drop is what the bound was checked against
+            let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+            assert!(r["accuracy_drop_pt"].as_f64().unwrap() > 0.0, "{r}");
+            // success: no checkpoint folder left, every file named
+            assert!(!out.with_extension("ckpt").exists());
+            let e = stderr(&o);
+            let last = e.lines().last().unwrap();
+            for f in [
+                out.display().to_string(),
+                out.with_extension("json").display().to_string(),
+                out.with_extension("curve.svg").display().to_string(),
+            ] {
+                assert!(last.contains(&f), "{last} lacks {f}");
+            }
+            // who made it, from what, how
+            let g = sss_onnx::graph::convert::load(&out).unwrap();
+            assert_eq!(g.producer_name, "sss-onnx");
+            assert_eq!(g.producer_version, env!("CARGO_PKG_VERSION"));
+            let meta = |k: &str| {
+                g.metadata
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("no {k} in {:?}", g.metadata))
+            };
+            use sha2::Digest;
+            let want: String = sha2::Sha256::digest(
+                std::fs::read(fixture("resnet20_fmnist.legacy13.onnx")).unwrap(),
+            )
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+            assert_eq!(meta("sss_onnx.source_sha256"), want);
+            assert_eq!(meta("sss_onnx.command"), "compress");
+            let recipe: serde_json::Value = serde_json::from_str(&meta("sss_onnx.recipe")).unwrap();
+            assert_eq!(recipe["lr"], 0.05);
+            assert_eq!(recipe["steps"], 4);
+        }
+    }
 }
 
 #[test]

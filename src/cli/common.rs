@@ -53,8 +53,11 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    pub fn choice(&self) -> WriteChoice {
+    /// How `command` writes its model.
+    pub fn choice(&self, command: &'static str) -> WriteChoice {
         WriteChoice {
+            command,
+            recipe: None,
             dynamic_batch: self.dynamic_batch,
             external_data: match (self.external_data, self.inline_data) {
                 (true, _) => Some(true),

@@ -56,6 +56,14 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     out: OutputArgs,
+    /// Exit 1 (nothing written) when top-1 falls by more than this many
+    /// points.
+    #[arg(long, value_name = "PT")]
+    max_drop: Option<f64>,
+    /// Keep the checkpoint folder (the trained gated and pruned models)
+    /// after a successful run.
+    #[arg(long)]
+    keep_checkpoints: bool,
     /// Put BatchNorm back after convs that had it folded in (PyTorch's
     /// default eval-mode export), train with it, fold it back before
     /// writing. auto: when the model has no BatchNormalization.
@@ -256,14 +264,45 @@ pub fn run(a: Args) -> CliResult {
     );
     let classes = test.classes.max(model_classes(&g).unwrap_or(0)).max(2);
     let macs_pruned = counts(&pruned)?.0;
-    if let Some(why) = report::outcome_problem(target, macs0, macs_pruned, acc1.top1, classes) {
+    let drop_pt = (acc0.top1 - acc1.top1) * 100.0;
+    let too_much = a
+        .max_drop
+        .filter(|&m| drop_pt > m)
+        .map(|m| format!("top-1 fell by {drop_pt:.2} pt, more than --max-drop {m}"));
+    if let Some(why) =
+        too_much.or_else(|| report::outcome_problem(target, macs0, macs_pruned, acc1.top1, classes))
+    {
         return Err(Failure::Validation(format!(
             "{why}; nothing written to {}; the trained models are in {}",
             out.display(),
             ckpt.display()
         )));
     }
-    imp.save(&pruned, &out, a.out.choice())
+    let mut settings = serde_json::json!({
+        "structures": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "target_macs": target,
+        "gamma_start": cfg.gamma,
+        "gate_optimizer": cfg.gate_optimizer,
+        "gate_lr": cfg.gate_lr,
+        "lock_at": cfg.lock_at,
+        "rank": cfg.rank,
+        "budget_steps": cfg.budget_steps,
+        "blocks_first": cfg.blocks_first,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch,
+        "lr": cfg.schedule.base,
+        "schedule": cfg.schedule.kind,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "seed": cfg.seed,
+        "augment": format!("{:?}", cfg.augment),
+        "threads": a.rt.threads,
+    });
+    settings["restore_bn"] = restore.into();
+    settings["preprocess"] = serde_json::to_value(a.train.prep.spec())?;
+    let mut choice = a.out.choice("compress");
+    choice.recipe = Some(settings.to_string());
+    imp.save(&pruned, &out, choice)
         .with_context(|| format!("writing {}", out.display()))?;
 
     stage(7, "bench (interleaved, original vs pruned)");
@@ -312,26 +351,7 @@ pub fn run(a: Args) -> CliResult {
         tool: format!("sss-onnx {}", env!("CARGO_PKG_VERSION")),
         status: "ok".into(),
         runtime: runtime_name,
-        settings: serde_json::json!({
-            "structures": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-            "target_macs": target,
-            "gamma_start": cfg.gamma,
-            "gate_optimizer": cfg.gate_optimizer,
-            "gate_lr": cfg.gate_lr,
-            "lock_at": cfg.lock_at,
-            "rank": cfg.rank,
-            "budget_steps": cfg.budget_steps,
-            "blocks_first": cfg.blocks_first,
-            "steps": cfg.steps,
-            "batch_size": cfg.batch,
-            "lr": cfg.schedule.base,
-            "schedule": cfg.schedule.kind,
-            "momentum": cfg.momentum,
-            "weight_decay": cfg.weight_decay,
-            "seed": cfg.seed,
-            "augment": format!("{:?}", cfg.augment),
-            "threads": a.rt.threads,
-        }),
+        settings: settings.clone(),
         data: serde_json::json!({
             "dir": data_dir, "name": test.name, "test_samples": test.len(), "preprocess": prep.describe(),
         }),
@@ -385,13 +405,29 @@ pub fn run(a: Args) -> CliResult {
         println!("{json}");
     } else {
         print!("{}", report::markdown(&r));
-        println!(
-            "\nWrote {}, {} and {} plots in {:.0} s.",
-            out.display(),
-            report_path.display(),
-            r.plots.len(),
-            t_all.elapsed().as_secs_f64()
-        );
     }
+    if !a.keep_checkpoints {
+        // everything in it is now in the outputs; a failed run keeps it
+        std::fs::remove_dir_all(&ckpt)
+            .with_context(|| format!("removing the checkpoint folder {}", ckpt.display()))?;
+    }
+    let mut written = vec![out.display().to_string()];
+    if a.out
+        .choice("compress")
+        .external_data
+        .unwrap_or(imp.external_data)
+    {
+        written.push(format!("{}.data", out.display()));
+    }
+    written.push(report_path.display().to_string());
+    written.extend(r.plots.iter().cloned());
+    if a.keep_checkpoints {
+        written.push(format!("{} (checkpoints)", ckpt.display()));
+    }
+    eprintln!(
+        "wrote {} in {:.0} s",
+        written.join(", "),
+        t_all.elapsed().as_secs_f64()
+    );
     Ok(())
 }

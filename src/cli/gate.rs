@@ -47,7 +47,7 @@ pub fn run(a: Args) -> CliResult {
     let g = &imp.graph;
     let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
     let (gated, gates) = gate::insert(g, &kinds)?;
-    imp.save(&gated, &a.output, a.out.choice())?;
+    imp.save(&gated, &a.output, a.out.choice("gate"))?;
     for k in [GateKind::Channel, GateKind::Group, GateKind::Block] {
         let (n, f): (usize, usize) = gates
             .iter()

@@ -20,12 +20,45 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 #[derive(Parser)]
 #[command(
     name = "sss-onnx",
-    version,
+    disable_version_flag = true,
     about = "Sparse Structure Selection for ONNX ResNets: ONNX in, smaller ONNX out"
 )]
 struct Cli {
+    /// Print the version, the ONNX Runtime library found and the build's
+    /// features.
+    #[arg(short = 'V', long)]
+    version: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// What `--version` says: the program, the runtime it would use, the build.
+fn version_text() -> String {
+    let ort = match sss_onnx::runtime::find_onnxruntime() {
+        Ok(lib) => format!("{} ({})", lib.path.display(), lib.how),
+        Err(why) => format!("not found: {why}"),
+    };
+    #[cfg(target_arch = "x86_64")]
+    let cpu = format!(
+        "avx512f {}, avx2+fma {}",
+        if std::is_x86_feature_detected!("avx512f") {
+            "yes"
+        } else {
+            "no"
+        },
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let cpu = "no x86 kernels".to_string();
+    format!(
+        "sss-onnx {}\nonnx runtime: {ort}\nembedded runtime: tract 0.23\ntraining: cuda {} (cargo feature), cpu kernels: {cpu}",
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(feature = "cuda") { "built in" } else { "not built" },
+    )
 }
 
 #[derive(Subcommand)]
@@ -73,7 +106,16 @@ pub fn main() -> i32 {
             return if e.use_stderr() { EXIT_BAD_INPUT } else { 0 };
         }
     };
-    let result = match cli.command {
+    if cli.version {
+        println!("{}", version_text());
+        return 0;
+    }
+    let Some(command) = cli.command else {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return EXIT_BAD_INPUT;
+    };
+    let result = match command {
         Command::Compress(a) => compress::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Gate(a) => gate::run(a),

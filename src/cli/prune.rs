@@ -24,7 +24,7 @@ pub fn run(a: Args) -> CliResult {
     let imp = import_model(&a.model)?;
     let g = &imp.graph;
     let (pruned, r) = prune::prune(g)?;
-    imp.save(&pruned, &a.output, a.out.choice())?;
+    imp.save(&pruned, &a.output, a.out.choice("prune"))?;
     if let Some(p) = &a.report {
         write_atomic(p, serde_json::to_string_pretty(&r)?.as_bytes())?;
     }

@@ -328,7 +328,7 @@ pub fn run(a: Args) -> CliResult {
         records,
         ..
     } = run_training(&g, &a.data, &a.train, None)?;
-    imp.save(&trained, &output, a.out.choice())?;
+    imp.save(&trained, &output, a.out.choice("train"))?;
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
     let acc = trainer::evaluate(
         &Model::new(&trained, &candle_core::Device::Cpu)?,

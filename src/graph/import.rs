@@ -18,14 +18,21 @@ pub struct Imported {
     pub folded: usize,
     /// Whether the file kept its weights in external data.
     pub external_data: bool,
+    /// The source file's name and SHA-256 (hex), recorded in what is
+    /// written from it.
+    pub source: Option<(String, String)>,
     /// Why a fixed batch could not be made symbolic (the graph then stays
     /// at the file's batch; commands that need another one say this).
     pub batch_locked: Option<String>,
 }
 
 /// How a model derived from an imported one is written.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteChoice {
+    /// The command that wrote it (`compress`, `gate`, ...).
+    pub command: &'static str,
+    /// The settings it ran with (JSON), to repeat the run.
+    pub recipe: Option<String>,
     /// Keep the batch symbolic even when the source fixed it.
     pub dynamic_batch: bool,
     /// `Some(true)`: weights in `<file>.data`; `Some(false)`: inline;
@@ -64,9 +71,23 @@ impl Imported {
         }
     }
 
-    /// Writes `g` (derived from this model) as `choice` says.
+    /// Writes `g` (derived from this model) as `choice` says, saying who
+    /// made it: producer sss-onnx and its version, the source's name and
+    /// digest and `choice.recipe` in the metadata.
     pub fn save(&self, g: &Graph, path: &Path, choice: WriteChoice) -> Result<()> {
-        let out = self.for_writing(g, choice.dynamic_batch);
+        let mut out = self.for_writing(g, choice.dynamic_batch);
+        out.producer_name = "sss-onnx".into();
+        out.producer_version = env!("CARGO_PKG_VERSION").into();
+        let mut meta = vec![("sss_onnx.command".to_string(), choice.command.to_string())];
+        if let Some((name, digest)) = &self.source {
+            meta.push(("sss_onnx.source".into(), name.clone()));
+            meta.push(("sss_onnx.source_sha256".into(), digest.clone()));
+        }
+        if let Some(r) = &choice.recipe {
+            meta.push(("sss_onnx.recipe".into(), r.clone()));
+        }
+        out.metadata.retain(|(k, _)| !k.starts_with("sss_onnx."));
+        out.metadata.extend(meta);
         let opts = if choice.external_data.unwrap_or(self.external_data) {
             WriteOptions::external()
         } else {
@@ -89,6 +110,7 @@ fn prepare(mut g: Graph) -> Result<Imported> {
         fixed_batch,
         folded,
         external_data: false,
+        source: None,
         batch_locked,
     })
 }
@@ -102,10 +124,25 @@ pub fn import(path: &Path) -> Result<Imported> {
         source: Box::new(e),
     })?;
     imp.external_data = external;
+    imp.source = Some((
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256_hex(path)?,
+    ));
     Ok(imp)
 }
 
 /// Prepares a graph built in memory (no file behind it).
 pub fn prepare_graph(g: Graph) -> Result<Imported> {
     prepare(g)
+}
+
+/// SHA-256 of a file, hex.
+fn sha256_hex(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
