@@ -1,5 +1,5 @@
 //! The `sss-onnx` command line. Exit codes: 0 success, 1 validation failure
-//! (outputs differ beyond tolerance), 2 bad input or usage.
+//! (outputs differ beyond tolerance), 2 bad input or usage, 130 interrupted.
 
 mod cli;
 

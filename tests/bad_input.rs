@@ -288,3 +288,25 @@ fn version_names_the_runtime_library_and_the_build() {
     let o = bin().output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn shell_completions_know_the_commands_and_flags() {
+    let o = bin().args(["completions", "bash"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    for w in [
+        "sss-onnx",
+        "compress",
+        "--target-macs",
+        "--restore-bn",
+        "--pad-value",
+    ] {
+        assert!(t.contains(w), "{w} missing");
+    }
+    let o = bin().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}

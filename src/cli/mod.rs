@@ -16,6 +16,21 @@ use clap::{Parser, Subcommand};
 pub const EXIT_VALIDATION: i32 = 1;
 /// Exit code for bad input or usage.
 pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// A run stopped by Ctrl-C or SIGTERM; the message says where the
+/// checkpoint is.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +94,12 @@ enum Command {
     Eval(eval::Args),
     /// Latency and throughput of one or more models, interleaved.
     Bench(bench::Args),
+    /// A completion script for a shell, on stdout (e.g. `sss-onnx
+    /// completions bash > /etc/bash_completion.d/sss-onnx`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Errors the CLI maps to exit codes.
@@ -124,9 +145,23 @@ pub fn main() -> i32 {
         Command::Validate(a) => validate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "sss-onnx",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => 0,
+        Err(Failure::Input(e)) if e.is::<Interrupted>() => {
+            eprintln!("{e:#}");
+            EXIT_INTERRUPTED
+        }
         Err(Failure::Input(e)) => {
             eprintln!("error: {e:#}");
             EXIT_BAD_INPUT

@@ -280,10 +280,11 @@ pub fn run_training(
             .as_ref()
             .map(|d| d.display().to_string())
             .unwrap_or_else(|| "nowhere (no --checkpoint-dir)".into());
-        anyhow::bail!(
+        return Err(super::Interrupted(format!(
             "interrupted at step {}; checkpoint in {where_}; continue with --resume",
             out.steps_done
-        );
+        ))
+        .into());
     }
     Ok(Trained {
         graph: trainer.model.write_back()?,
