@@ -117,3 +117,16 @@ fn blocks_first_deletes_the_dead_block_whole_and_no_channel() {
     }
     assert!((0.855..=0.918).contains(&ratio), "{ratio}");
 }
+
+#[test]
+fn the_default_budget_scales_and_the_eta_is_time_left() {
+    use sss_onnx::train::schedule::{default_steps, eta, DEFAULT_MAX_STEPS};
+    // the bundled 4000 images: 8 epochs of 31 steps
+    assert_eq!(default_steps(4000, 128), 248);
+    // a full 60 000-image training set would be 3 750: capped
+    assert_eq!(default_steps(60_000, 128), DEFAULT_MAX_STEPS);
+    assert_eq!(eta(100, 128, 128.0), "1:40");
+    assert_eq!(eta(10, 128, 1280.0), "0:01");
+    assert_eq!(eta(10, 128, 0.0), "?");
+    assert_eq!(eta(10, 128, f64::NAN), "?");
+}

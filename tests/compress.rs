@@ -38,6 +38,7 @@ fn compress_report_matches_independent_remeasurement() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("  ETA 0:"), "{}", stderr(&o));
     assert_eq!(
         std::fs::read(&input).unwrap(),
         before,

@@ -193,7 +193,7 @@ pub fn run(a: Args) -> CliResult {
     stage(3, "train (NAG for weights, APG for gates)");
     let mut targs = a.train.clone();
     if targs.epochs.is_none() && targs.steps.is_none() {
-        targs.epochs = Some(8.0);
+        targs.default_budget = true;
     }
     if targs.lock_at.is_none() {
         // with a target most of the run is fine-tuning after the budget's

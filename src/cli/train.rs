@@ -79,6 +79,10 @@ pub struct TrainArgs {
     pub log_every: usize,
     #[command(flatten)]
     pub prep: PrepArgs,
+    /// Set by `compress` when the user named no budget (see
+    /// `schedule::default_steps`).
+    #[arg(skip)]
+    pub default_budget: bool,
     /// Checkpoint folder (written each epoch and on Ctrl-C).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
@@ -138,10 +142,15 @@ pub fn pick_device(spec: &str) -> anyhow::Result<(candle_core::Device, String)> 
 impl TrainArgs {
     pub fn config(&self, train_len: usize, target_macs: Option<f64>) -> Config {
         let spe = feed::steps_per_epoch(train_len, self.batch_size);
-        let steps = self
-            .steps
-            .unwrap_or_else(|| (self.epochs.unwrap_or(1.0) * spe as f64).ceil() as usize)
-            .max(1);
+        let steps = match (self.steps, self.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => (e * spe as f64).ceil() as usize,
+            (None, None) if self.default_budget => {
+                schedule::default_steps(train_len, self.batch_size)
+            }
+            (None, None) => spe,
+        }
+        .max(1);
         Config {
             steps,
             batch: self.batch_size,
@@ -210,9 +219,10 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     flag
 }
 
-pub fn progress_line(r: &Record) -> String {
+/// One progress line; `eta` (time left) when the run's length is known.
+pub fn progress_line(r: &Record, eta: Option<String>) -> String {
     format!(
-        "step {:>6} ep {:>5.2}  loss {:.4}  acc {:>5.1}%  lr {:.4}  γ {:.3e}  zero gates {}/{}  MACs {:>5.1}%  {:.0} img/s{}",
+        "step {:>6} ep {:>5.2}  loss {:.4}  acc {:>5.1}%  lr {:.4}  γ {:.3e}  zero gates {}/{}  MACs {:>5.1}%  {:.0} img/s{}{}",
         r.step,
         r.epoch,
         r.loss,
@@ -223,6 +233,7 @@ pub fn progress_line(r: &Record) -> String {
         r.gates,
         r.macs_ratio * 100.0,
         r.images_per_s,
+        eta.map(|e| format!("  ETA {e}")).unwrap_or_default(),
         if r.locked { "  [locked: fine-tuning]" } else { "" }
     ) + &if r.rewinds > 0 {
         format!("  [loss ran away {}×: rewound, lr halved]", r.rewinds)
@@ -247,7 +258,22 @@ pub fn run_training(
     );
     let cfg = t.config(ds.len(), target_macs);
     let (device, said) = pick_device(&t.device)?;
-    eprintln!("device: {said}; {} steps of batch {}", cfg.steps, cfg.batch);
+    eprintln!(
+        "device: {said}; {} steps of batch {} ({:.2} epochs of {} images{}); the progress lines give the time left",
+        cfg.steps,
+        cfg.batch,
+        (cfg.steps * cfg.batch) as f64 / ds.len().max(1) as f64,
+        ds.len(),
+        if t.default_budget {
+            format!(
+                ": compress's default, 8 epochs but at most {} steps; --epochs or --steps to change",
+                schedule::DEFAULT_MAX_STEPS
+            )
+        } else {
+            String::new()
+        }
+    );
+    let (cfg_steps, cfg_batch) = (cfg.steps, cfg.batch);
     let model = Model::new(graph, &device)?;
     let mut trainer = Trainer::new(model, cfg.clone())?;
     if let Some(dir) = &t.resume {
@@ -268,7 +294,9 @@ pub fn run_training(
     };
     let stop = stop_flag();
     let mut on_record = |r: &Record| {
-        eprintln!("{}", progress_line(r));
+        let left = cfg_steps.saturating_sub(r.step);
+        let eta = schedule::eta(left, cfg_batch, r.images_per_s);
+        eprintln!("{}", progress_line(r, Some(eta)));
         if let Some(f) = metrics.as_mut() {
             let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
         }
@@ -344,7 +372,7 @@ pub fn run(a: Args) -> CliResult {
         test.len()
     );
     if let Some(last) = records.last() {
-        eprintln!("final: {}", progress_line(last));
+        eprintln!("final: {}", progress_line(last, None));
     }
     let summary = serde_json::json!({ "output": output, "test_accuracy": acc, "curve": records });
     let report = output.with_extension("train.json");

@@ -51,6 +51,30 @@ impl Schedule {
     }
 }
 
+/// `compress`'s training budget when the user names none: 8 epochs (a
+/// minute on the bundled subset), at most `DEFAULT_MAX_STEPS` steps, so a
+/// user's full training set (60 000 images: 3 750 steps of 128) or a large
+/// photo folder does not silently mean hours. Returns the steps.
+pub fn default_steps(train_len: usize, batch: usize) -> usize {
+    let epochs8 = 8 * crate::train::feed::steps_per_epoch(train_len, batch);
+    epochs8.min(DEFAULT_MAX_STEPS)
+}
+
+/// The cap of the default budget (2 000 steps of 128 is ~4 passes over
+/// 60 000 images).
+pub const DEFAULT_MAX_STEPS: usize = 2000;
+
+/// Time left at `images_per_s` for the steps still to run, as `m:ss`.
+pub fn eta(steps_left: usize, batch: usize, images_per_s: f64) -> String {
+    // NaN and 0 alike: no rate yet
+    if images_per_s.is_nan() || images_per_s <= 0.0 {
+        return "?".into();
+    }
+    let s = (steps_left * batch) as f64 / images_per_s;
+    let s = s.round() as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
