@@ -251,6 +251,15 @@ fn gpu_requests_without_a_gpu_build_fail_clearly() {
         stderr(&o)
     );
     assert!(!out.exists());
+    // checked before any work: the (missing) model is never opened
+    for dev in ["tpu:0", "cuda"] {
+        if dev == "cuda" && cfg!(feature = "cuda") {
+            continue;
+        }
+        let o = run(&["compress", "/nonexistent/m.onnx", "--device", dev]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("nonexistent"), "{}", stderr(&o));
+    }
 }
 
 #[test]
@@ -309,4 +318,15 @@ fn shell_completions_know_the_commands_and_flags() {
         Some(2),
         "an unknown shell is a usage error"
     );
+}
+
+#[test]
+fn compress_help_is_grouped_with_examples() {
+    let o = run(&["compress", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let t = stdout(&o);
+    for h in ["Training:", "Preprocessing", "Runtime:", "Output:", "Examples:"] {
+        assert!(t.lines().any(|l| l.starts_with(h)), "{h} missing:\n{t}");
+    }
+    assert!(t.contains("sss-onnx compress fixtures/resnet20_fmnist.legacy13.onnx"));
 }

@@ -9,6 +9,7 @@ use sss_onnx::runtime::{self, Ep, Kind, Options, Session};
 use std::path::Path;
 
 #[derive(clap::Args, Clone)]
+#[command(next_help_heading = "Runtime")]
 pub struct RuntimeArgs {
     /// Runtime: ONNX Runtime (ort), tract, or auto (ORT when its library is found).
     #[arg(long, value_enum, default_value = "auto")]
@@ -39,6 +40,7 @@ impl RuntimeArgs {
 
 /// How written models store their weights and batch.
 #[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Weights in `<output>.data` beside the model (default: as the input
     /// had them).

@@ -107,6 +107,8 @@ pub enum RestoreBn {
 
 pub fn run(a: Args) -> CliResult {
     let t_all = Instant::now();
+    // a device that cannot be had is an error before any work
+    super::train::pick_device(&a.train.device)?;
     let out = a
         .output
         .clone()

@@ -79,6 +79,10 @@ fn version_text() -> String {
 #[derive(Subcommand)]
 enum Command {
     /// The whole pipeline: gate, train, prune, validate, evaluate, bench, report.
+    #[command(after_help = "Examples:\n  \
+        sss-onnx compress fixtures/resnet20_fmnist.legacy13.onnx\n  \
+        sss-onnx compress model.onnx --data ~/data/FashionMNIST --pad-value black --target-macs 0.5 --epochs 1\n  \
+        sss-onnx compress resnet50.onnx --data photos/ --resize 256 --center-crop 224 --steps 200 --max-drop 1")]
     Compress(compress::Args),
     /// Ops, shapes, MACs, parameters, residual blocks and gateable structures.
     Inspect(inspect::Args),

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 /// Options shared by `train` and `compress`.
 #[derive(clap::Args, Clone)]
+#[command(next_help_heading = "Training")]
 pub struct TrainArgs {
     /// Epochs over the training split (fractions allowed).
     #[arg(long, conflicts_with = "steps")]
@@ -94,8 +95,20 @@ pub struct TrainArgs {
     pub metrics: Option<PathBuf>,
     /// Training device: auto (CUDA when the binary was built with the
     /// `cuda` feature and a GPU is visible, else CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: String,
+}
+
+/// `--device`'s syntax, checked while the arguments are parsed.
+fn parse_device(s: &str) -> Result<String, String> {
+    let ok = matches!(s, "auto" | "cpu" | "cuda")
+        || s.strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected auto, cpu, cuda or cuda:N".into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -341,6 +354,8 @@ pub struct Trained {
 }
 
 pub fn run(a: Args) -> CliResult {
+    // a device that cannot be had is an error before any work
+    pick_device(&a.train.device)?;
     let output = a
         .output
         .clone()
