@@ -325,7 +325,13 @@ fn compress_help_is_grouped_with_examples() {
     let o = run(&["compress", "--help"]);
     assert_eq!(o.status.code(), Some(0));
     let t = stdout(&o);
-    for h in ["Training:", "Preprocessing", "Runtime:", "Output:", "Examples:"] {
+    for h in [
+        "Training:",
+        "Preprocessing",
+        "Runtime:",
+        "Output:",
+        "Examples:",
+    ] {
         assert!(t.lines().any(|l| l.starts_with(h)), "{h} missing:\n{t}");
     }
     assert!(t.contains("sss-onnx compress fixtures/resnet20_fmnist.legacy13.onnx"));
