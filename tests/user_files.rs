@@ -169,11 +169,12 @@ fn bench_measures_the_asked_batch_of_a_fixed_batch_export() {
 
 /// Top-1 on the bundled test subset, as `eval --json` reports it.
 fn eval_top1(model: &Path, extra: &[&str]) -> f64 {
+    let data = fixture("fmnist");
     let mut args = vec![
         "eval",
         model.to_str().unwrap(),
         "--data",
-        fixture("fmnist").to_str().unwrap().to_owned().leak(),
+        data.to_str().unwrap(),
         "--runtime",
         "ort",
         "--json",

@@ -18,7 +18,7 @@ use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
 use sss_onnx::onnx::WriteOptions;
 use sss_onnx::prune;
 use sss_onnx::report::{self, GateValues, ModelFigures, Report, Training};
-use sss_onnx::runtime::Options;
+use sss_onnx::runtime::{self, Options};
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::{model::Model, trainer};
 use std::path::{Path, PathBuf};
@@ -174,12 +174,15 @@ pub fn run(a: Args) -> CliResult {
         RestoreBn::On => true,
         RestoreBn::Off => false,
     };
+    // the training split, loaded once: for the BN statistics and training
+    let mut train_split = None;
     let base = if restore {
         let (train, tprep, tin) = load_data(&data_dir, Split::Train, &g, &a.train.prep)?;
         let (b, n) = bn_restore::restore(&g, &train, &tprep, &tin, &opts, 512)?;
         eprintln!(
             "BatchNorm restored after {n} convs (statistics of 512 training images; folded back before writing)"
         );
+        train_split = Some((train, tprep));
         b
     } else {
         g.clone()
@@ -212,7 +215,7 @@ pub fn run(a: Args) -> CliResult {
         budget_zeroed,
         device,
         rewinds,
-    } = run_training(&gated, &data_dir, &targs, target)?;
+    } = run_training(&gated, &data_dir, train_split, &targs, target)?;
     let train_secs = t_train.elapsed().as_secs_f64();
     let gated_path = ckpt.join("gated.onnx");
     convert::save(&trained, &gated_path, &WriteOptions::default())?;
@@ -227,7 +230,11 @@ pub fn run(a: Args) -> CliResult {
     convert::save(&pruned, &pruned_check, &WriteOptions::default())?;
 
     stage(5, "validate (pruned vs trained gated model)");
-    let (mut sg, mut sp) = (open(&gated_path, &opts)?, open(&pruned_check, &opts)?);
+    // both written above with a symbolic batch: the runtime opens the files
+    let (mut sg, mut sp) = (
+        runtime::open(&gated_path, &opts)?,
+        runtime::open(&pruned_check, &opts)?,
+    );
     let plan = validate::Plan {
         pairing: None,
         random_batches: 4,
@@ -265,14 +272,14 @@ pub fn run(a: Args) -> CliResult {
         acc_gated_candle * 100.0
     );
     let classes = test.classes.max(model_classes(&g).unwrap_or(0)).max(2);
-    let macs_pruned = counts(&pruned)?.0;
+    let (macs1, params1) = counts(&pruned)?;
     let drop_pt = (acc0.top1 - acc1.top1) * 100.0;
     let too_much = a
         .max_drop
         .filter(|&m| drop_pt > m)
         .map(|m| format!("top-1 fell by {drop_pt:.2} pt, more than --max-drop {m}"));
     if let Some(why) =
-        too_much.or_else(|| report::outcome_problem(target, macs0, macs_pruned, acc1.top1, classes))
+        too_much.or_else(|| report::outcome_problem(target, macs0, macs1, acc1.top1, classes))
     {
         return Err(Failure::Validation(format!(
             "{why}; nothing written to {}; the trained models are in {}",
@@ -320,7 +327,7 @@ pub fn run(a: Args) -> CliResult {
             ),
             (
                 out.display().to_string(),
-                counts(&pruned)?.0,
+                macs1,
                 open(&out, &opts)?,
                 inputs::random_inputs(&pruned, b, 0)?,
             ),
@@ -334,7 +341,6 @@ pub fn run(a: Args) -> CliResult {
     }
 
     stage(8, "report");
-    let (macs1, params1) = counts(&pruned)?;
     let gate_values = gates
         .iter()
         .map(|gt| {

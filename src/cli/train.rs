@@ -4,7 +4,7 @@ use super::common::{import_model, load_data, OutputArgs, PrepArgs};
 use super::gate::Structure;
 use super::CliResult;
 use anyhow::Context;
-use sss_onnx::data::Split;
+use sss_onnx::data::{Dataset, Preprocess, Split};
 use sss_onnx::gate;
 use sss_onnx::graph::Graph;
 use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
@@ -256,13 +256,22 @@ pub fn progress_line(r: &Record, eta: Option<String>) -> String {
 }
 
 /// Runs training, writing metrics and progress; returns the trained graph.
+/// `train`: the training split of `data_dir`, or the one the caller
+/// already loaded (with its fit to the model).
 pub fn run_training(
     graph: &Graph,
     data_dir: &Path,
+    loaded: Option<(Dataset, Preprocess)>,
     t: &TrainArgs,
     target_macs: Option<f64>,
 ) -> anyhow::Result<Trained> {
-    let (ds, prep, _) = load_data(data_dir, Split::Train, graph, &t.prep)?;
+    let (ds, prep) = match loaded {
+        Some(l) => l,
+        None => {
+            let (ds, prep, _) = load_data(data_dir, Split::Train, graph, &t.prep)?;
+            (ds, prep)
+        }
+    };
     eprintln!(
         "data: {} ({} training samples); {}",
         ds.name,
@@ -371,7 +380,7 @@ pub fn run(a: Args) -> CliResult {
         graph: trained,
         records,
         ..
-    } = run_training(&g, &a.data, &a.train, None)?;
+    } = run_training(&g, &a.data, None, &a.train, None)?;
     imp.save(&trained, &output, a.out.choice("train"))?;
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
     let acc = trainer::evaluate(

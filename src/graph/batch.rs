@@ -14,13 +14,11 @@ use std::collections::HashMap;
 pub const BATCH_SYMBOL: &str = "N";
 
 /// What was fixed in the file, to be restored on writing.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FixedBatch {
     pub batch: i64,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
-    /// Shape constants rewritten to follow the batch.
-    pub reshapes: Vec<String>,
 }
 
 /// Two batch sizes no exporter fixes a model at: inference at both must
@@ -58,7 +56,6 @@ pub fn make_symbolic(g: &mut Graph) -> Result<Option<FixedBatch>> {
         batch,
         inputs: fixed.into_iter().map(|(n, _)| n).collect(),
         outputs: Vec::new(),
-        reshapes: Vec::new(),
     };
     let mut probe = g.clone();
     set_first_dim(&mut probe, &fb.inputs, Dim::Param(BATCH_SYMBOL.into()));
@@ -76,7 +73,7 @@ pub fn make_symbolic(g: &mut Graph) -> Result<Option<FixedBatch>> {
     // their outputs then carry it too, so a few passes reach the end.
     for _ in 0..probe.nodes.len().max(1) {
         let facts = shape::infer(&probe, &shape::input_shapes(&probe, PROBES[0])?);
-        let changed = retarget_reshapes(&mut probe, &facts, batch, &mut fb)?;
+        let changed = retarget_reshapes(&mut probe, &facts, batch)?;
         if !changed {
             break;
         }
@@ -102,12 +99,7 @@ pub fn make_symbolic(g: &mut Graph) -> Result<Option<FixedBatch>> {
 /// Points each `Reshape` whose data carries the probe batch and whose
 /// constant target starts with the fixed batch at a target starting with 0
 /// ("copy the input's first dimension").
-fn retarget_reshapes(
-    g: &mut Graph,
-    facts: &Facts,
-    batch: i64,
-    fb: &mut FixedBatch,
-) -> Result<bool> {
+fn retarget_reshapes(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
     let mut changed = false;
     let mut new_inits: HashMap<String, Tensor> = HashMap::new();
     for i in 0..g.nodes.len() {
@@ -140,7 +132,6 @@ fn retarget_reshapes(
         let name = g.fresh_name(&format!("{target}_batched"));
         let arr = ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D");
         let tensor = Tensor::I64(arr);
-        fb.reshapes.push(g.nodes[i].display_name());
         g.nodes[i].inputs[1] = name.clone();
         new_inits.insert(name, tensor);
         changed = true;

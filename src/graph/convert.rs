@@ -17,10 +17,15 @@ use std::path::Path;
 
 /// Reads an ONNX file (external data included) into the IR.
 pub fn load(path: &Path) -> Result<Graph> {
-    let model = onnx::read_model(path)?;
+    Ok(load_with_facts(path)?.0)
+}
+
+/// `load`, and what the file was (external data, digest) from the same read.
+pub fn load_with_facts(path: &Path) -> Result<(Graph, onnx::io::FileFacts)> {
+    let (model, facts) = onnx::io::read_model_with_facts(path)?;
     // every error names the file: graph-level ones as a decode failure,
     // node/tensor ones wrapped with the path in front
-    from_proto(model).map_err(|e| match e {
+    let g = from_proto(model).map_err(|e| match e {
         Error::Graph(reason) => Error::Decode {
             path: path.to_path_buf(),
             reason,
@@ -29,7 +34,8 @@ pub fn load(path: &Path) -> Result<Graph> {
             path: path.to_path_buf(),
             source: Box::new(e),
         },
-    })
+    })?;
+    Ok((g, facts))
 }
 
 /// Writes the IR to an ONNX file atomically.

@@ -43,7 +43,7 @@ pub struct WriteChoice {
 impl Imported {
     /// The graph as it should be written: the file's fixed batch back
     /// unless `dynamic_batch`.
-    pub fn for_writing(&self, g: &Graph, dynamic_batch: bool) -> Graph {
+    fn for_writing(&self, g: &Graph, dynamic_batch: bool) -> Graph {
         let mut out = g.clone();
         if let (Some(fb), false) = (&self.fixed_batch, dynamic_batch) {
             batch::restore(&mut out, fb);
@@ -115,34 +115,19 @@ fn prepare(mut g: Graph) -> Result<Imported> {
     })
 }
 
-/// Loads `path` and prepares it; errors name the file.
+/// Loads `path` and prepares it (the file read once); errors name the file.
 pub fn import(path: &Path) -> Result<Imported> {
-    let g = convert::load(path)?;
-    let external = crate::onnx::io::uses_external_data(path)?;
+    let (g, facts) = convert::load_with_facts(path)?;
     let mut imp = prepare(g).map_err(|e| Error::InModel {
         path: path.to_path_buf(),
         source: Box::new(e),
     })?;
-    imp.external_data = external;
+    imp.external_data = facts.external_data;
     imp.source = Some((
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        sha256_hex(path)?,
+        facts.sha256,
     ));
     Ok(imp)
-}
-
-/// Prepares a graph built in memory (no file behind it).
-pub fn prepare_graph(g: Graph) -> Result<Imported> {
-    prepare(g)
-}
-
-/// SHA-256 of a file, hex.
-fn sha256_hex(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -24,13 +24,41 @@ impl WriteOptions {
     }
 }
 
+/// What a model file was, beside what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileFacts {
+    /// Whether any tensor was kept in external data.
+    pub external_data: bool,
+    /// SHA-256 of the model file (hex).
+    pub sha256: String,
+}
+
 /// Reads a model and inlines its external data, so every tensor after this
 /// call holds its bytes.
 pub fn read_model(path: &Path) -> Result<ModelProto> {
+    Ok(read_model_with_facts(path)?.0)
+}
+
+/// `read_model`, and the file's facts from the same read.
+pub fn read_model_with_facts(path: &Path) -> Result<(ModelProto, FileFacts)> {
+    use super::proto::tensor_proto::DataLocation;
+    use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let sha256 = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut model = read_model_bytes(path, &bytes)?;
+    let external_data =
+        all_tensors(&mut model).any(|t| t.data_location() == DataLocation::External);
     inline_tensors(path, all_tensors(&mut model))?;
-    Ok(model)
+    Ok((
+        model,
+        FileFacts {
+            external_data,
+            sha256,
+        },
+    ))
 }
 
 /// Whether the file keeps any tensor in external data.

@@ -75,6 +75,13 @@ pub fn resolve(kind: Kind) -> (Kind, Option<String>) {
     }
 }
 
+fn tract_has_no_cuda() -> crate::error::Error {
+    crate::error::Error::Runtime {
+        backend: "tract",
+        reason: "tract runs on the CPU only; --ep cuda needs ONNX Runtime's GPU library".into(),
+    }
+}
+
 /// Opens `model` on the runtime `opts.kind` names.
 pub fn open(model: &Path, opts: &Options) -> Result<Box<dyn Session>> {
     match (resolve(opts.kind).0, opts.ep) {
@@ -83,10 +90,7 @@ pub fn open(model: &Path, opts: &Options) -> Result<Box<dyn Session>> {
             opts.threads,
             ep,
         )?)),
-        (_, Ep::Cuda) => Err(crate::error::Error::Runtime {
-            backend: "tract",
-            reason: "tract runs on the CPU only; --ep cuda needs ONNX Runtime's GPU library".into(),
-        }),
+        (_, Ep::Cuda) => Err(tract_has_no_cuda()),
         (_, Ep::Cpu) => Ok(Box::new(tract_backend::TractSession::open(model)?)),
     }
 }
@@ -107,7 +111,7 @@ pub fn open_graph(
             opts.threads,
             ep,
         )?)),
-        (_, Ep::Cuda) => open(label, opts),
+        (_, Ep::Cuda) => Err(tract_has_no_cuda()),
         (_, Ep::Cpu) => Ok(Box::new(tract_backend::TractSession::open_bytes(
             &bytes, label,
         )?)),
