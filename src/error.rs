@@ -57,6 +57,25 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A training device that cannot be had.
+    #[error("device `{spec}`: {reason}")]
+    Device { spec: String, reason: String },
+
+    /// A recipe file that cannot be used (the key or value named).
+    #[error("{}: recipe: {reason}", path.display())]
+    Recipe { path: PathBuf, reason: String },
+
+    /// The run finished but its result is refused (the pruned model is not
+    /// exact, off its target, at chance, or lost more than allowed);
+    /// nothing was written.
+    #[error("{0}")]
+    Rejected(String),
+
+    /// Stopped by the caller (Ctrl-C); the message says where the
+    /// checkpoint is.
+    #[error("{0}")]
+    Interrupted(String),
+
     /// An error inside a model file (a node, tensor or attribute), with the
     /// file it came from; the cause follows in the chain.
     #[error("{}", path.display())]

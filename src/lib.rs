@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod bn_restore;
+pub mod compress;
 pub mod data;
 pub mod error;
 pub mod gate;
@@ -14,6 +15,7 @@ pub mod graph;
 pub mod inspect;
 pub mod measure;
 pub mod onnx;
+pub mod progress;
 pub mod prune;
 pub mod report;
 pub mod runtime;

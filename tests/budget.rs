@@ -11,9 +11,8 @@ use sss_onnx::graph::Tensor;
 use sss_onnx::structure::{self, GateKind};
 use sss_onnx::train::feed::Augment;
 use sss_onnx::train::model::Model;
-use sss_onnx::train::optim::GateOptimizer;
 use sss_onnx::train::schedule::{Kind, Schedule};
-use sss_onnx::train::trainer::{Config, Rank, Trainer};
+use sss_onnx::train::trainer::{Config, Trainer};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -21,30 +20,18 @@ fn config(steps: usize, target: f64, blocks_first: bool) -> Config {
     Config {
         steps,
         batch: 32,
-        schedule: Schedule {
-            kind: Kind::Constant,
-            base: 1e-5,
-            total: steps,
-            warmup: 0,
-            factor: 0.1,
-            step_every: 1,
-            milestones: vec![],
-        },
-        momentum: 0.9,
+        schedule: Schedule::new(Kind::Constant, 1e-5, steps, 0),
         weight_decay: 0.0,
         gamma: 0.0,
-        gate_lr: None,
-        gate_optimizer: GateOptimizer::Apg,
         seed: 5,
         augment: Augment::NONE,
         log_every: 100,
-        checkpoint_dir: None,
         checkpoint_every: 1000,
         target_macs: Some(target),
         lock_at: Some(0.5),
-        rank: Rank::Taylor,
         budget_steps: 1,
         blocks_first,
+        ..Config::default()
     }
 }
 

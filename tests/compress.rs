@@ -166,7 +166,7 @@ fn max_drop_refuses_a_run_that_lost_more() {
         assert_eq!(out.exists(), code == 0);
         if code == 1 {
             assert!(
-                stderr(&o).contains("more than --max-drop 0"),
+                stderr(&o).contains("more than the allowed max_drop 0 pt"),
                 "{}",
                 stderr(&o)
             );
@@ -205,9 +205,10 @@ fn max_drop_refuses_a_run_that_lost_more() {
             .collect();
             assert_eq!(meta("sss_onnx.source_sha256"), want);
             assert_eq!(meta("sss_onnx.command"), "compress");
-            let recipe: serde_json::Value = serde_json::from_str(&meta("sss_onnx.recipe")).unwrap();
-            assert_eq!(recipe["lr"], 0.05);
-            assert_eq!(recipe["steps"], 4);
+            let recipe = sss_onnx::compress::recipe::parse(&meta("sss_onnx.recipe")).unwrap();
+            assert_eq!(recipe.train.lr, 0.05);
+            assert_eq!(recipe.train.steps, Some(4));
+            assert_eq!(recipe.max_drop, Some(100.0));
         }
     }
 }

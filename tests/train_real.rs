@@ -10,11 +10,9 @@ use common::*;
 use sss_onnx::data::{self, Dataset, Preprocess, Split};
 use sss_onnx::graph::{convert, Graph, Tensor};
 use sss_onnx::measure::accuracy;
-use sss_onnx::train::feed::Augment;
 use sss_onnx::train::model::Model;
-use sss_onnx::train::optim::GateOptimizer;
 use sss_onnx::train::schedule::{Kind, Schedule};
-use sss_onnx::train::trainer::{self, Config, Rank, Trainer};
+use sss_onnx::train::trainer::{self, Config, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -31,31 +29,14 @@ fn full_data() -> PathBuf {
 fn config(steps: usize, lr: f64) -> Config {
     Config {
         steps,
-        batch: 128,
-        schedule: Schedule {
-            kind: Kind::Cosine,
-            base: lr,
-            total: steps,
-            warmup: 0,
-            factor: 0.1,
-            step_every: 1,
-            milestones: vec![],
-        },
-        momentum: 0.9,
-        weight_decay: 1e-4,
+        schedule: Schedule::new(Kind::Cosine, lr, steps, 0),
         gamma: 0.0,
-        gate_lr: None,
-        gate_optimizer: GateOptimizer::Apg,
         seed: 3,
-        augment: Augment::STANDARD,
         log_every: 50,
-        checkpoint_dir: None,
         checkpoint_every: 1000,
-        target_macs: None,
-        lock_at: None,
-        rank: Rank::Taylor,
         budget_steps: 1,
         blocks_first: false,
+        ..Config::default()
     }
 }
 

@@ -54,7 +54,7 @@ pub fn run(a: Args) -> CliResult {
     if a.json {
         let v = serde_json::json!({
             "runtime": runtime_name,
-            "threads": a.rt.threads,
+            "threads": opts.threads,
             "results": all,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -62,10 +62,10 @@ pub fn run(a: Args) -> CliResult {
     }
     println!(
         "runtime: {runtime_name}, threads {}",
-        if a.rt.threads == 0 {
+        if opts.threads == 0 {
             "default".into()
         } else {
-            a.rt.threads.to_string()
+            opts.threads.to_string()
         }
     );
     println!(

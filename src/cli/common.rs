@@ -1,40 +1,52 @@
 //! Pieces several commands share: runtime selection, data loading, loading
 //! models with the file name in errors.
 
-use anyhow::Context;
 use sss_onnx::data::{self, ChannelOrder, Dataset, PadValue, Preprocess, Size, Spec, Split};
 use sss_onnx::graph::import::{self, Imported, WriteChoice};
 use sss_onnx::graph::Graph;
 use sss_onnx::runtime::{self, Ep, Kind, Options, Session};
 use std::path::Path;
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 #[command(next_help_heading = "Runtime")]
 pub struct RuntimeArgs {
-    /// Runtime: ONNX Runtime (ort), tract, or auto (ORT when its library is found).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub runtime: Kind,
-    /// Intra-op threads (0: the runtime's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    /// Runtime: ONNX Runtime (ort), tract, or auto (ORT when its library
+    /// is found) [default: auto].
+    #[arg(long, value_enum)]
+    pub runtime: Option<Kind>,
+    /// Intra-op threads (0: the runtime's default) [default: 0].
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// ONNX Runtime execution provider: cpu, or cuda (GPU build of the
-    /// library; an error when it cannot start).
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub ep: Ep,
+    /// library; an error when it cannot start) [default: cpu].
+    #[arg(long, value_enum)]
+    pub ep: Option<Ep>,
 }
 
 impl RuntimeArgs {
-    /// Resolves `auto`, saying on stderr when it falls back to tract.
+    /// `o` with the flags given set.
+    pub fn apply(&self, o: &mut Options) {
+        if let Some(k) = self.runtime {
+            o.kind = k;
+        }
+        if let Some(t) = self.threads {
+            o.threads = t;
+        }
+        if let Some(e) = self.ep {
+            o.ep = e;
+        }
+    }
+
+    /// The defaults with the flags given, `auto` resolved (saying on
+    /// stderr when it falls back to tract).
     pub fn options(&self) -> Options {
-        let (kind, note) = runtime::resolve(self.runtime);
+        let mut o = Options::default();
+        self.apply(&mut o);
+        let (kind, note) = runtime::resolve(o.kind);
         if let Some(n) = note {
             eprintln!("note: {n}");
         }
-        Options {
-            kind,
-            threads: self.threads,
-            ep: self.ep,
-        }
+        Options { kind, ..o }
     }
 }
 
@@ -52,6 +64,18 @@ pub struct OutputArgs {
     /// A symbolic batch dimension, even when the input fixed the batch.
     #[arg(long)]
     pub dynamic_batch: bool,
+}
+
+impl OutputArgs {
+    /// `w` with the flags given set.
+    pub fn apply(&self, w: &mut sss_onnx::compress::WriteOptions) {
+        if let Some(e) = self.choice("compress").external_data {
+            w.external_data = Some(e);
+        }
+        if self.dynamic_batch {
+            w.dynamic_batch = true;
+        }
+    }
 }
 
 impl OutputArgs {
@@ -96,24 +120,14 @@ pub fn load_graph(path: &Path) -> anyhow::Result<Graph> {
     Ok(import_model(path)?.graph)
 }
 
-/// Opens a model file in the runtime: the file itself, or, when it fixes
-/// the batch, its re-batched graph.
-pub fn open(path: &Path, opts: &Options) -> anyhow::Result<Box<dyn Session>> {
-    let imp = import::import(path)?;
-    open_imported(&imp, path, opts)
-}
-
+/// Opens an imported model in the runtime (its re-batched graph when the
+/// file fixes the batch).
 pub fn open_imported(
     imp: &Imported,
     path: &Path,
     opts: &Options,
 ) -> anyhow::Result<Box<dyn Session>> {
-    let s = if imp.fixed_batch.is_some() {
-        runtime::open_graph(&imp.graph, path, opts)
-    } else {
-        runtime::open(path, opts)
-    };
-    s.with_context(|| format!("opening {} in the runtime", path.display()))
+    Ok(runtime::open_imported(imp, path, opts)?)
 }
 
 /// The model's preprocessing, as flags (they override `dataset.json`).
@@ -155,37 +169,13 @@ impl PrepArgs {
     }
 }
 
-/// The number of classes a classifier's first output gives (its last
-/// dimension), if the graph says.
-pub fn model_classes(g: &Graph) -> Option<usize> {
-    let facts = sss_onnx::graph::shape::infer_strict(g, 1).ok()?;
-    facts.shape(&g.outputs.first()?.name)?.last().copied()
-}
-
-/// Loads a split of `dir`, checks its classes against the model's output
-/// and plans its fit to `g`'s image input with `prep` over `dataset.json`.
+/// Loads a split of `dir` for the model `g` (classes checked, fit
+/// planned with `prep` over `dataset.json`).
 pub fn load_data(
     dir: &Path,
     split: Split,
     g: &Graph,
     prep: &PrepArgs,
 ) -> anyhow::Result<(Dataset, Preprocess, String)> {
-    let ds =
-        data::load(dir, split).with_context(|| format!("loading data from {}", dir.display()))?;
-    if let Some(k) = model_classes(g) {
-        // a model may have more outputs than the data has classes (a
-        // subset of them), never fewer
-        if ds.classes > k {
-            anyhow::bail!(
-                "{}: the data has {} classes, the model's output `{}` only {k}",
-                dir.display(),
-                ds.classes,
-                g.outputs[0].name
-            );
-        }
-    }
-    let (name, shape) = sss_onnx::measure::inputs::image_input(g)?;
-    let prep = Preprocess::plan_with(&ds, shape, &prep.spec())
-        .with_context(|| format!("preprocessing {}", dir.display()))?;
-    Ok((ds, prep, name))
+    Ok(data::load_for(dir, split, g, &prep.spec())?)
 }

@@ -7,23 +7,6 @@ use sss_onnx::onnx::atomic::ensure_not_input;
 use sss_onnx::structure::GateKind;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum Structure {
-    Channel,
-    Group,
-    Block,
-}
-
-impl From<Structure> for GateKind {
-    fn from(s: Structure) -> Self {
-        match s {
-            Structure::Channel => GateKind::Channel,
-            Structure::Group => GateKind::Group,
-            Structure::Block => GateKind::Block,
-        }
-    }
-}
-
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
@@ -36,7 +19,7 @@ pub struct Args {
         value_delimiter = ',',
         default_value = "channel,group,block"
     )]
-    structures: Vec<Structure>,
+    structures: Vec<GateKind>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -45,8 +28,7 @@ pub fn run(a: Args) -> CliResult {
     ensure_not_input(&a.output, &a.model)?;
     let imp = import_model(&a.model)?;
     let g = &imp.graph;
-    let kinds: Vec<GateKind> = a.structures.iter().map(|&s| s.into()).collect();
-    let (gated, gates) = gate::insert(g, &kinds)?;
+    let (gated, gates) = gate::insert(g, &a.structures)?;
     imp.save(&gated, &a.output, a.out.choice("gate"))?;
     for k in [GateKind::Channel, GateKind::Group, GateKind::Block] {
         let (n, f): (usize, usize) = gates

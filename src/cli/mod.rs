@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod compress;
 mod eval;
+mod flags;
 mod gate;
 mod inspect;
 mod prune;
@@ -19,18 +20,15 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// Exit code after Ctrl-C / SIGTERM (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// A run stopped by Ctrl-C or SIGTERM; the message says where the
-/// checkpoint is.
-#[derive(Debug)]
-pub struct Interrupted(pub String);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Ctrl-C / SIGTERM set this flag; training checkpoints and stops.
+pub fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // a second registration fails harmlessly
+    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+    flag
 }
-
-impl std::error::Error for Interrupted {}
 
 #[derive(Parser)]
 #[command(
@@ -160,16 +158,23 @@ pub fn main() -> i32 {
             Ok(())
         }
     };
+    use sss_onnx::Error as Lib;
     match result {
         Ok(()) => 0,
-        Err(Failure::Input(e)) if e.is::<Interrupted>() => {
-            eprintln!("{e:#}");
-            EXIT_INTERRUPTED
-        }
-        Err(Failure::Input(e)) => {
-            eprintln!("error: {e:#}");
-            EXIT_BAD_INPUT
-        }
+        Err(Failure::Input(e)) => match e.downcast_ref::<Lib>() {
+            Some(Lib::Interrupted(msg)) => {
+                eprintln!("{msg}");
+                EXIT_INTERRUPTED
+            }
+            Some(Lib::Rejected(msg)) => {
+                eprintln!("refused: {msg}");
+                EXIT_VALIDATION
+            }
+            _ => {
+                eprintln!("error: {e:#}");
+                EXIT_BAD_INPUT
+            }
+        },
         Err(Failure::Validation(msg)) => {
             eprintln!("validation failed: {msg}");
             EXIT_VALIDATION

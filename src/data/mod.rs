@@ -7,10 +7,12 @@ pub mod bundled;
 mod cifar;
 mod fit;
 mod folder;
+mod for_model;
 mod idx;
 pub mod pickle;
 
 pub use fit::{ChannelOrder, Fit, PadValue, Preprocess, Size, Spec};
+pub use for_model::load_for;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

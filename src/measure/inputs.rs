@@ -36,6 +36,13 @@ pub fn image_input(g: &Graph) -> Result<(String, [usize; 3])> {
     }
 }
 
+/// The number of classes a classifier's first output gives (its last
+/// dimension), if the graph says.
+pub fn output_classes(g: &Graph) -> Option<usize> {
+    let facts = crate::graph::shape::infer_strict(g, 1).ok()?;
+    facts.shape(&g.outputs.first()?.name)?.last().copied()
+}
+
 /// Standard-normal values (Box–Muller), reproducible from `seed`.
 pub fn normal(shape: &[usize], seed: u64) -> ArrayD<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

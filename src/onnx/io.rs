@@ -133,6 +133,16 @@ fn all_tensors(model: &mut ModelProto) -> impl Iterator<Item = &mut TensorProto>
     })
 }
 
+/// Where a model written with external data keeps its weights:
+/// `<file name>.data` beside it.
+pub fn external_data_path(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| format!("{}.data", n.to_string_lossy()))
+        .unwrap_or_else(|| "model.onnx.data".into());
+    path.with_file_name(name)
+}
+
 /// Writes `model` to `path` atomically; with external data, the weights go
 /// to `<file name>.data` beside it (written first, so the model file never
 /// points at missing data).

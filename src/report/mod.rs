@@ -56,6 +56,8 @@ pub struct Report {
     pub tool: String,
     pub status: String,
     pub runtime: String,
+    /// The recipe the run was given (`compress --config` reads it back).
+    pub recipe: serde_json::Value,
     pub settings: serde_json::Value,
     pub data: serde_json::Value,
     pub original: ModelFigures,

@@ -24,7 +24,9 @@ pub trait Session {
     fn run(&mut self, inputs: &Tensors) -> Result<Tensors>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// ONNX Runtime when its library is found, else tract.
@@ -33,7 +35,8 @@ pub enum Kind {
     Tract,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Options {
     pub kind: Kind,
     /// Intra-op threads; 0 = the runtime's default.
@@ -43,7 +46,17 @@ pub struct Options {
 }
 
 /// Where ONNX Runtime executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Ep {
     #[default]
@@ -116,6 +129,29 @@ pub fn open_graph(
             &bytes, label,
         )?)),
     }
+}
+
+/// Opens an imported model: the file itself, or, when the file fixes the
+/// batch, its re-batched graph; errors name the file.
+pub fn open_imported(
+    imp: &crate::graph::import::Imported,
+    path: &Path,
+    opts: &Options,
+) -> Result<Box<dyn Session>> {
+    let s = if imp.fixed_batch.is_some() {
+        open_graph(&imp.graph, path, opts)
+    } else {
+        open(path, opts)
+    };
+    s.map_err(|e| crate::error::Error::InModel {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// Opens a model file as the pipeline imports it (see `open_imported`).
+pub fn open_file(path: &Path, opts: &Options) -> Result<Box<dyn Session>> {
+    open_imported(&crate::graph::import::import(path)?, path, opts)
 }
 
 /// Runs `inputs` `warmup` times untimed, then times each run until both

@@ -3,10 +3,13 @@
 //! gates), schedules, data feeding, the loop, checkpoints.
 
 pub mod checkpoint;
+pub mod device;
 pub mod feed;
+pub mod fit;
 pub mod guard;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod options;
 pub mod schedule;
 pub mod trainer;

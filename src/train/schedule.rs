@@ -27,6 +27,20 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// `kind` from `base` over `total` steps after `warmup`; step decay by
+    /// 0.1 every third of the run, multi-step at 50 % and 75 %.
+    pub fn new(kind: Kind, base: f64, total: usize, warmup: usize) -> Self {
+        Schedule {
+            kind,
+            base,
+            total,
+            warmup,
+            factor: 0.1,
+            step_every: (total / 3).max(1),
+            milestones: vec![0.5, 0.75],
+        }
+    }
+
     pub fn lr(&self, step: usize) -> f64 {
         if step < self.warmup {
             return self.base * (step + 1) as f64 / self.warmup as f64;

@@ -55,6 +55,14 @@ pub struct Config {
     pub blocks_first: bool,
 }
 
+impl Default for Config {
+    /// `TrainOptions::default()` for one epoch of 4000 samples, no MAC
+    /// target, no lock: tests and library users change what they need.
+    fn default() -> Self {
+        super::options::TrainOptions::default().config(4000, super::options::Unset::OneEpoch, None)
+    }
+}
+
 /// Ordering of the factors the MAC budget zeroes (least important first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,142 @@
+//! Everything `compress` can be told: the recipe. `Default` is the
+//! command's defaults; a recipe file (TOML) sets any part of it, flags
+//! override the file, and the report embeds the result so a run can be
+//! repeated from its report.
+
+use crate::data::Spec;
+use crate::runtime;
+use crate::structure::GateKind;
+use crate::train::options::TrainOptions;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Whether BatchNorm is put back after convs that had it folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreBn {
+    /// When the model has no BatchNormalization (PyTorch's default
+    /// eval-mode export folds it).
+    Auto,
+    On,
+    Off,
+}
+
+/// How the written model stores its weights and batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteOptions {
+    /// `Some(true)`: weights in `<output>.data`; `Some(false)`: inline;
+    /// `None`: as the input had them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_data: Option<bool>,
+    /// A symbolic batch even when the input fixed it.
+    pub dynamic_batch: bool,
+}
+
+/// The latency comparison of the original and the pruned model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BenchOptions {
+    /// Batch sizes timed.
+    pub batch: Vec<usize>,
+    /// Timed runs per model and batch size (interleaved; batch-1 latencies
+    /// of a fraction of a millisecond on a shared machine need a few
+    /// hundred for a stable median).
+    pub iters: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            batch: vec![1, 32],
+            iters: 200,
+        }
+    }
+}
+
+/// `compress`'s recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// The model (the command line's argument wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    /// Labelled data; `None`: the bundled Fashion-MNIST subset when the
+    /// model's input fits it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    /// The pruned model; `None`: `<model>.sss.onnx` beside the input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    /// What may be deleted.
+    pub structures: Vec<GateKind>,
+    /// Reach this fraction of the original MACs (±5 %). `None` (`"none"`
+    /// in a recipe): the paper's single APG run with `train.gamma`, no
+    /// target.
+    #[serde(with = "none_or_number")]
+    pub target_macs: Option<f64>,
+    /// Refuse the result (exit 1, nothing written) when top-1 falls by
+    /// more than this many points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drop: Option<f64>,
+    pub restore_bn: RestoreBn,
+    /// Keep the checkpoint folder after a successful run.
+    pub keep_checkpoints: bool,
+    pub train: TrainOptions,
+    /// The model's preprocessing (over the data folder's `dataset.json`).
+    pub preprocess: Spec,
+    pub runtime: runtime::Options,
+    pub bench: BenchOptions,
+    pub write: WriteOptions,
+}
+
+/// The MAC target when a run names none and sets no γ of its own.
+pub const DEFAULT_TARGET_MACS: f64 = 0.65;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            model: None,
+            data: None,
+            output: None,
+            structures: vec![GateKind::Channel, GateKind::Group, GateKind::Block],
+            target_macs: Some(DEFAULT_TARGET_MACS),
+            max_drop: None,
+            restore_bn: RestoreBn::Auto,
+            keep_checkpoints: false,
+            train: TrainOptions::default(),
+            preprocess: Spec::default(),
+            runtime: runtime::Options::default(),
+            bench: BenchOptions::default(),
+            write: WriteOptions::default(),
+        }
+    }
+}
+
+/// `Option<f64>` as a number or the word `"none"` (TOML has no null).
+mod none_or_number {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) => s.serialize_f64(*x),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(f64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(x) => Ok(Some(x)),
+            Raw::S(s) if s == "none" => Ok(None),
+            Raw::S(s) => Err(serde::de::Error::custom(format!(
+                "`{s}`: expected a fraction of the MACs or \"none\""
+            ))),
+        }
+    }
+}

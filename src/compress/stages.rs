@@ -1,0 +1,571 @@
+//! `compress`'s stages, one function each, passing plain values along.
+
+use super::{model_of, Options, Outcome, RestoreBn};
+use crate::bn_restore;
+use crate::data::{self, bundled, Dataset, Fit, Preprocess, Split};
+use crate::error::{Error, Result};
+use crate::gate::{self, Gate};
+use crate::graph::import::{self, Imported, WriteChoice};
+use crate::graph::{convert, cost, shape, Graph};
+use crate::measure::accuracy::{self, Accuracy};
+use crate::measure::bench::{self, Latency};
+use crate::measure::{inputs, validate};
+use crate::onnx::atomic::{ensure_not_input, write_atomic};
+use crate::onnx::WriteOptions;
+use crate::progress::Progress;
+use crate::prune::{self, PruneReport};
+use crate::report::{self, GateValues, ModelFigures, Report, Training};
+use crate::runtime::{self, Session};
+use crate::train::fit::{self, TrainData, Trained};
+use crate::train::options::Unset;
+use crate::train::{device, model::Model, trainer};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// The run's inputs, resolved and checked before any work.
+pub struct Plan {
+    pub opts: Options,
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub checkpoints: PathBuf,
+    pub target: Option<f64>,
+}
+
+impl Plan {
+    pub fn new(opts: &Options) -> Result<Plan> {
+        let model = model_of(opts)?;
+        // a device that cannot be had is an error before any work
+        device::pick(&opts.train.device)?;
+        let output = opts
+            .output
+            .clone()
+            .unwrap_or_else(|| model.with_extension("sss.onnx"));
+        ensure_not_input(&output, &model)?;
+        let checkpoints = opts
+            .train
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| output.with_extension("ckpt"));
+        if let Some(t) = opts.target_macs {
+            if !(0.01..1.0).contains(&t) {
+                return Err(Error::Invalid(format!(
+                    "target MACs {t} must lie in (0, 1)"
+                )));
+            }
+        }
+        let mut resolved = opts.clone();
+        resolved.model = Some(model.clone());
+        resolved.output = Some(output.clone());
+        Ok(Plan {
+            target: opts.target_macs,
+            opts: resolved,
+            model,
+            output,
+            checkpoints,
+        })
+    }
+}
+
+/// The original model and the figures everything is compared with.
+pub struct Source {
+    pub imp: Imported,
+    pub data_dir: PathBuf,
+    pub test: Dataset,
+    pub prep: Preprocess,
+    pub input: String,
+    pub runtime: runtime::Options,
+    pub runtime_name: String,
+    pub macs: u64,
+    pub params: u64,
+    pub accuracy: Accuracy,
+}
+
+/// MACs and parameters at batch 1.
+fn counts(g: &Graph) -> Result<(u64, u64)> {
+    let c = cost::count(g, &shape::infer_strict(g, 1)?);
+    Ok((c.macs, c.params))
+}
+
+/// The bundled subset, when the model's input fits it: the same size or a
+/// small pad (28×28 into ≤ 36×36); a model for 64×64 or 224×224 images
+/// would learn nothing useful from it.
+fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()> {
+    let classes = inputs::output_classes(g).unwrap_or(0);
+    let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
+    if prep.fit == Fit::Resize || !small_pad || classes != test.classes {
+        return Err(Error::Invalid(format!(
+            "no data given, and the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): give a data folder",
+            prep.to
+        )));
+    }
+    Ok(())
+}
+
+pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
+    let path = &plan.model;
+    let imp = import::import(path)?;
+    if let Some(why) = &imp.batch_locked {
+        progress.note(&format!(
+            "note: {}: {why}; it runs at its own batch only",
+            path.display()
+        ));
+    }
+    if let Some(fb) = &imp.fixed_batch {
+        progress.note(&format!(
+            "note: {} fixes the batch at {}; it runs at any batch inside the tool, and models written from it keep batch {} (dynamic batch to change)",
+            path.display(),
+            fb.batch,
+            fb.batch
+        ));
+    }
+    let g = &imp.graph;
+    let data_dir = match &plan.opts.data {
+        Some(d) => d.clone(),
+        None => {
+            bundled::find().map_err(|why| Error::Invalid(format!("no data given and {why}")))?
+        }
+    };
+    let (test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
+    if plan.opts.data.is_none() {
+        check_bundled_fit(g, &test, &prep)?;
+        progress.note(&format!(
+            "data: none given; using the bundled {}",
+            test.name
+        ));
+    }
+    let (kind, note) = runtime::resolve(plan.opts.runtime.kind);
+    if let Some(n) = note {
+        progress.note(&format!("note: {n}"));
+    }
+    let rt = runtime::Options {
+        kind,
+        ..plan.opts.runtime.clone()
+    };
+    let (macs, params) = counts(g)?;
+    let mut s0 = runtime::open_imported(&imp, path, &rt)?;
+    let runtime_name = s0.describe();
+    let acc = accuracy::evaluate(s0.as_mut(), &input, &test, &prep, 250, None)?;
+    progress.note(&format!(
+        "original: {:.2} M MACs, {params} params, top-1 {:.2}% ({runtime_name})",
+        macs as f64 / 1e6,
+        acc.top1 * 100.0
+    ));
+    Ok(Source {
+        imp,
+        data_dir,
+        test,
+        prep,
+        input,
+        runtime: rt,
+        runtime_name,
+        macs,
+        params,
+        accuracy: acc,
+    })
+}
+
+/// The gated model and what training needs with it.
+pub struct Gated {
+    pub graph: Graph,
+    pub gates: Vec<Gate>,
+    /// Whether BatchNorm was restored (and must be folded back).
+    pub restored_bn: bool,
+    /// The training split, when the BN statistics already loaded it.
+    pub train_split: Option<(Dataset, Preprocess)>,
+}
+
+pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Gated> {
+    let g = &src.imp.graph;
+    let restore = match plan.opts.restore_bn {
+        RestoreBn::Auto => bn_restore::is_bn_folded(g),
+        RestoreBn::On => true,
+        RestoreBn::Off => false,
+    };
+    let mut train_split = None;
+    let base = if restore {
+        let (train, tprep, tin) =
+            data::load_for(&src.data_dir, Split::Train, g, &plan.opts.preprocess)?;
+        let (b, n) = bn_restore::restore(g, &train, &tprep, &tin, &src.runtime, 512)?;
+        progress.note(&format!(
+            "BatchNorm restored after {n} convs (statistics of 512 training images; folded back before writing)"
+        ));
+        train_split = Some((train, tprep));
+        b
+    } else {
+        g.clone()
+    };
+    let (graph, gates) = gate::insert(&base, &plan.opts.structures)?;
+    progress.note(&format!(
+        "{} gate tensors, {} factors",
+        gates.len(),
+        gates.iter().map(|g| g.count).sum::<usize>()
+    ));
+    Ok(Gated {
+        graph,
+        gates,
+        restored_bn: restore,
+        train_split,
+    })
+}
+
+/// The trained gated model, and how long training took.
+pub struct TrainedRun {
+    pub run: Trained,
+    pub seconds: f64,
+    pub gated_path: PathBuf,
+}
+
+pub fn train(
+    plan: &Plan,
+    src: &Source,
+    gated: &mut Gated,
+    progress: &mut dyn Progress,
+    stop: &AtomicBool,
+) -> Result<TrainedRun> {
+    let mut t = plan.opts.train.clone();
+    if t.lock_at.is_none() {
+        // with a target most of the run is fine-tuning after the budget's
+        // deletions (0.3 kept more accuracy than 0.5: docs/)
+        t.lock_at = Some(if plan.target.is_some() { 0.3 } else { 0.5 });
+    }
+    t.checkpoint_dir = Some(plan.checkpoints.clone());
+    let data = match gated.train_split.take() {
+        Some(loaded) => TrainData::Loaded(Box::new(loaded)),
+        None => TrainData::Load(&src.data_dir, &plan.opts.preprocess),
+    };
+    let started = Instant::now();
+    let run = fit::fit(
+        &gated.graph,
+        data,
+        &t,
+        Unset::Capped,
+        plan.target,
+        progress,
+        stop,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let gated_path = plan.checkpoints.join("gated.onnx");
+    convert::save(&run.graph, &gated_path, &WriteOptions::default())?;
+    Ok(TrainedRun {
+        run,
+        seconds,
+        gated_path,
+    })
+}
+
+/// The pruned model.
+pub struct Pruned {
+    pub graph: Graph,
+    pub report: PruneReport,
+    pub path: PathBuf,
+}
+
+pub fn prune(
+    plan: &Plan,
+    gated: &Gated,
+    trained: &TrainedRun,
+    progress: &mut dyn Progress,
+) -> Result<Pruned> {
+    let (mut graph, report) = prune::prune(&trained.run.graph)?;
+    if gated.restored_bn {
+        let n = bn_restore::fold_back(&mut graph)?;
+        progress.note(&format!(
+            "{n} restored BatchNorms folded back into their convs"
+        ));
+    }
+    let path = plan.checkpoints.join("pruned.onnx");
+    convert::save(&graph, &path, &WriteOptions::default())?;
+    Ok(Pruned {
+        graph,
+        report,
+        path,
+    })
+}
+
+/// The exactness check and the sessions it opened.
+pub struct Checked {
+    pub validation: validate::Validation,
+    pub gated: Box<dyn Session>,
+    pub pruned: Box<dyn Session>,
+}
+
+pub fn validate(
+    plan: &Plan,
+    src: &Source,
+    trained: &TrainedRun,
+    pruned: &Pruned,
+    progress: &mut dyn Progress,
+) -> Result<Checked> {
+    // both written with a symbolic batch: the runtime opens the files
+    let mut sg = runtime::open(&trained.gated_path, &src.runtime)?;
+    let mut sp = runtime::open(&pruned.path, &src.runtime)?;
+    let check = validate::Plan {
+        pairing: None,
+        random_batches: 4,
+        batch: 8,
+        seed: 1,
+        real: Some((&src.test, &src.prep, 256)),
+        atol: 1e-4,
+        rtol: 1e-4,
+    };
+    let v = validate::validate(&trained.run.graph, sg.as_mut(), sp.as_mut(), &check)?;
+    let worst = v.outputs.iter().map(|d| d.max_abs).fold(0.0, f64::max);
+    if !v.passed {
+        return Err(Error::Rejected(format!(
+            "the pruned model differs from the trained gated model by {worst:.3e} (> 1e-4); nothing written to {}; both models are in {}",
+            plan.output.display(),
+            plan.checkpoints.display()
+        )));
+    }
+    progress.note(&format!("exact: max abs diff {worst:.2e}"));
+    Ok(Checked {
+        validation: v,
+        gated: sg,
+        pruned: sp,
+    })
+}
+
+/// Accuracy and size of the pruned model.
+pub struct Scored {
+    pub validation: validate::Validation,
+    pub gated_top1_runtime: f64,
+    pub gated_top1_candle: f64,
+    pub accuracy: Accuracy,
+    pub macs: u64,
+    pub params: u64,
+}
+
+pub fn evaluate(
+    plan: &Plan,
+    src: &Source,
+    trained: &TrainedRun,
+    pruned: &Pruned,
+    mut checked: Checked,
+    progress: &mut dyn Progress,
+) -> Result<Scored> {
+    let (test, prep, input) = (&src.test, &src.prep, &src.input);
+    let gated_rt = accuracy::evaluate(checked.gated.as_mut(), input, test, prep, 250, None)?;
+    let gated_candle = trainer::evaluate(
+        &Model::new(&trained.run.graph, &candle_core::Device::Cpu)?,
+        test,
+        prep,
+        250,
+        None,
+    )?;
+    let acc = accuracy::evaluate(checked.pruned.as_mut(), input, test, prep, 250, None)?;
+    progress.note(&format!(
+        "pruned: top-1 {:.2}% (gated: {:.2}% runtime, {:.2}% candle)",
+        acc.top1 * 100.0,
+        gated_rt.top1 * 100.0,
+        gated_candle * 100.0
+    ));
+    let classes = test
+        .classes
+        .max(inputs::output_classes(&src.imp.graph).unwrap_or(0))
+        .max(2);
+    let (macs, params) = counts(&pruned.graph)?;
+    let drop_pt = (src.accuracy.top1 - acc.top1) * 100.0;
+    let too_much =
+        plan.opts.max_drop.filter(|&m| drop_pt > m).map(|m| {
+            format!("top-1 fell by {drop_pt:.2} pt, more than the allowed max_drop {m} pt")
+        });
+    if let Some(why) =
+        too_much.or_else(|| report::outcome_problem(plan.target, src.macs, macs, acc.top1, classes))
+    {
+        return Err(Error::Rejected(format!(
+            "{why}; nothing written to {}; the trained models are in {}",
+            plan.output.display(),
+            plan.checkpoints.display()
+        )));
+    }
+    Ok(Scored {
+        validation: checked.validation,
+        gated_top1_runtime: gated_rt.top1,
+        gated_top1_candle: gated_candle,
+        accuracy: acc,
+        macs,
+        params,
+    })
+}
+
+/// The settings the run resolved (what the report and the model's
+/// metadata state beside the recipe).
+fn settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Value {
+    let cfg = &trained.run.cfg;
+    serde_json::json!({
+        "structures": plan.opts.structures.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "target_macs": plan.target,
+        "gamma_start": cfg.gamma,
+        "gate_optimizer": cfg.gate_optimizer,
+        "gate_lr": cfg.gate_lr,
+        "lock_at": cfg.lock_at,
+        "rank": cfg.rank,
+        "budget_steps": cfg.budget_steps,
+        "blocks_first": cfg.blocks_first,
+        "steps": cfg.steps,
+        "batch_size": cfg.batch,
+        "lr": cfg.schedule.base,
+        "schedule": cfg.schedule.kind,
+        "momentum": cfg.momentum,
+        "weight_decay": cfg.weight_decay,
+        "seed": cfg.seed,
+        "augment": format!("{:?}", cfg.augment),
+        "threads": plan.opts.runtime.threads,
+        "restore_bn": gated.restored_bn,
+        "preprocess": plan.opts.preprocess,
+    })
+}
+
+/// Writes the pruned model (only once it is accepted).
+pub fn write_model(plan: &Plan, src: &Source, pruned: &Pruned) -> Result<()> {
+    let choice = WriteChoice {
+        command: "compress",
+        recipe: Some(super::recipe::to_toml(&plan.opts)),
+        dynamic_batch: plan.opts.write.dynamic_batch,
+        external_data: plan.opts.write.external_data,
+    };
+    src.imp.save(&pruned.graph, &plan.output, choice)
+}
+
+/// Latency of the original and the pruned model, interleaved, per batch.
+pub struct Latencies {
+    pub original: Vec<Latency>,
+    pub pruned: Vec<Latency>,
+}
+
+pub fn bench(plan: &Plan, src: &Source, pruned: &Pruned, macs_pruned: u64) -> Result<Latencies> {
+    let mut out = Latencies {
+        original: vec![],
+        pruned: vec![],
+    };
+    for &b in &plan.opts.bench.batch {
+        let mut sessions = vec![
+            (
+                plan.model.display().to_string(),
+                src.macs * b as u64,
+                runtime::open_imported(&src.imp, &plan.model, &src.runtime)?,
+                inputs::random_inputs(&src.imp.graph, b, 0)?,
+            ),
+            (
+                plan.output.display().to_string(),
+                macs_pruned * b as u64,
+                runtime::open_file(&plan.output, &src.runtime)?,
+                inputs::random_inputs(&pruned.graph, b, 0)?,
+            ),
+        ];
+        let r = bench::interleaved(&mut sessions, b, 3, plan.opts.bench.iters)?;
+        out.original.push(r[0].clone());
+        out.pruned.push(r[1].clone());
+    }
+    Ok(out)
+}
+
+/// A model file's size with its external data.
+fn file_bytes(p: &Path) -> u64 {
+    let data = crate::onnx::io::external_data_path(p);
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0)
+}
+
+pub fn report(
+    plan: &Plan,
+    src: &Source,
+    gated: &Gated,
+    trained: TrainedRun,
+    pruned: Pruned,
+    scored: Scored,
+    latency: Latencies,
+) -> Result<Outcome> {
+    let gates = gated
+        .gates
+        .iter()
+        .map(|gt| GateValues {
+            name: gt.name.clone(),
+            kind: gt.kind.as_str().into(),
+            block: gt.block,
+            values: gate::factors(&trained.run.graph, gt).unwrap_or_default(),
+        })
+        .collect();
+    let settings = settings(plan, gated, &trained);
+    let run = trained.run;
+    let curve = run.records;
+    let images = curve.iter().map(|r| r.images_per_s).sum::<f64>() / curve.len().max(1) as f64;
+    let (acc0, acc1) = (&src.accuracy, &scored.accuracy);
+    let mut r = Report {
+        tool: format!("sss-onnx {}", env!("CARGO_PKG_VERSION")),
+        status: "ok".into(),
+        runtime: src.runtime_name.clone(),
+        recipe: serde_json::to_value(&plan.opts).unwrap_or_default(),
+        settings,
+        data: serde_json::json!({
+            "dir": src.data_dir, "name": src.test.name, "test_samples": src.test.len(),
+            "preprocess": src.prep.describe(),
+        }),
+        original: ModelFigures {
+            file: plan.model.display().to_string(),
+            file_bytes: file_bytes(&plan.model),
+            macs: src.macs,
+            params: src.params,
+            top1: acc0.top1,
+            top5: acc0.top5,
+            latency: latency.original,
+        },
+        pruned: ModelFigures {
+            file: plan.output.display().to_string(),
+            file_bytes: file_bytes(&plan.output),
+            macs: scored.macs,
+            params: scored.params,
+            top1: acc1.top1,
+            top5: acc1.top5,
+            latency: latency.pruned,
+        },
+        macs_reduction: 1.0 - scored.macs as f64 / src.macs.max(1) as f64,
+        params_reduction: 1.0 - scored.params as f64 / src.params.max(1) as f64,
+        accuracy_drop_pt: (acc0.top1 - acc1.top1) * 100.0,
+        pruning: pruned.report,
+        exactness: scored.validation,
+        training: Training {
+            steps: run.cfg.steps,
+            seconds: trained.seconds,
+            images_per_s: images,
+            final_gamma: curve.last().map(|c| c.gamma).unwrap_or(run.cfg.gamma),
+            curve,
+            gated_top1_candle: scored.gated_top1_candle,
+            gated_top1_runtime: scored.gated_top1_runtime,
+            locked_at: run.locked_at,
+            budget_zeroed: run.budget_zeroed,
+            device: run.device,
+            rewinds: run.rewinds,
+        },
+        gates,
+        plots: vec![],
+    };
+    let mut written = vec![plan.output.clone()];
+    if plan
+        .opts
+        .write
+        .external_data
+        .unwrap_or(src.imp.external_data)
+    {
+        written.push(crate::onnx::io::external_data_path(&plan.output));
+    }
+    for (name, svg) in report::plots(&r) {
+        let p = plan.output.with_extension(format!("{name}.svg"));
+        write_atomic(&p, svg.as_bytes())?;
+        r.plots.push(p.display().to_string());
+        written.push(p);
+    }
+    let report_path = plan.output.with_extension("json");
+    let json = serde_json::to_string_pretty(&r)
+        .map_err(|e| Error::Invalid(format!("the report could not be written: {e}")))?;
+    write_atomic(&report_path, json.as_bytes())?;
+    written.insert(1, report_path);
+    if plan.opts.keep_checkpoints {
+        written.push(plan.checkpoints.clone());
+    } else {
+        // everything in it is now in the outputs; a refused run keeps it
+        std::fs::remove_dir_all(&plan.checkpoints).map_err(|e| Error::io(&plan.checkpoints, e))?;
+    }
+    Ok(Outcome { report: r, written })
+}

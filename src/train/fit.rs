@@ -1,0 +1,131 @@
+//! A whole training run as commands and library users start it: the data
+//! loaded for the model, the device opened, the budget stated, the loop
+//! run with progress and metrics, an interrupt turned into an error that
+//! says where the checkpoint is.
+
+use super::options::{TrainOptions, Unset};
+use super::trainer::{Config, Record, Stop, Trainer};
+use super::{checkpoint, device, model::Model, schedule};
+use crate::data::{self, Dataset, Preprocess, Spec, Split};
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::progress::Progress;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// What a training run produced.
+pub struct Trained {
+    pub graph: Graph,
+    pub records: Vec<Record>,
+    pub cfg: Config,
+    /// Step at which the zero pattern was locked (two-phase runs).
+    pub locked_at: Option<usize>,
+    /// Factors the MAC budget set to 0, beyond APG's zeros.
+    pub budget_zeroed: usize,
+    /// The training device, as said to the user.
+    pub device: String,
+    /// Divergence-guard rewinds.
+    pub rewinds: usize,
+}
+
+/// Where the training data comes from.
+pub enum TrainData<'a> {
+    /// The training split of this folder, fitted with this spec.
+    Load(&'a Path, &'a Spec),
+    /// A split the caller already loaded and fitted.
+    Loaded(Box<(Dataset, Preprocess)>),
+}
+
+/// Trains `graph`'s weights and gates as `opts` says; `unset` gives the
+/// length when `opts` names none; `stop` set by the caller ends the run at
+/// the next step with a checkpoint and `Error::Interrupted`.
+pub fn fit(
+    graph: &Graph,
+    data: TrainData,
+    opts: &TrainOptions,
+    unset: Unset,
+    target_macs: Option<f64>,
+    progress: &mut dyn Progress,
+    stop: &AtomicBool,
+) -> Result<Trained> {
+    let (ds, prep) = match data {
+        TrainData::Loaded(loaded) => *loaded,
+        TrainData::Load(dir, spec) => {
+            let (ds, prep, _) = data::load_for(dir, Split::Train, graph, spec)?;
+            (ds, prep)
+        }
+    };
+    progress.note(&format!(
+        "data: {} ({} training samples); {}",
+        ds.name,
+        ds.len(),
+        prep.describe()
+    ));
+    let cfg = opts.config(ds.len(), unset, target_macs);
+    let (dev, said) = device::pick(&opts.device)?;
+    let default_budget = unset == Unset::Capped && opts.steps.is_none() && opts.epochs.is_none();
+    progress.note(&format!(
+        "device: {said}; {} steps of batch {} ({:.2} epochs of {} images{}); the progress lines give the time left",
+        cfg.steps,
+        cfg.batch,
+        (cfg.steps * cfg.batch) as f64 / ds.len().max(1) as f64,
+        ds.len(),
+        if default_budget {
+            format!(
+                ": the default, 8 epochs but at most {} steps; epochs or steps to change",
+                schedule::DEFAULT_MAX_STEPS
+            )
+        } else {
+            String::new()
+        }
+    ));
+    let model = Model::new(graph, &dev)?;
+    let mut trainer = Trainer::new(model, cfg.clone())?;
+    if let Some(dir) = &opts.resume {
+        let ck = checkpoint::load(dir, &dev)?;
+        progress.note(&format!("resuming at step {}", ck.meta.step));
+        trainer.resume(ck)?;
+    }
+    let mut metrics = match &opts.metrics {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io(p, e))?,
+        ),
+        None => None,
+    };
+    let (steps, batch) = (cfg.steps, cfg.batch);
+    let mut on_record = |r: &Record| {
+        let eta = schedule::eta(steps.saturating_sub(r.step), batch, r.images_per_s);
+        progress.record(r, &eta);
+        if let Some(f) = metrics.as_mut() {
+            // metrics are a side channel: a full disk must not end training
+            let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
+        }
+    };
+    let out = trainer.run(Arc::new(ds), &prep, stop, &mut on_record)?;
+    if out.stopped == Stop::Interrupted {
+        let at = opts
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "nowhere (no checkpoint folder)".into());
+        return Err(Error::Interrupted(format!(
+            "interrupted at step {}; checkpoint in {at}; continue with --resume",
+            out.steps_done
+        )));
+    }
+    Ok(Trained {
+        graph: trainer.model.write_back()?,
+        records: out.records,
+        cfg,
+        locked_at: trainer.locked_at,
+        budget_zeroed: trainer.budget_zeroed,
+        device: said,
+        rewinds: trainer.rewinds(),
+    })
+}

@@ -1,0 +1,154 @@
+//! What a user chooses about training (the `[train]` table of a recipe,
+//! the training flags), and how it becomes the loop's `Config` once the
+//! size of the training split is known.
+
+use super::feed::{self, Augment};
+use super::optim::GateOptimizer;
+use super::schedule::{self, Kind, Schedule};
+use super::trainer::{Config, Rank};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The order in which a MAC budget deletes structures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetOrder {
+    /// Whole residual blocks by importance, then channels and groups for the
+    /// rest: what speeds a CPU runtime up.
+    BlocksFirst,
+    /// Importance per MAC across all kinds.
+    Score,
+}
+
+/// Training choices; `Default` is what `compress` and `train` use when
+/// nothing is said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainOptions {
+    /// Epochs over the training split (fractions allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
+    /// Optimizer steps (wins over `epochs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    pub batch_size: usize,
+    /// Peak learning rate of the weights.
+    pub lr: f64,
+    pub schedule: Kind,
+    pub warmup: usize,
+    /// L1 penalty γ on the gates.
+    pub gamma: f64,
+    /// Peak learning rate of the gates; `None`: `lr`, as in the paper.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate_lr: Option<f64>,
+    /// Lock the zero pattern after this fraction of the steps; `None`: the
+    /// command's choice (`compress`: 0.3 with a MAC target, else 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_at: Option<f64>,
+    pub rank: Rank,
+    pub budget_steps: usize,
+    pub budget_order: BudgetOrder,
+    pub optimizer: GateOptimizer,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Random crop and flip.
+    pub augment: bool,
+    pub log_every: usize,
+    /// auto, cpu, cuda or cuda:N.
+    pub device: String,
+    /// Checkpoint folder (written each epoch and on an interrupt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Continue from this checkpoint folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<PathBuf>,
+    /// Append one JSON line of metrics per log step to this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<PathBuf>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            epochs: None,
+            steps: None,
+            batch_size: 128,
+            // fine-tuning a trained model wants far less than the paper's
+            // 0.1 from scratch
+            lr: 0.005,
+            schedule: Kind::Cosine,
+            warmup: 0,
+            gamma: 0.01,
+            gate_lr: None,
+            lock_at: None,
+            rank: Rank::Taylor,
+            budget_steps: 4,
+            budget_order: BudgetOrder::BlocksFirst,
+            optimizer: GateOptimizer::Apg,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            seed: 0,
+            augment: true,
+            log_every: 10,
+            device: "auto".into(),
+            checkpoint_dir: None,
+            resume: None,
+            metrics: None,
+        }
+    }
+}
+
+/// How many steps a run takes when neither `steps` nor `epochs` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unset {
+    /// One epoch (`train`).
+    OneEpoch,
+    /// `schedule::default_steps` (`compress`).
+    Capped,
+}
+
+impl TrainOptions {
+    /// The number of steps on `train_len` samples.
+    pub fn steps_for(&self, train_len: usize, unset: Unset) -> usize {
+        let spe = feed::steps_per_epoch(train_len, self.batch_size);
+        match (self.steps, self.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => (e * spe as f64).ceil() as usize,
+            (None, None) if unset == Unset::Capped => {
+                schedule::default_steps(train_len, self.batch_size)
+            }
+            (None, None) => spe,
+        }
+        .max(1)
+    }
+
+    /// The loop's configuration on `train_len` samples.
+    pub fn config(&self, train_len: usize, unset: Unset, target_macs: Option<f64>) -> Config {
+        let steps = self.steps_for(train_len, unset);
+        Config {
+            steps,
+            batch: self.batch_size,
+            schedule: Schedule::new(self.schedule, self.lr, steps, self.warmup),
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            gamma: self.gamma,
+            gate_lr: self.gate_lr,
+            gate_optimizer: self.optimizer,
+            seed: self.seed,
+            augment: if self.augment {
+                Augment::STANDARD
+            } else {
+                Augment::NONE
+            },
+            log_every: self.log_every,
+            checkpoint_dir: self.checkpoint_dir.clone(),
+            checkpoint_every: feed::steps_per_epoch(train_len, self.batch_size),
+            target_macs,
+            lock_at: self.lock_at,
+            rank: self.rank,
+            budget_steps: self.budget_steps,
+            blocks_first: self.budget_order == BudgetOrder::BlocksFirst,
+        }
+    }
+}
