@@ -95,7 +95,7 @@ fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()>
     let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
     if prep.fit == Fit::Resize || !small_pad || classes != test.classes {
         return Err(Error::Invalid(format!(
-            "no data given, and the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): give a data folder",
+            "no data given, and the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): pass --data DIR (or `data` in the recipe)",
             prep.to
         )));
     }
@@ -120,6 +120,11 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         ));
     }
     let g = &imp.graph;
+    // an op training cannot lower fails now, not after the BN statistics
+    crate::train::model::check_trainable(g).map_err(|e| Error::InModel {
+        path: path.clone(),
+        source: Box::new(e),
+    })?;
     let data_dir = match &plan.opts.data {
         Some(d) => d.clone(),
         None => {

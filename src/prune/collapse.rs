@@ -12,7 +12,11 @@ fn f32s(g: &Graph, name: Option<&str>) -> Option<Vec<f32>> {
 
 /// Per-channel value after `node` given a per-channel, position-independent
 /// input `v`; `None` when the output would vary with position.
-fn step(g: &Graph, node: &Node, v: &[f32]) -> Option<Vec<f32>> {
+pub fn step(g: &Graph, node: &Node, v: &[f32]) -> Option<Vec<f32>> {
+    // the registry says which ops carry a constant; the arithmetic is here
+    if !crate::graph::ops::info(node)?.collapses {
+        return None;
+    }
     match node.op_type.as_str() {
         "Relu" => Some(v.iter().map(|x| x.max(0.0)).collect()),
         "Identity" => Some(v.to_vec()),

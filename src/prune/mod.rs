@@ -4,7 +4,7 @@
 //! contributes exactly nothing, so the pruned model computes what the gated
 //! one computes, up to float rounding.
 
-mod collapse;
+pub mod collapse;
 pub mod plan;
 pub mod predict;
 mod surgery;

@@ -7,20 +7,20 @@ use std::collections::HashMap;
 /// Ops a branch or shortcut may pass through, with the input that carries
 /// the data. Mul/Div/Add only with a constant other operand (gates, scales).
 fn data_input(g: &Graph, n: &Node) -> Option<usize> {
+    use crate::graph::ops::{self, PathRole};
     let is_const = |i: usize| n.input(i).is_some_and(|v| g.constant(v).is_some());
-    if !n.is_onnx() {
-        return None;
-    }
-    match n.op_type.as_str() {
-        "Conv" if is_const(1) => Some(0),
-        "BatchNormalization" | "Relu" | "Clip" | "LeakyRelu" | "Identity" | "Slice" | "Pad"
-        | "AveragePool" => Some(0),
-        "Mul" | "Div" | "Add" | "Sub" if n.inputs.len() == 2 => match (is_const(0), is_const(1)) {
-            (false, true) => Some(0),
-            (true, false) if n.op_type != "Div" && n.op_type != "Sub" => Some(1),
-            _ => None,
-        },
-        _ => None,
+    match ops::info(n)?.path {
+        PathRole::Stop => None,
+        PathRole::First => Some(0),
+        PathRole::ConvInput => is_const(1).then_some(0),
+        PathRole::ConstOperand { commutes } if n.inputs.len() == 2 => {
+            match (is_const(0), is_const(1)) {
+                (false, true) => Some(0),
+                (true, false) if commutes => Some(1),
+                _ => None,
+            }
+        }
+        PathRole::ConstOperand { .. } => None,
     }
 }
 

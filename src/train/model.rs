@@ -192,6 +192,44 @@ pub struct Model {
     add_relus: HashMap<String, String>,
 }
 
+/// An error naming the first node training cannot lower: an op the
+/// registry marks inference-only, or one it does not know. Nodes whose
+/// outputs are all known constants (shape arithmetic) are not run.
+pub fn check_lowerable(g: &Graph, facts: &Facts) -> Result<()> {
+    use crate::graph::ops::{self, Training};
+    for node in &g.nodes {
+        let constant = node
+            .outputs
+            .iter()
+            .all(|o| facts.get(o).is_some_and(|f| f.value.is_some()));
+        if constant {
+            continue;
+        }
+        match ops::info(node).map(|i| i.training) {
+            Some(Training::Lowered) => {}
+            Some(Training::InferenceOnly(why)) => {
+                return Err(Error::node(
+                    node,
+                    format!("op {} cannot be trained ({why}); the runtimes can evaluate it, but SSS needs gradients through every node", node.op_type),
+                ))
+            }
+            None => {
+                return Err(Error::node(
+                    node,
+                    format!("op {} (domain `{}`) is unknown to sss-onnx and cannot be trained", node.op_type, node.domain),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether training can lower every node of `g` (checked before any work
+/// by commands that train).
+pub fn check_trainable(g: &Graph) -> Result<()> {
+    check_lowerable(g, &shape::infer_strict(g, 1)?)
+}
+
 /// Running-statistics updates from a train-mode pass.
 pub type StatUpdates = Vec<(String, Tensor)>;
 
@@ -261,11 +299,7 @@ impl Model {
             return Ok(f.clone());
         }
         let f = Rc::new(shape::infer_strict(&self.graph, batch)?);
-        if let Some(n) = f.unknown_ops.first() {
-            return Err(Error::Invalid(format!(
-                "node `{n}`: op unknown to sss-onnx cannot be trained"
-            )));
-        }
+        check_lowerable(&self.graph, &f)?;
         self.facts.borrow_mut().insert(batch, f.clone());
         Ok(f)
     }
