@@ -76,6 +76,19 @@ pub enum Error {
     #[error("{0}")]
     Interrupted(String),
 
+    /// A tensor operation failed in candle (training, evaluation).
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+
+    /// An error while running one node; the cause follows in the chain.
+    #[error("node `{node}` ({op})")]
+    AtNode {
+        node: String,
+        op: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// An error inside a model file (a node, tensor or attribute), with the
     /// file it came from; the cause follows in the chain.
     #[error("{}", path.display())]
@@ -110,6 +123,19 @@ impl Error {
         Error::Tensor {
             name: name.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// This error as raised while running `node` (said once, where the
+    /// node is lowered; errors that already name a node stay as they are).
+    pub fn at_node(self, node: &crate::graph::Node) -> Self {
+        match self {
+            e @ (Error::Node { .. } | Error::Attribute { .. } | Error::AtNode { .. }) => e,
+            e => Error::AtNode {
+                node: node.display_name(),
+                op: node.op_type.clone(),
+                source: Box::new(e),
+            },
         }
     }
 

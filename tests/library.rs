@@ -113,6 +113,8 @@ fn compress_from_the_library_matches_independent_remeasurement() {
     let v = validate::validate(&gated, sg.as_mut(), sp.as_mut(), &plan).unwrap();
     assert!(v.passed, "{v:?}");
 
+    check_plots(r);
+
     // the report embeds the recipe it ran with, and it reads back
     let back: Options = serde_json::from_value(r.recipe.clone()).unwrap();
     assert_eq!(back.train.steps, Some(12));
@@ -145,4 +147,47 @@ fn library_errors_are_typed() {
         e => panic!("{e:?}"),
     }
     assert!(!d.path().join("stopped.onnx").exists());
+}
+
+/// The plots drawn, parsed as XML: one bar per residual block (kept or
+/// deleted as the report says, kept heights in proportion), the curve with
+/// a point per record, the target line and the lock.
+fn check_plots(r: &sss_onnx::report::Report) {
+    let read = |suffix: &str| {
+        let p = r.plots.iter().find(|p| p.ends_with(suffix)).unwrap();
+        std::fs::read_to_string(p).unwrap()
+    };
+    let gates = read(".gates.svg");
+    let doc = roxmltree::Document::parse(&gates).unwrap();
+    let class = |c: &str| -> Vec<roxmltree::Node> {
+        doc.descendants()
+            .filter(|n| n.attribute("class") == Some(c))
+            .collect()
+    };
+    let blocks = &r.pruning.blocks;
+    assert_eq!(blocks.len(), 9);
+    let deleted = blocks.iter().filter(|b| b.removed).count();
+    assert_eq!(class("deleted").len(), deleted);
+    assert_eq!(class("kept").len(), 9 - deleted);
+    let h = |n: &roxmltree::Node| n.attribute("height").unwrap().parse::<f64>().unwrap();
+    let (kept, original) = (class("kept"), class("original"));
+    for (i, b) in blocks.iter().filter(|b| !b.removed).enumerate() {
+        let want = b.kept as f64 / b.width as f64;
+        let got = h(&kept[i]) / h(&original[i]);
+        assert!(
+            (got - want).abs() < 0.01,
+            "block {}: {got} vs {want}",
+            b.block
+        );
+    }
+    assert!(gates.contains("stage 3") && gates.contains(&format!("{deleted} of 9 blocks deleted")));
+
+    let curve = read(".curve.svg");
+    let doc = roxmltree::Document::parse(&curve).unwrap();
+    let find = |c: &str| doc.descendants().find(|n| n.attribute("class") == Some(c));
+    let points = find("macs").unwrap().attribute("points").unwrap();
+    assert_eq!(points.split_whitespace().count(), r.training.curve.len());
+    assert!(find("target").is_some());
+    assert_eq!(find("lock").is_some(), r.training.locked_at.is_some());
+    assert!(curve.contains("training step") && curve.contains("train loss"));
 }

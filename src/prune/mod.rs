@@ -29,6 +29,21 @@ pub struct StageSummary {
     pub groups_removed: usize,
 }
 
+/// One residual block before and after pruning: the channels of its gated
+/// convs (groups counted in channels), and whether it is gone.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BlockSummary {
+    pub block: usize,
+    pub stage: usize,
+    /// Channels of the block's gated convs (its output channels when only
+    /// the block itself is gated).
+    pub width: usize,
+    /// Of those, kept (0 when the block is gone).
+    pub kept: usize,
+    /// Deleted, or replaced by a per-channel constant.
+    pub removed: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
     pub gates: usize,
@@ -38,6 +53,8 @@ pub struct PruneReport {
     pub groups_removed: usize,
     pub relus_removed: usize,
     pub stages: Vec<StageSummary>,
+    /// Every residual block, in order.
+    pub blocks: Vec<BlockSummary>,
     /// Counts at batch 1: the gated model, the prediction from the zero
     /// pattern, and the pruned model as written.
     pub before: Counts,
@@ -77,6 +94,7 @@ pub fn prune(gated: &Graph) -> Result<(Graph, PruneReport)> {
         groups_removed: 0,
         relus_removed: 0,
         stages: vec![],
+        blocks: vec![],
         before,
         predicted,
         after: before,
@@ -98,6 +116,7 @@ pub fn prune(gated: &Graph) -> Result<(Graph, PruneReport)> {
     refresh_value_info(&mut g)?;
     report.after = counts(&g)?;
     report.stages = stages(&plan, &report);
+    report.blocks = blocks(&plan, &report);
     g.metadata.retain(|(k, _)| k != "sss_onnx");
     g.metadata.push((
         "sss_onnx".into(),
@@ -144,6 +163,34 @@ fn stages(plan: &Plan, r: &PruneReport) -> Vec<StageSummary> {
         }
     }
     out
+}
+
+fn blocks(plan: &Plan, r: &PruneReport) -> Vec<BlockSummary> {
+    plan.blocks
+        .iter()
+        .map(|bp| {
+            let removed = r.blocks_removed.contains(&bp.block.id)
+                || r.blocks_replaced_by_constant.contains(&bp.block.id);
+            let convs: Vec<_> = bp.convs.iter().flatten().collect();
+            let (width, kept) = if convs.is_empty() {
+                (bp.block.out_channels, bp.block.out_channels)
+            } else {
+                convs.iter().fold((0, 0), |(w, k), cg| {
+                    (
+                        w + cg.keep.len() * cg.span,
+                        k + cg.keep.iter().filter(|&&x| x).count() * cg.span,
+                    )
+                })
+            };
+            BlockSummary {
+                block: bp.block.id,
+                stage: bp.block.stage,
+                width,
+                kept: if removed { 0 } else { kept },
+                removed,
+            }
+        })
+        .collect()
 }
 
 /// Makes every reader of `from` read `to` instead.

@@ -172,46 +172,30 @@ pub fn markdown(r: &Report) -> String {
     s
 }
 
-/// The plots: training curves and final gate values.
+/// The plots: the training curve and the kept architecture (named
+/// `curve` and `gates`, the file name suffixes).
 pub fn plots(r: &Report) -> Vec<(String, String)> {
     let c = &r.training.curve;
-    let total = c.last().map(|x| x.gates).unwrap_or(1).max(1) as f64;
-    let curve = svg::lines(
-        "training: implied MACs, zero gates, train accuracy",
-        "step",
-        1.0,
-        &[
-            (
-                "implied MACs / original",
-                "#3b6ea5",
-                c.iter().map(|x| (x.step as f64, x.macs_ratio)).collect(),
-            ),
-            (
-                "zero gates (share)",
-                "#c0504d",
-                c.iter()
-                    .map(|x| (x.step as f64, x.zero_gates as f64 / total))
-                    .collect(),
-            ),
-            (
-                "train accuracy",
-                "#4f9a55",
-                c.iter().map(|x| (x.step as f64, x.accuracy)).collect(),
-            ),
-        ],
-    );
-    let groups: Vec<(String, Vec<f32>)> = r
-        .gates
+    let points: Vec<(f64, f64, f64, f64)> = c
         .iter()
-        .map(|g| {
-            (
-                g.name.trim_start_matches("sss_gate/").to_string(),
-                g.values.clone(),
-            )
-        })
+        .map(|x| (x.step as f64, x.macs_ratio, x.accuracy, x.loss))
         .collect();
-    let gates = svg::bars("final gate values per layer (0 = deleted)", &groups);
-    vec![("curve".into(), curve), ("gates".into(), gates)]
+    // a budget step shows as a fall of the implied MACs before the lock
+    let budget_steps: Vec<f64> = c
+        .windows(2)
+        .filter(|w| w[1].macs_ratio < w[0].macs_ratio - 1e-9 && !w[0].locked)
+        .map(|w| w[1].step as f64)
+        .collect();
+    let curve = svg::curve(&svg::Curve {
+        points: &points,
+        target_macs: r.settings["target_macs"].as_f64(),
+        budget_steps: &budget_steps,
+        lock: r.training.locked_at.map(|s| s as f64),
+        original_top1: r.original.top1,
+        pruned_top1: r.pruned.top1,
+    });
+    let blocks = svg::blocks(&r.pruning.blocks);
+    vec![("curve".into(), curve), ("gates".into(), blocks)]
 }
 
 /// Why a finished run is not a success: MACs outside the asked band

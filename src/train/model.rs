@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 fn ce(node: &Node, e: candle_core::Error) -> Error {
-    Error::node(node, format!("candle: {e}"))
+    Error::Candle(e).at_node(node)
 }
 
 fn to_candle(a: &ndarray::ArrayD<f32>, dev: &Device, dtype: DType) -> candle_core::Result<Tensor> {
@@ -353,7 +353,9 @@ impl Model {
                     continue;
                 }
             }
-            let out = self.eval(node, &env, &facts, train, &mut updates)?;
+            let out = self
+                .eval(node, &env, &facts, train, &mut updates)
+                .map_err(|e| e.at_node(node))?;
             env.insert(node.outputs[0].as_str(), out);
         }
         let y = env
@@ -414,7 +416,6 @@ impl Model {
                 .map(|s| s.to_vec())
                 .ok_or_else(|| Error::node(node, "output shape unknown"))
         };
-        let e = |err| ce(node, err);
         let y = match node.op_type.as_str() {
             "Conv" => self.conv(
                 node,
@@ -430,54 +431,45 @@ impl Model {
                 train,
                 updates,
             )?,
-            "Relu" if self.fused => input(0)?
-                .contiguous()
-                .and_then(|x| x.apply_op1(Relu))
-                .map_err(e)?,
-            "Relu" => input(0)?.relu().map_err(e)?,
+            "Relu" if self.fused => input(0)?.contiguous().and_then(|x| x.apply_op1(Relu))?,
+            "Relu" => input(0)?.relu()?,
             "Clip" => {
                 let bound = |i: usize, d: f32| -> Result<f32> {
                     match node.input(i) {
                         Some(_) => Ok(input(i)?
                             .flatten_all()
                             .and_then(|t| t.to_dtype(DType::F32))
-                            .and_then(|t| t.to_vec1::<f32>())
-                            .map_err(e)?[0]),
+                            .and_then(|t| t.to_vec1::<f32>())?[0]),
                         None => node.attr_float_or(if i == 1 { "min" } else { "max" }, d),
                     }
                 };
-                input(0)?
-                    .clamp(bound(1, f32::MIN)?, bound(2, f32::MAX)?)
-                    .map_err(e)?
+                input(0)?.clamp(bound(1, f32::MIN)?, bound(2, f32::MAX)?)?
             }
             "LeakyRelu" => {
                 let a = node.attr_float_or("alpha", 0.01)? as f64;
                 let x = input(0)?;
-                (x.relu().map_err(e)? - (x.neg().map_err(e)?.relu().map_err(e)? * a).map_err(e)?)
-                    .map_err(e)?
+                (x.relu()? - (x.neg()?.relu()? * a)?)?
             }
             "Identity" | "Dropout" => input(0)?,
             "Add" | "Sum" => {
                 let mut acc = input(0)?;
                 for i in 1..node.inputs.len() {
-                    acc = acc.broadcast_add(&input(i)?).map_err(e)?;
+                    acc = acc.broadcast_add(&input(i)?)?;
                 }
                 acc
             }
-            "Sub" => input(0)?.broadcast_sub(&input(1)?).map_err(e)?,
+            "Sub" => input(0)?.broadcast_sub(&input(1)?)?,
             "Mul" => {
                 let (a, b) = (input(0)?, input(1)?);
                 match channel_operand(&a, &b) {
                     Some((x, s)) if self.fused => {
-                        let s = s.flatten_all().map_err(e)?;
-                        x.contiguous()
-                            .and_then(|x| x.apply_op2(&s, ChannelScale))
-                            .map_err(e)?
+                        let s = s.flatten_all()?;
+                        x.contiguous().and_then(|x| x.apply_op2(&s, ChannelScale))?
                     }
-                    _ => a.broadcast_mul(&b).map_err(e)?,
+                    _ => a.broadcast_mul(&b)?,
                 }
             }
-            "Div" => input(0)?.broadcast_div(&input(1)?).map_err(e)?,
+            "Div" => input(0)?.broadcast_div(&input(1)?)?,
             "MaxPool" => {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
@@ -495,12 +487,10 @@ impl Model {
                 geo.oh = os[2];
                 geo.ow = os[3];
                 if self.fused {
-                    x.contiguous()
-                        .and_then(|x| x.apply_op1(MaxPool(geo)))
-                        .map_err(e)?
+                    x.contiguous().and_then(|x| x.apply_op1(MaxPool(geo)))?
                 } else {
                     // candle's max_pool2d has the wrong gradient
-                    max_pool_generic(&x, &geo).map_err(e)?
+                    max_pool_generic(&x, &geo)?
                 }
             }
             "AveragePool" => {
@@ -524,57 +514,52 @@ impl Model {
                         "training supports AveragePool only with kernel = stride and no padding",
                     ));
                 }
-                x.avg_pool2d((k[0], k[1])).map_err(e)?
+                x.avg_pool2d((k[0], k[1]))?
             }
             "GlobalAveragePool" => input(0)?
                 .mean_keepdim(D::Minus1)
-                .and_then(|t| t.mean_keepdim(D::Minus2))
-                .map_err(e)?,
+                .and_then(|t| t.mean_keepdim(D::Minus2))?,
             "ReduceMean" => {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
                 let axes = reduce::axes(&cx, x.rank())?;
                 let mut t = x;
                 for &a in axes.iter().rev() {
-                    t = t.mean_keepdim(a).map_err(e)?;
+                    t = t.mean_keepdim(a)?;
                 }
-                t.reshape(out_shape()?).map_err(e)?
+                t.reshape(out_shape()?)?
             }
-            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
-                input(0)?.reshape(out_shape()?).map_err(e)?
-            }
+            "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => input(0)?.reshape(out_shape()?)?,
             "Transpose" => {
                 let perm: Vec<usize> = match node.attr_ints("perm")? {
                     Some(p) => p.iter().map(|&v| v as usize).collect(),
                     None => (0..input(0)?.rank()).rev().collect(),
                 };
-                input(0)?.permute(perm).map_err(e)?
+                input(0)?.permute(perm)?
             }
             "Concat" => {
                 let xs: Vec<Tensor> = (0..node.inputs.len()).map(&input).collect::<Result<_>>()?;
                 let r = xs[0].rank() as i64;
                 let a = node.attr_int_or("axis", 0)?;
-                Tensor::cat(&xs, if a < 0 { (a + r) as usize } else { a as usize }).map_err(e)?
+                Tensor::cat(&xs, if a < 0 { (a + r) as usize } else { a as usize })?
             }
             "Gemm" => {
                 let (mut a, mut b) = (input(0)?, input(1)?);
                 if node.attr_int_or("transA", 0)? != 0 {
-                    a = a.t().map_err(e)?;
+                    a = a.t()?;
                 }
                 if node.attr_int_or("transB", 0)? != 0 {
-                    b = b.t().map_err(e)?;
+                    b = b.t()?;
                 }
                 let alpha = node.attr_float_or("alpha", 1.0)? as f64;
                 let beta = node.attr_float_or("beta", 1.0)? as f64;
-                let mut y = (a.matmul(&b).map_err(e)? * alpha).map_err(e)?;
+                let mut y = (a.matmul(&b)? * alpha)?;
                 if node.input(2).is_some() {
-                    y = y
-                        .broadcast_add(&(input(2)? * beta).map_err(e)?)
-                        .map_err(e)?;
+                    y = y.broadcast_add(&(input(2)? * beta)?)?;
                 }
                 y
             }
-            "MatMul" => input(0)?.broadcast_matmul(&input(1)?).map_err(e)?,
+            "MatMul" => input(0)?.broadcast_matmul(&input(1)?)?,
             "Slice" => {
                 let x = input(0)?;
                 let cx = node_ctx(&self.graph, facts, node);
@@ -584,7 +569,7 @@ impl Model {
                     .then(|| StridedSlice::new(x.dims(), &plan))
                     .flatten();
                 if let Some(op) = one_op {
-                    return x.contiguous().and_then(|x| x.apply_op1(op)).map_err(e);
+                    return Ok(x.contiguous().and_then(|x| x.apply_op1(op))?);
                 }
                 let mut t = x.clone();
                 for (axis, &(start, step, len)) in plan.iter().enumerate() {
@@ -592,12 +577,12 @@ impl Model {
                         continue;
                     }
                     if step == 1 {
-                        t = t.narrow(axis, start as usize, len).map_err(e)?;
+                        t = t.narrow(axis, start as usize, len)?;
                     } else {
                         let idx: Vec<u32> =
                             (0..len).map(|i| (start + i as i64 * step) as u32).collect();
-                        let idx = Tensor::new(idx.as_slice(), &self.device).map_err(e)?;
-                        t = t.index_select(&idx, axis).map_err(e)?;
+                        let idx = Tensor::new(idx.as_slice(), &self.device)?;
+                        t = t.index_select(&idx, axis)?;
                     }
                 }
                 t
@@ -612,8 +597,7 @@ impl Model {
                     Some(_) => input(2)?
                         .flatten_all()
                         .and_then(|t| t.to_dtype(DType::F32))
-                        .and_then(|t| t.to_vec1::<f32>())
-                        .map_err(e)?
+                        .and_then(|t| t.to_vec1::<f32>())?
                         .first()
                         .copied()
                         .unwrap_or(0.0),
@@ -637,7 +621,7 @@ impl Model {
                         ));
                     }
                     if b > 0 || en > 0 {
-                        t = t.pad_with_zeros(a, b as usize, en as usize).map_err(e)?;
+                        t = t.pad_with_zeros(a, b as usize, en as usize)?;
                     }
                 }
                 t
@@ -655,7 +639,6 @@ impl Model {
         b: Option<Tensor>,
         facts: &Facts,
     ) -> Result<Tensor> {
-        let e = |err| ce(node, err);
         let xs = x.dims().to_vec();
         let ws = w.dims().to_vec();
         if xs.len() != 4 {
@@ -676,8 +659,7 @@ impl Model {
                 cout,
             };
             x.contiguous()
-                .and_then(|x| x.apply_op2(&w.contiguous()?, op))
-                .map_err(e)?
+                .and_then(|x| x.apply_op2(&w.contiguous()?, op))?
         } else {
             let sym = win.pads[0] == win.pads[2]
                 && win.pads[1] == win.pads[3]
@@ -686,8 +668,7 @@ impl Model {
                 x.clone()
             } else {
                 x.pad_with_zeros(2, win.pads[0], win.pads[2])
-                    .and_then(|t| t.pad_with_zeros(3, win.pads[1], win.pads[3]))
-                    .map_err(e)?
+                    .and_then(|t| t.pad_with_zeros(3, win.pads[1], win.pads[3]))?
             };
             let p = if sym { win.pads[0] } else { 0 };
             if win.strides[0] != win.strides[1] || win.dilations[0] != win.dilations[1] {
@@ -696,16 +677,11 @@ impl Model {
                     "non-square strides/dilations need the CPU path",
                 ));
             }
-            xp.conv2d(w, p, win.strides[0], win.dilations[0], groups)
-                .map_err(e)?
+            xp.conv2d(w, p, win.strides[0], win.dilations[0], groups)?
         };
         match b {
-            Some(b) if self.fused => y
-                .apply_op2(&b.flatten_all().map_err(e)?, ChannelBias)
-                .map_err(e),
-            Some(b) => y
-                .broadcast_add(&b.reshape((1, cout, 1, 1)).map_err(e)?)
-                .map_err(e),
+            Some(b) if self.fused => Ok(y.apply_op2(&b.flatten_all()?, ChannelBias)?),
+            Some(b) => Ok(y.broadcast_add(&b.reshape((1, cout, 1, 1))?)?),
             None => Ok(y),
         }
     }
@@ -721,7 +697,6 @@ impl Model {
         facts: &Facts,
         updates: &mut StatUpdates,
     ) -> Result<Option<Tensor>> {
-        let e = |err| ce(node, err);
         let input = |i: usize| -> Result<Tensor> {
             let name = node
                 .input(i)
@@ -737,21 +712,21 @@ impl Model {
                 if !fits {
                     return Ok(None);
                 }
-                g.flatten_all().map_err(e)?
+                g.flatten_all()?
             }
-            None => Tensor::ones(1, self.dtype, &self.device).map_err(e)?,
+            None => Tensor::ones(1, self.dtype, &self.device)?,
         };
         let relu = chain.relu;
         if node.op_type == "Conv" {
             // the conv without its bias; the bias is the chain's shift
             let x = self.conv(node, &input(0)?, &input(1)?, None, facts)?;
             let b = input(2)?;
-            let p = b.reshape((1, b.elem_count())).map_err(e)?;
+            let p = b.reshape((1, b.elem_count()))?;
             let op = BnChain {
                 norm: Norm::Bias,
                 relu,
             };
-            return x.apply_op3(&p, &gate, op).map(Some).map_err(e);
+            return Ok(x.apply_op3(&p, &gate, op).map(Some)?);
         }
         let x = input(0)?;
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
@@ -761,10 +736,9 @@ impl Model {
             norm: Norm::Batch { eps },
             relu,
         };
-        x.contiguous()
+        Ok(x.contiguous()
             .and_then(|x| x.apply_op3(&packed, &gate, op))
-            .map(Some)
-            .map_err(e)
+            .map(Some)?)
     }
 
     /// Train-mode BN's batch statistics, computed once: queued as running
@@ -778,21 +752,16 @@ impl Model {
         p: &[Tensor; 4],
         updates: &mut StatUpdates,
     ) -> Result<Tensor> {
-        let e = |err| ce(node, err);
         let c = p[0].elem_count();
         let st = x
             .contiguous()
-            .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))
-            .map_err(e)?;
-        let (bm, bv) = (st.get(0).map_err(e)?, st.get(1).map_err(e)?);
+            .and_then(|x| x.apply_op1_no_bwd(&ChannelStats))?;
+        let (bm, bv) = (st.get(0)?, st.get(1)?);
         let shape = (1, c, 1, 1);
-        let (mean, var) = (
-            p[2].reshape(shape).map_err(e)?,
-            p[3].reshape(shape).map_err(e)?,
-        );
+        let (mean, var) = (p[2].reshape(shape)?, p[3].reshape(shape)?);
         self.running_update(node, &bm, &bv, x.elem_count() / c, &mean, &var, updates)?;
-        let flat = |t: &Tensor| t.flatten_all().map_err(e);
-        Tensor::stack(&[flat(&p[0])?, flat(&p[1])?, bm, bv], 0).map_err(e)
+        let flat = |t: &Tensor| t.flatten_all();
+        Ok(Tensor::stack(&[flat(&p[0])?, flat(&p[1])?, bm, bv], 0)?)
     }
 
     fn batch_norm(
@@ -803,37 +772,27 @@ impl Model {
         train: bool,
         updates: &mut StatUpdates,
     ) -> Result<Tensor> {
-        let e = |err| ce(node, err);
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
         if train && self.fused {
             // fused kernels: statistics for the running averages, then the
             // normalisation with its closed-form backward
             let packed = self.batch_statistics(node, x, &p, updates)?;
-            return x
+            return Ok(x
                 .contiguous()
-                .and_then(|x| x.apply_op2(&packed, BatchNormTrain { eps }))
-                .map_err(e);
+                .and_then(|x| x.apply_op2(&packed, BatchNormTrain { eps }))?);
         }
         let c = p[0].dims()[0];
         let shape = (1, c, 1, 1);
         let [scale, bias, mean, var] = p.map(|t| t.reshape(shape));
-        let (scale, bias, mean, var) = (
-            scale.map_err(e)?,
-            bias.map_err(e)?,
-            mean.map_err(e)?,
-            var.map_err(e)?,
-        );
+        let (scale, bias, mean, var) = (scale?, bias?, mean?, var?);
         let (m, v) = if train {
-            let m = x.mean_keepdim((0, 2, 3)).map_err(e)?;
-            let xc = x.broadcast_sub(&m).map_err(e)?;
-            let v = xc
-                .sqr()
-                .and_then(|t| t.mean_keepdim((0, 2, 3)))
-                .map_err(e)?;
+            let m = x.mean_keepdim((0, 2, 3))?;
+            let xc = x.broadcast_sub(&m)?;
+            let v = xc.sqr().and_then(|t| t.mean_keepdim((0, 2, 3)))?;
             self.running_update(
                 node,
-                &m.flatten_all().map_err(e)?,
-                &v.flatten_all().map_err(e)?,
+                &m.flatten_all()?,
+                &v.flatten_all()?,
                 x.elem_count() / c,
                 &mean,
                 &var,
@@ -843,17 +802,10 @@ impl Model {
         } else {
             (mean, var)
         };
-        let inv = (v + eps)
-            .and_then(|t| t.sqrt())
-            .and_then(|t| t.recip())
-            .map_err(e)?;
-        let k = scale.broadcast_mul(&inv).map_err(e)?;
-        let shift = bias
-            .broadcast_sub(&m.broadcast_mul(&k).map_err(e)?)
-            .map_err(e)?;
-        x.broadcast_mul(&k)
-            .and_then(|t| t.broadcast_add(&shift))
-            .map_err(e)
+        let inv = (v + eps).and_then(|t| t.sqrt()).and_then(|t| t.recip())?;
+        let k = scale.broadcast_mul(&inv)?;
+        let shift = bias.broadcast_sub(&m.broadcast_mul(&k)?)?;
+        Ok(x.broadcast_mul(&k).and_then(|t| t.broadcast_add(&shift))?)
     }
 
     /// New running statistics: the node's momentum, unbiased variance.
@@ -868,18 +820,13 @@ impl Model {
         var: &Tensor,
         updates: &mut StatUpdates,
     ) -> Result<()> {
-        let e = |err| ce(node, err);
         let momentum = node.attr_float_or("momentum", 0.9)? as f64;
         let count = count as f64;
-        let unbiased = (bv.detach() * (count / (count - 1.0).max(1.0))).map_err(e)?;
-        let old_m = mean.flatten_all().map_err(e)?;
-        let old_v = var.flatten_all().map_err(e)?;
-        let new_mean = ((old_m * momentum).map_err(e)?
-            + (bm.detach() * (1.0 - momentum)).map_err(e)?)
-        .map_err(e)?;
-        let new_var = ((old_v * momentum).map_err(e)?
-            + (unbiased * (1.0 - momentum)).map_err(e)?)
-        .map_err(e)?;
+        let unbiased = (bv.detach() * (count / (count - 1.0).max(1.0)))?;
+        let old_m = mean.flatten_all()?;
+        let old_v = var.flatten_all()?;
+        let new_mean = ((old_m * momentum)? + (bm.detach() * (1.0 - momentum))?)?;
+        let new_var = ((old_v * momentum)? + (unbiased * (1.0 - momentum))?)?;
         if let (Some(mn), Some(vn)) = (node.input(3), node.input(4)) {
             updates.push((mn.to_string(), new_mean));
             updates.push((vn.to_string(), new_var));
