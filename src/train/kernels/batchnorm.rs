@@ -3,8 +3,8 @@
 //! backward), the normalisation in another, and the closed-form backward
 //!   db = Σ dy,  ds = Σ dy·x̂,  dx = s·σ⁻¹/M · (M·dy − db − x̂·ds).
 
-use super::{contiguous, dispatch, nchw, par_build, sum_pairs, Elem};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use super::{contiguous, custom_op, nchw, par_build, sum_pairs, Elem};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// x [N, C, H, W] → [2, C]: mean and biased variance per channel.
@@ -170,30 +170,18 @@ fn grad_input<T: Elem>(
     Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
 }
 
-impl CustomOp1 for ChannelStats {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp1 for ChannelStats {
+    name(&self) {
         "sss-channel-stats"
     }
+    fwd(s: l) => stats(s, l);
+});
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s, stats(s, l))
-    }
-}
-
-impl CustomOp2 for BatchNormTrain {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for BatchNormTrain {
+    name(&self) {
         "sss-batchnorm-train"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, forward(self.eps, s1, l1, s2, l2))
-    }
+    fwd(s1: l1, s2: l2) => forward(self.eps, s1, l1, s2, l2);
 
     fn bwd(
         &self,
@@ -213,48 +201,18 @@ impl CustomOp2 for BatchNormTrain {
         let dp = Tensor::cat(&[g, p.narrow(0, 2, 2)?.zeros_like()?], 0)?;
         Ok((Some(dx), Some(dp)))
     }
-}
+});
 
-impl CustomOp3 for GradParams {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp3 for GradParams {
+    name(&self) {
         "sss-batchnorm-grad-params"
     }
+    fwd(s1: l1, s2: l2, s3: l3) => grad_params(self.eps, s1, l1, s2, l2, s3, l3);
+});
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(
-            self.name(),
-            s1,
-            grad_params(self.eps, s1, l1, s2, l2, s3, l3)
-        )
-    }
-}
-
-impl CustomOp3 for GradInput {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp3 for GradInput {
+    name(&self) {
         "sss-batchnorm-grad-input"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(
-            self.name(),
-            s1,
-            grad_input(self.eps, s1, l1, s2, l2, s3, l3)
-        )
-    }
-}
+    fwd(s1: l1, s2: l2, s3: l3) => grad_input(self.eps, s1, l1, s2, l2, s3, l3);
+});

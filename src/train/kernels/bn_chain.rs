@@ -14,8 +14,8 @@
 //!   dλ_c = s_c·S₂ + b_c·S₁,  db = λ_c·S₁,  ds = λ_c·S₂
 //!   dx = s_c/(σ_c·M) · (M·λ_c·g − db − x̂·ds)
 
-use super::{contiguous, dispatch, nchw, par_build, Elem};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use super::{contiguous, custom_op, nchw, par_build, Elem};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// (x, p, λ [C] or [1]) → y, p as [`Norm`] says.
@@ -252,25 +252,14 @@ fn grad_input<T: Elem>(
     Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
 }
 
-impl CustomOp3 for BnChain {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp3 for BnChain {
+    name(&self) {
         match self.norm {
             Norm::Batch { .. } => "sss-bn-gate-relu",
             Norm::Bias => "sss-bias-gate-relu",
         }
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, forward(self, s1, l1, s2, l2, s3, l3))
-    }
+    fwd(s1: l1, s2: l2, s3: l3) => forward(self, s1, l1, s2, l2, s3, l3);
 
     fn bwd(
         &self,
@@ -334,36 +323,18 @@ impl CustomOp3 for BnChain {
         };
         Ok((Some(dx), Some(dp), Some(dgate)))
     }
-}
+});
 
-impl CustomOp2 for ChainSums {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ChainSums {
+    name(&self) {
         "sss-chain-sums"
     }
+    fwd(s1: l1, s2: l2) => sums(self, s1, l1, s2, l2);
+});
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, sums(self, s1, l1, s2, l2))
-    }
-}
-
-impl CustomOp2 for ChainGradInput {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ChainGradInput {
+    name(&self) {
         "sss-chain-grad-input"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, grad_input(self, s1, l1, s2, l2))
-    }
-}
+    fwd(s1: l1, s2: l2) => grad_input(self, s1, l1, s2, l2);
+});

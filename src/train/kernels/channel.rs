@@ -3,8 +3,8 @@
 //! bias — conv biases — and ReLU. candle's broadcast forms reduce their
 //! gradients over axes (0, 2, 3), a slow strided reduction on CPU.
 
-use super::{contiguous, dispatch, par_build, sum_pairs, Elem};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use super::{contiguous, custom_op, par_build, sum_pairs, Elem};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// (x [N, C, ...], s [C] or [1]) → x · s[c].
@@ -148,20 +148,11 @@ fn relu_grad<T: Elem>(
     Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
 }
 
-impl CustomOp2 for ChannelScale {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ChannelScale {
+    name(&self) {
         "sss-channel-scale"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, scale(s1, l1, s2, l2, false))
-    }
+    fwd(s1: l1, s2: l2) => scale(s1, l1, s2, l2, false);
 
     fn bwd(
         &self,
@@ -181,22 +172,13 @@ impl CustomOp2 for ChannelScale {
         )?;
         Ok((Some(dx), Some(ds.reshape(s.shape())?)))
     }
-}
+});
 
-impl CustomOp2 for ChannelBias {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ChannelBias {
+    name(&self) {
         "sss-channel-bias"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, scale(s1, l1, s2, l2, true))
-    }
+    fwd(s1: l1, s2: l2) => scale(s1, l1, s2, l2, true);
 
     fn bwd(
         &self,
@@ -215,32 +197,20 @@ impl CustomOp2 for ChannelBias {
         )?;
         Ok((Some(dy), Some(db.reshape(b.shape())?)))
     }
-}
+});
 
-impl CustomOp2 for ChannelSum {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ChannelSum {
+    name(&self) {
         "sss-channel-sum"
     }
+    fwd(s1: l1, s2: l2) => channel_sum(self, s1, l1, s2, l2);
+});
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, channel_sum(self, s1, l1, s2, l2))
-    }
-}
-
-impl CustomOp1 for Relu {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp1 for Relu {
+    name(&self) {
         "sss-relu"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s, relu(s, l))
-    }
+    fwd(s: l) => relu(s, l);
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(
@@ -248,22 +218,13 @@ impl CustomOp1 for Relu {
                 .apply_op2_no_bwd(&y.contiguous()?, &ReluGrad)?,
         ))
     }
-}
+});
 
-impl CustomOp2 for AddRelu {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for AddRelu {
+    name(&self) {
         "sss-add-relu"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, add_relu(s1, l1, s2, l2))
-    }
+    fwd(s1: l1, s2: l2) => add_relu(s1, l1, s2, l2);
 
     fn bwd(
         &self,
@@ -277,20 +238,11 @@ impl CustomOp2 for AddRelu {
             .apply_op2_no_bwd(&y.contiguous()?, &ReluGrad)?;
         Ok((Some(g.clone()), Some(g)))
     }
-}
+});
 
-impl CustomOp2 for ReluGrad {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ReluGrad {
+    name(&self) {
         "sss-relu-grad"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, relu_grad(s1, l1, s2, l2))
-    }
-}
+    fwd(s1: l1, s2: l2) => relu_grad(s1, l1, s2, l2);
+});

@@ -7,8 +7,8 @@
 
 use super::direct3x3;
 use super::im2col::{col2im, im2col};
-use super::{contiguous, dispatch, gemm_rm, Elem, Geometry};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use super::{contiguous, custom_op, gemm_rm, Elem, Geometry};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -231,8 +231,8 @@ fn sum_partials<T: Elem>(partial: Vec<Vec<T>>, len: usize) -> Vec<T> {
     total
 }
 
-impl CustomOp2 for Conv2d {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for Conv2d {
+    name(&self) {
         // the path in the name, for the benchmark's table (f64 always
         // takes im2col; these names describe f32 training)
         if direct3x3::plan_for(&self.g, self.groups).is_some() {
@@ -241,16 +241,7 @@ impl CustomOp2 for Conv2d {
             "sss-conv2d im2col"
         }
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, forward(self, s1, l1, s2, l2))
-    }
+    fwd(s1: l1, s2: l2) => forward(self, s1, l1, s2, l2);
 
     fn bwd(
         &self,
@@ -272,44 +263,26 @@ impl CustomOp2 for Conv2d {
             .apply_op2_no_bwd(&dy, &ConvGradFilter(*self))?;
         Ok((dx, Some(dw)))
     }
-}
+});
 
-impl CustomOp2 for ConvGradInput {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ConvGradInput {
+    name(&self) {
         if direct3x3::plan_for_input_grad(&self.0.g, self.0.groups).is_some() {
             "sss-conv2d-grad-input direct"
         } else {
             "sss-conv2d-grad-input im2col"
         }
     }
+    fwd(s1: l1, s2: l2) => grad_input(&self.0, s1, l1, s2, l2);
+});
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, grad_input(&self.0, s1, l1, s2, l2))
-    }
-}
-
-impl CustomOp2 for ConvGradFilter {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for ConvGradFilter {
+    name(&self) {
         if direct3x3::plan_for(&self.0.g, self.0.groups).is_some() {
             "sss-conv2d-grad-filter direct"
         } else {
             "sss-conv2d-grad-filter im2col"
         }
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, grad_filter(&self.0, s1, l1, s2, l2))
-    }
-}
+    fwd(s1: l1, s2: l2) => grad_filter(&self.0, s1, l1, s2, l2);
+});

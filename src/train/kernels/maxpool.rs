@@ -2,8 +2,8 @@
 //! correct gradient: each output's gradient goes, whole, to the input
 //! position that won the max (the first one on ties, as PyTorch does).
 
-use super::{contiguous, dispatch, Elem, Geometry};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use super::{contiguous, custom_op, Elem, Geometry};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 
 pub struct MaxPool(pub Geometry);
 /// (input, output gradient) → input gradient.
@@ -71,14 +71,11 @@ fn backward<T: Elem>(
     Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
 }
 
-impl CustomOp1 for MaxPool {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp1 for MaxPool {
+    name(&self) {
         "sss-maxpool2d"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s, forward(self.0, s, l))
-    }
+    fwd(s: l) => forward(self.0, s, l);
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(arg.contiguous()?.apply_op2_no_bwd(
@@ -86,23 +83,14 @@ impl CustomOp1 for MaxPool {
             &MaxPoolGrad(self.0),
         )?))
     }
-}
+});
 
-impl CustomOp2 for MaxPoolGrad {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp2 for MaxPoolGrad {
+    name(&self) {
         "sss-maxpool2d-grad"
     }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s1, backward(self.0, s1, l1, s2, l2))
-    }
-}
+    fwd(s1: l1, s2: l2) => backward(self.0, s1, l1, s2, l2);
+});
 
 /// Max pooling from candle's own ops, for devices without the custom
 /// kernel (CUDA): pad with the lowest finite value, take each of the

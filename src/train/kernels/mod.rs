@@ -251,6 +251,36 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// A candle custom op whose CPU forward runs `$f::<T>` for the element
+/// type (through `dispatch!`): the op's name, its forward's storages and
+/// call, and, when it has one, its backward as written for candle's trait.
+/// `$me` is `self`, passed in so the caller's expressions can use it.
+macro_rules! custom_op {
+    (
+        $tr:ident for $t:ty {
+            name(&$me:ident) $name:block
+            fwd($s1:ident: $l1:ident $(, $s:ident: $l:ident)*) => $f:ident($($a:expr),* $(,)?);
+            $($bwd:item)?
+        }
+    ) => {
+        impl candle_core::$tr for $t {
+            fn name(&$me) -> &'static str $name
+
+            fn cpu_fwd(
+                &$me,
+                $s1: &candle_core::CpuStorage,
+                $l1: &candle_core::Layout,
+                $($s: &candle_core::CpuStorage, $l: &candle_core::Layout),*
+            ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+                $crate::train::kernels::dispatch!($me.name(), $s1, $f($($a),*))
+            }
+
+            $($bwd)?
+        }
+    };
+}
+pub(crate) use custom_op;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@
 //! forward is one gather and the backward writes the input gradient in one
 //! pass (the gradient where the slice picked, 0 elsewhere).
 
-use super::{contiguous, dispatch, Elem};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use super::{contiguous, custom_op, Elem};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// The slice of a tensor of rank ≤ 4: per axis (start, step, length) of
@@ -123,14 +123,11 @@ fn backward<T: Elem>(op: &StridedSlice, s: &CpuStorage, l: &Layout) -> Result<(C
     Ok((T::to_cpu_storage_owned(dx), op.input.clone()))
 }
 
-impl CustomOp1 for StridedSlice {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp1 for StridedSlice {
+    name(&self) {
         "sss-strided-slice"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s, forward(self, s, l))
-    }
+    fwd(s: l) => forward(self, s, l);
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let g = dy
@@ -138,17 +135,14 @@ impl CustomOp1 for StridedSlice {
             .apply_op1_no_bwd(&StridedSliceGrad(self.clone()))?;
         Ok(Some(g))
     }
-}
+});
 
-impl CustomOp1 for StridedSliceGrad {
-    fn name(&self) -> &'static str {
+custom_op!(CustomOp1 for StridedSliceGrad {
+    name(&self) {
         "sss-strided-slice-grad"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch!(self.name(), s, backward(&self.0, s, l))
-    }
-}
+    fwd(s: l) => backward(&self.0, s, l);
+});
 
 #[cfg(test)]
 mod tests {
