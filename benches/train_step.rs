@@ -9,7 +9,7 @@
 
 use candle_core::{Device, Tensor};
 use sss_onnx::gate;
-use sss_onnx::graph::convert;
+use sss_onnx::onnx::convert;
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::kernels::profile;
 use sss_onnx::train::model::Model;

@@ -102,40 +102,10 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn node(node: &crate::graph::Node, reason: impl Into<String>) -> Self {
-        Error::Node {
-            node: node.display_name(),
-            op: node.op_type.clone(),
-            reason: reason.into(),
-        }
-    }
-
-    pub fn attr(node: &crate::graph::Node, attr: &str, reason: impl Into<String>) -> Self {
-        Error::Attribute {
-            node: node.display_name(),
-            op: node.op_type.clone(),
-            attr: attr.to_string(),
-            reason: reason.into(),
-        }
-    }
-
     pub fn tensor(name: &str, reason: impl Into<String>) -> Self {
         Error::Tensor {
             name: name.to_string(),
             reason: reason.into(),
-        }
-    }
-
-    /// This error as raised while running `node` (said once, where the
-    /// node is lowered; errors that already name a node stay as they are).
-    pub fn at_node(self, node: &crate::graph::Node) -> Self {
-        match self {
-            e @ (Error::Node { .. } | Error::Attribute { .. } | Error::AtNode { .. }) => e,
-            e => Error::AtNode {
-                node: node.display_name(),
-                op: node.op_type.clone(),
-                source: Box::new(e),
-            },
         }
     }
 

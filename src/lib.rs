@@ -1,15 +1,16 @@
 //! sss-onnx: Sparse Structure Selection for exported ONNX ResNets.
 //!
-//! The data flow is a chain of plain functions (see `shared/DESIGN.md` in the
-//! project's planning notes and the README):
-//! `onnx` (files) → `graph` (the IR) → `structure` (what can be deleted) →
-//! `gate` → `train` → `prune` → `runtime` (validate, time) → `report`.
+//! `compress::run` is the whole pipeline; its stages are plain functions
+//! over the IR: `onnx` (files, protobuf ⇄ IR, import) → `graph` (the IR and
+//! its op registry) → `structure` (what can be deleted) → `gate` → `train`
+//! → `prune` → `runtime` / `measure` (validate, time) → `report`.
 
 pub mod alloc;
 pub mod bn_restore;
 pub mod compress;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod gate;
 pub mod graph;
 pub mod inspect;

@@ -195,7 +195,7 @@ fn an_unknown_op_loads_round_trips_and_is_reported() {
     assert!(s.contains("left out   Add"), "{s}");
     let g = load(&p);
     let out = d.path().join("custom2.onnx");
-    sss_onnx::graph::convert::save(&g, &out, &Default::default()).unwrap();
+    sss_onnx::onnx::convert::save(&g, &out, &Default::default()).unwrap();
     assert_eq!(load(&out), g);
 }
 

@@ -186,7 +186,7 @@ fn max_drop_refuses_a_run_that_lost_more() {
                 assert!(last.contains(&f), "{last} lacks {f}");
             }
             // who made it, from what, how
-            let g = sss_onnx::graph::convert::load(&out).unwrap();
+            let g = sss_onnx::onnx::convert::load(&out).unwrap();
             assert_eq!(g.producer_name, "sss-onnx");
             assert_eq!(g.producer_version, env!("CARGO_PKG_VERSION"));
             let meta = |k: &str| {

@@ -78,7 +78,7 @@ fn built_models_are_valid_onnx_that_runs() {
     let g = cifar_resnet(3, 5);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("r20.onnx");
-    sss_onnx::graph::convert::save(&g, &p, &Default::default()).unwrap();
+    sss_onnx::onnx::convert::save(&g, &p, &Default::default()).unwrap();
     let x = sss_onnx::measure::inputs::normal(&[2, 3, 32, 32], 1);
     let a = common::run_model(&p, &common::tract(), "input", &x);
     assert_eq!(a.shape(), &[2, 10]);

@@ -232,7 +232,7 @@ fn compress_refuses_an_untrainable_model_before_any_work() {
     relu.op_type = "Tanh".into();
     let name = relu.name.clone();
     let p = d.path().join("tanh.onnx");
-    sss_onnx::graph::convert::save(&g, &p, &Default::default()).unwrap();
+    sss_onnx::onnx::convert::save(&g, &p, &Default::default()).unwrap();
     let o = run(&["compress", p.to_str().unwrap(), "--steps", "2"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);

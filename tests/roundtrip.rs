@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use sss_onnx::graph::convert;
+use sss_onnx::onnx::convert;
 use sss_onnx::onnx::{self, WriteOptions};
 
 #[test]
@@ -117,7 +117,7 @@ fn resaved_files_run_the_same_in_onnx_runtime() {
 
 #[test]
 fn typed_fields_decode_like_raw_data() {
-    use sss_onnx::graph::convert::tensor_from_proto;
+    use sss_onnx::onnx::convert::tensor_from_proto;
     use sss_onnx::onnx::proto::TensorProto;
     let typed = TensorProto {
         dims: vec![2, 2],

@@ -35,7 +35,7 @@ fn validate_passes_a_resaved_copy_and_fails_a_different_model() {
     let a = fixture("resnet20_a.legacy13.onnx");
     let copy = dir.path().join("copy.onnx");
     let g = load(&a);
-    sss_onnx::graph::convert::save(&g, &copy, &Default::default()).unwrap();
+    sss_onnx::onnx::convert::save(&g, &copy, &Default::default()).unwrap();
     for rt in ["ort", "tract"] {
         let ok = run(&[
             "validate",

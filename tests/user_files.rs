@@ -6,8 +6,8 @@
 
 mod common;
 use common::*;
-use sss_onnx::graph::import::import;
 use sss_onnx::graph::{shape, Dim};
+use sss_onnx::onnx::import::import;
 use std::path::{Path, PathBuf};
 
 /// The user-style exports of one trained network (see make_fixtures.py).
@@ -584,7 +584,7 @@ fn a_batch_baked_in_beyond_reshape_targets_is_said_and_kept() {
     );
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("baked.onnx");
-    sss_onnx::graph::convert::save(&g, &p, &Default::default()).unwrap();
+    sss_onnx::onnx::convert::save(&g, &p, &Default::default()).unwrap();
     let imp = import(&p).unwrap();
     assert!(imp.fixed_batch.is_none());
     assert!(imp.batch_locked.is_some());

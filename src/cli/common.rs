@@ -2,8 +2,8 @@
 //! models with the file name in errors.
 
 use sss_onnx::data::{self, ChannelOrder, Dataset, PadValue, Preprocess, Size, Spec, Split};
-use sss_onnx::graph::import::{self, Imported, WriteChoice};
 use sss_onnx::graph::Graph;
+use sss_onnx::onnx::import::{self, Imported, WriteChoice};
 use sss_onnx::runtime::{self, Ep, Kind, Options, Session};
 use std::path::Path;
 

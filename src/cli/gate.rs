@@ -2,8 +2,8 @@
 
 use super::common::{import_model, OutputArgs};
 use super::CliResult;
+use sss_onnx::files::ensure_not_input;
 use sss_onnx::gate;
-use sss_onnx::onnx::atomic::ensure_not_input;
 use sss_onnx::structure::GateKind;
 use std::path::PathBuf;
 

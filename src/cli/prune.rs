@@ -2,7 +2,7 @@
 
 use super::common::{import_model, OutputArgs};
 use super::CliResult;
-use sss_onnx::onnx::atomic::{ensure_not_input, write_atomic};
+use sss_onnx::files::{ensure_not_input, write_atomic};
 use sss_onnx::prune;
 use std::path::PathBuf;
 

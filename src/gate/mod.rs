@@ -18,7 +18,7 @@ use crate::structure::{self, Analysis, GateKind, Gateable};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
-pub const GATE_PREFIX: &str = "sss_gate/";
+pub use crate::structure::GATE_PREFIX;
 
 /// One gate in a gated graph.
 #[derive(Debug, Clone, Serialize)]

@@ -4,10 +4,9 @@
 pub mod attr;
 pub mod batch;
 pub mod build;
-pub mod convert;
 pub mod cost;
 pub mod fold;
-pub mod import;
+mod node_error;
 pub mod ops;
 pub mod shape;
 pub mod tensor;

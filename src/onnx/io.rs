@@ -1,9 +1,9 @@
 //! Reading and writing `ModelProto` files.
 
-use super::atomic::write_atomic;
 use super::external::{externalize_tensors, inline_tensors};
 use super::proto::{ModelProto, TensorProto};
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use prost::Message;
 use std::path::Path;
 

@@ -116,7 +116,7 @@ pub fn open_graph(
     opts: &Options,
 ) -> Result<Box<dyn Session>> {
     use prost::Message;
-    let bytes = crate::graph::convert::to_proto(g).encode_to_vec();
+    let bytes = crate::onnx::convert::to_proto(g).encode_to_vec();
     match (resolve(opts.kind).0, opts.ep) {
         (Kind::Ort, ep) => Ok(Box::new(ort_backend::OrtSession::open_bytes(
             &bytes,
@@ -134,7 +134,7 @@ pub fn open_graph(
 /// Opens an imported model: the file itself, or, when the file fixes the
 /// batch, its re-batched graph; errors name the file.
 pub fn open_imported(
-    imp: &crate::graph::import::Imported,
+    imp: &crate::onnx::import::Imported,
     path: &Path,
     opts: &Options,
 ) -> Result<Box<dyn Session>> {
@@ -151,7 +151,7 @@ pub fn open_imported(
 
 /// Opens a model file as the pipeline imports it (see `open_imported`).
 pub fn open_file(path: &Path, opts: &Options) -> Result<Box<dyn Session>> {
-    open_imported(&crate::graph::import::import(path)?, path, opts)
+    open_imported(&crate::onnx::import::import(path)?, path, opts)
 }
 
 /// Runs `inputs` `warmup` times untimed, then times each run until both

@@ -16,7 +16,7 @@ fn keeps_zero(g: &Graph, node: &crate::graph::Node) -> bool {
         // channels by the pruner); any other per-channel constant would need
         // slicing we do not do
         "Mul" => node.inputs.iter().any(|i| {
-            i.starts_with(crate::gate::GATE_PREFIX) || g.constant(i).is_some_and(|t| t.len() == 1)
+            i.starts_with(super::GATE_PREFIX) || g.constant(i).is_some_and(|t| t.len() == 1)
         }),
         "Clip" => {
             let bound = |attr: &str, input: usize| -> Option<f32> {

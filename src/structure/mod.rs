@@ -13,6 +13,11 @@ use serde::Serialize;
 
 pub use blocks::{branch_path, find_blocks};
 
+/// The name prefix of SSS gate tensors (`sss_gate/<kind>/<id>`): the
+/// analysis treats them as the scale factors they are, and `gate` names
+/// what it inserts with it.
+pub const GATE_PREFIX: &str = "sss_gate/";
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shortcut {

@@ -3,8 +3,9 @@
 //! JSON written last, so a checkpoint is complete exactly when its JSON is.
 
 use crate::error::{Error, Result};
-use crate::graph::{convert, Graph};
-use crate::onnx::atomic::write_atomic;
+use crate::files::write_atomic;
+use crate::graph::Graph;
+use crate::onnx::convert;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

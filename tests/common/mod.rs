@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use sss_onnx::graph::convert::tensor_from_proto;
-use sss_onnx::graph::{convert, Graph, Tensor};
+use sss_onnx::graph::{Graph, Tensor};
+use sss_onnx::onnx::convert;
+use sss_onnx::onnx::convert::tensor_from_proto;
 use sss_onnx::onnx::proto::TensorProto;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,7 +45,7 @@ pub fn load_file(p: &Path) -> Graph {
 /// The graph as the pipeline works on it (constants folded, a fixed batch
 /// made symbolic), as every command loads models.
 pub fn load(p: &Path) -> Graph {
-    sss_onnx::graph::import::import(p)
+    sss_onnx::onnx::import::import(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .graph
 }
@@ -112,7 +113,7 @@ pub fn run_model(
 ) -> ndarray::ArrayD<f32> {
     // a fixed-batch export runs re-batched, as the commands run it; a
     // single input is fed whatever the exporter named it
-    let imp = sss_onnx::graph::import::import(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let imp = sss_onnx::onnx::import::import(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut s = if imp.fixed_batch.is_some() {
         sss_onnx::runtime::open_graph(&imp.graph, p, opts)
     } else {

@@ -2,9 +2,9 @@
 //! travels in `Preserved` bytes, so a load/save round trip keeps everything
 //! a user's file holds.
 
-use super::tensor::{checked_numel, dtype};
-use super::{Attr, Dim, Graph, Node, Opset, Preserved, Tensor, ValueInfo};
 use crate::error::{Error, Result};
+use crate::graph::tensor::{checked_numel, dtype};
+use crate::graph::{Attr, Dim, Graph, Node, Opset, Preserved, Tensor, ValueInfo};
 use crate::onnx::proto::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, ModelProto,
     NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,

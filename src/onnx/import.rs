@@ -2,9 +2,10 @@
 //! subgraphs folded, a fixed batch made symbolic. What the file had is
 //! recorded so that what is written can match it.
 
-use super::batch::{self, FixedBatch};
-use super::{convert, fold, Graph};
+use super::convert;
 use crate::error::{Error, Result};
+use crate::graph::batch::{self, FixedBatch};
+use crate::graph::{fold, Graph};
 use crate::onnx::WriteOptions;
 use std::path::Path;
 
@@ -61,7 +62,7 @@ impl Imported {
                     .next()
                     .and_then(|v| v.shape.as_ref()?.first().cloned());
                 match fixed {
-                    Some(super::Dim::Fixed(b)) if b as usize == batch => Ok(()),
+                    Some(crate::graph::Dim::Fixed(b)) if b as usize == batch => Ok(()),
                     _ => Err(Error::Graph(format!(
                         "batch {batch} is not possible: {why}"
                     ))),
