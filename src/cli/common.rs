@@ -99,19 +99,8 @@ impl OutputArgs {
 /// already name the file.
 pub fn import_model(path: &Path) -> anyhow::Result<Imported> {
     let imp = import::import(path)?;
-    if let Some(why) = &imp.batch_locked {
-        eprintln!(
-            "note: {}: {why}; it runs at its own batch only",
-            path.display()
-        );
-    }
-    if let Some(fb) = &imp.fixed_batch {
-        eprintln!(
-            "note: {} fixes the batch at {}; it runs at any batch inside the tool, and models written from it keep batch {} (--dynamic-batch to change)",
-            path.display(),
-            fb.batch,
-            fb.batch
-        );
+    for n in imp.notes(path) {
+        eprintln!("{n}");
     }
     Ok(imp)
 }

@@ -106,19 +106,8 @@ fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()>
 pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
     let path = &plan.model;
     let imp = import::import(path)?;
-    if let Some(why) = &imp.batch_locked {
-        progress.note(&format!(
-            "note: {}: {why}; it runs at its own batch only",
-            path.display()
-        ));
-    }
-    if let Some(fb) = &imp.fixed_batch {
-        progress.note(&format!(
-            "note: {} fixes the batch at {}; it runs at any batch inside the tool, and models written from it keep batch {} (dynamic batch to change)",
-            path.display(),
-            fb.batch,
-            fb.batch
-        ));
+    for n in imp.notes(path) {
+        progress.note(&n);
     }
     let g = &imp.graph;
     // an op training cannot lower fails now, not after the BN statistics

@@ -27,6 +27,30 @@ pub struct Imported {
     pub batch_locked: Option<String>,
 }
 
+impl Imported {
+    /// What the user should know about how `path` was imported: a batch
+    /// it fixes (made symbolic inside the tool, restored on writing) or one
+    /// that could not be freed.
+    pub fn notes(&self, path: &Path) -> Vec<String> {
+        let mut out = vec![];
+        if let Some(why) = &self.batch_locked {
+            out.push(format!(
+                "note: {}: {why}; it runs at its own batch only",
+                path.display()
+            ));
+        }
+        if let Some(fb) = &self.fixed_batch {
+            out.push(format!(
+                "note: {} fixes the batch at {}; it runs at any batch inside the tool, and models written from it keep batch {} (--dynamic-batch to change)",
+                path.display(),
+                fb.batch,
+                fb.batch
+            ));
+        }
+        out
+    }
+}
+
 /// How a model derived from an imported one is written.
 #[derive(Debug, Clone, Default)]
 pub struct WriteChoice {
