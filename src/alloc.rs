@@ -11,8 +11,8 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Keeps freed pages committed instead of purging them after mimalloc's
 /// default 10 ms: between two steps of a training loop the same sizes come
 /// back, and a purged page costs a page fault plus the kernel zeroing it on
-/// reuse (measured on ResNet-20 at batch 128: system time 2.5 s → 0.3 s over
-/// 16 steps, ~8 % of the step). Memory stays at the peak of one step.
+/// reuse, a visible share of a training step (docs/kernels.md). Memory
+/// stays at the peak of one step.
 /// Has no effect unless mimalloc is the global allocator.
 pub fn keep_freed_pages() {
     // SAFETY: sets a process-wide option; mimalloc allows it at any time.

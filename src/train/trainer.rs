@@ -609,8 +609,7 @@ impl Trainer {
             values.push(f);
         }
         // blocks first when asked: a deleted block shortens the graph, while
-        // thinner inner convs barely speed a CPU runtime up (measured: −34 %
-        // MACs by channels 0.99–1.09× in ORT, −32 % by blocks 1.4–1.9×).
+        // thinner inner convs barely speed a CPU runtime up (docs/algorithm.md).
         // Ties (a branch whose every part scores 0) go to the bigger
         // structure: one block gate rather than its channels one by one
         let costs = &self.costs;
@@ -632,7 +631,7 @@ impl Trainer {
             }
             // a branch goes only through its block gate: emptying a conv via
             // its channel gates leaves the next conv's bias as a constant
-            // offset (measured: training collapsed)
+            // offset the rest of the network was not trained with
             if values[gi].len() > 1 && alive[gi] == 1 {
                 continue;
             }

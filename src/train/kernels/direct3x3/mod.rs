@@ -90,8 +90,7 @@ mod avx2_tile {
     pub const OT: usize = 4;
     /// 8-pixel vectors per register tile: OT·PT accumulators, PT loads and
     /// the broadcast stay inside the 16 AVX2 registers with room to
-    /// schedule (PT 3 fills all 16 and the compiler spilled: 40 vs 55
-    /// GMAC/s on one core).
+    /// schedule (PT 3 fills all 16 and the compiler spills registers).
     pub const PT: usize = 2;
 }
 
