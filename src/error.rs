@@ -80,6 +80,15 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    /// An error during a named phase of training (resuming, a budget step,
+    /// evaluation); the cause follows in the chain.
+    #[error("{what}")]
+    During {
+        what: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
+
     /// An error while running one node; the cause follows in the chain.
     #[error("node `{node}` ({op})")]
     AtNode {
@@ -106,6 +115,14 @@ impl Error {
         Error::Tensor {
             name: name.to_string(),
             reason: reason.into(),
+        }
+    }
+
+    /// A candle error raised during `what`.
+    pub fn during(what: &'static str, e: candle_core::Error) -> Self {
+        Error::During {
+            what,
+            source: Box::new(Error::Candle(e)),
         }
     }
 

@@ -37,7 +37,7 @@ pub fn to_ndarray(t: &Tensor) -> Result<ndarray::ArrayD<f32>> {
         .flatten_all()
         .and_then(|f| f.to_dtype(DType::F32))
         .and_then(|f| f.to_vec1::<f32>())
-        .map_err(|e| Error::Invalid(format!("candle: {e}")))?;
+        ?;
     ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v)
         .map_err(|e| Error::Invalid(e.to_string()))
 }

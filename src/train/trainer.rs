@@ -231,7 +231,7 @@ impl Trainer {
         // the phase and the frozen zeros follow from the step: budget steps
         // already taken are not repeated, their zeros stay (the Taylor sums
         // start again)
-        let e = |err: candle_core::Error| Error::Invalid(format!("resume: {err}"));
+        let e = |err: candle_core::Error| Error::during("resuming", err);
         if self.lock_step().is_some_and(|l| self.start_step >= l) {
             self.lock().map_err(e)?;
             self.locked_at = self.lock_step();
@@ -582,7 +582,7 @@ impl Trainer {
         if ratio <= target * 1.02 {
             return Ok(0);
         }
-        let e = |err: candle_core::Error| Error::Invalid(format!("budget: {err}"));
+        let e = |err: candle_core::Error| Error::during("a MAC budget step", err);
         // candidates: (score, gate index, factor index), least important first
         let mut units: Vec<(f64, usize, usize)> = Vec::new();
         let mut values: Vec<Vec<f32>> = Vec::new();
@@ -743,7 +743,7 @@ pub fn evaluate(
     for start in (0..n).step_by(batch.max(1)) {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
         let x = prep.batch(ds, &idx);
-        let e = |err: candle_core::Error| Error::Invalid(format!("evaluation: {err}"));
+        let e = |err: candle_core::Error| Error::during("evaluation", err);
         let t = Tensor::from_vec(
             x.iter().copied().collect::<Vec<f32>>(),
             x.shape(),
