@@ -80,6 +80,13 @@ pub struct TrainArgs {
     /// No random crop / flip.
     #[arg(long)]
     pub no_augment: bool,
+    /// Distil from the model as it was before training: the weight of its
+    /// softened logits in the loss, 0-1 (1: labels unused) [default: 0].
+    #[arg(long, value_name = "ALPHA")]
+    pub distill: Option<f64>,
+    /// Temperature of the distillation targets [default: 4].
+    #[arg(long, value_name = "T")]
+    pub distill_temperature: Option<f64>,
     /// [default: 10]
     #[arg(long)]
     pub log_every: Option<usize>,
@@ -122,6 +129,7 @@ impl TrainArgs {
             self.momentum => t.momentum, self.weight_decay => t.weight_decay, self.seed => t.seed,
             self.log_every => t.log_every, self.checkpoint_dir => t.checkpoint_dir,
             self.resume => t.resume, self.metrics => t.metrics, self.device => t.device,
+            self.distill => t.distill, self.distill_temperature => t.distill_temperature,
         );
         if self.epochs.is_some() {
             t.steps = None;

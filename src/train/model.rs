@@ -36,8 +36,7 @@ pub fn to_ndarray(t: &Tensor) -> Result<ndarray::ArrayD<f32>> {
     let v = t
         .flatten_all()
         .and_then(|f| f.to_dtype(DType::F32))
-        .and_then(|f| f.to_vec1::<f32>())
-        ?;
+        .and_then(|f| f.to_vec1::<f32>())?;
     ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v)
         .map_err(|e| Error::Invalid(e.to_string()))
 }

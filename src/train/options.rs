@@ -66,6 +66,11 @@ pub struct TrainOptions {
     /// Append one JSON line of metrics per log step to this file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<PathBuf>,
+    /// Distillation from the model as it was at the start: the weight of
+    /// its softened logits in the loss (0 = labels only, 1 = no labels).
+    pub distill: f64,
+    /// Softening temperature of the distillation targets.
+    pub distill_temperature: f64,
 }
 
 impl Default for TrainOptions {
@@ -95,6 +100,8 @@ impl Default for TrainOptions {
             checkpoint_dir: None,
             resume: None,
             metrics: None,
+            distill: 0.0,
+            distill_temperature: 4.0,
         }
     }
 }
@@ -149,6 +156,8 @@ impl TrainOptions {
             rank: self.rank,
             budget_steps: self.budget_steps,
             blocks_first: self.budget_order == BudgetOrder::BlocksFirst,
+            distill: self.distill,
+            distill_temperature: self.distill_temperature,
         }
     }
 }

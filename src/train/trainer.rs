@@ -53,6 +53,11 @@ pub struct Config {
     pub budget_steps: usize,
     /// Whether the budget deletes whole blocks before channels and groups.
     pub blocks_first: bool,
+    /// Weight of distillation from the model as it was at the start (its
+    /// softened logits as targets): 0 = labels only, 1 = no labels.
+    pub distill: f64,
+    /// Softening temperature of the distillation targets.
+    pub distill_temperature: f64,
 }
 
 impl Default for Config {
@@ -127,6 +132,8 @@ struct GateVar {
 
 pub struct Trainer {
     pub model: Model,
+    /// The model as it was at the start, frozen: the distillation teacher.
+    teacher: Option<Model>,
     pub cfg: Config,
     nag: Nag,
     rule: Box<dyn Rule>,
@@ -199,7 +206,13 @@ impl Trainer {
                 .filter(|k| k.starts_with(GATE_PREFIX))
                 .cloned(),
         );
+        let teacher = if cfg.distill > 0.0 {
+            Some(Model::new(&model.graph, &model.device)?)
+        } else {
+            None
+        };
         Ok(Trainer {
+            teacher,
             nag: Nag::new(cfg.momentum, cfg.weight_decay),
             rule: gate_rule(cfg.gate_optimizer, cfg.momentum),
             gamma: cfg.gamma,
@@ -219,6 +232,27 @@ impl Trainer {
             guard: Guard::new(),
             snapshot: None,
         })
+    }
+
+    /// Cross-entropy on the labels, mixed with distillation from the
+    /// teacher when there is one: α·T²·H(softmax(t/T), softmax(s/T)) +
+    /// (1 − α)·CE (Hinton et al. 2015; T² keeps the gradient scale).
+    pub fn loss(&self, x: &Tensor, logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+        let ce = || candle_nn::loss::cross_entropy(logits, y);
+        let Some(teacher) = &self.teacher else {
+            return ce();
+        };
+        let (a, t) = (self.cfg.distill, self.cfg.distill_temperature.max(1e-3));
+        let (tl, _) = teacher
+            .forward(x, false)
+            .map_err(|e| candle_core::Error::Msg(format!("distillation teacher: {e}")))?;
+        let p = candle_nn::ops::softmax(&(tl.detach() / t)?, D::Minus1)?;
+        let logq = candle_nn::ops::log_softmax(&(logits / t)?, D::Minus1)?;
+        let kd = ((p * logq)?.sum(D::Minus1)?.mean_all()?.neg()? * (t * t))?;
+        if a >= 1.0 {
+            return Ok(kd);
+        }
+        (ce()? * (1.0 - a))? + (kd * a)?
     }
 
     /// Continues from a checkpoint directory.
@@ -435,7 +469,7 @@ impl Trainer {
             let x = x.to_dtype(self.model.dtype).map_err(e)?;
             let y = Tensor::new(b.labels.as_slice(), &dev).map_err(e)?;
             let (logits, updates) = self.model.forward(&x, true)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(e)?;
+            let loss = self.loss(&x, &logits, &y).map_err(e)?;
             let lv = loss
                 .to_dtype(DType::F64)
                 .and_then(|l| l.to_scalar::<f64>())
@@ -798,6 +832,8 @@ mod tests {
             rank: Rank::Taylor,
             budget_steps: 4,
             blocks_first: true,
+            distill: 0.0,
+            distill_temperature: 4.0,
         }
     }
 
