@@ -167,3 +167,18 @@ fn flags_override_the_recipe() {
     assert_eq!(back.target_macs, None);
     assert!(stdout(&o).contains("target_macs = \"none\""));
 }
+
+#[test]
+fn the_readme_recipe_is_a_valid_recipe() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("```toml\n")
+        .expect("a TOML block in the README")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let o =
+        sss_onnx::compress::recipe::parse(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.target_macs, Some(0.5));
+    assert_eq!(o.train.epochs, Some(1.0));
+    assert_eq!(o.runtime.kind, sss_onnx::runtime::Kind::Ort);
+}

@@ -56,7 +56,8 @@ impl Imported {
 pub struct WriteChoice {
     /// The command that wrote it (`compress`, `gate`, ...).
     pub command: &'static str,
-    /// The settings it ran with (JSON), to repeat the run.
+    /// The recipe it ran with (TOML, `compress --config` reads it), to
+    /// repeat the run.
     pub recipe: Option<String>,
     /// Keep the batch symbolic even when the source fixed it.
     pub dynamic_batch: bool,
