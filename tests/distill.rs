@@ -50,7 +50,7 @@ fn distillation_loss_matches_the_definition() {
         let l = to_ndarray(&logits).unwrap();
         let mut want = 0.0;
         for (i, &label) in labels.iter().enumerate() {
-            let row: Vec<f64> = l.row_f64(i);
+            let row: Vec<f64> = (0..l.shape()[1]).map(|j| l[[i, j]] as f64).collect();
             let p = softmax(&row, temp);
             let entropy: f64 = -p.iter().map(|&q| q * q.ln()).sum::<f64>();
             let ce = -softmax(&row, 1.0)[label as usize].ln();
@@ -60,16 +60,5 @@ fn distillation_loss_matches_the_definition() {
             (got - want).abs() < 1e-4 * want.abs().max(1.0),
             "α {alpha} T {temp}: {got} vs {want}"
         );
-    }
-}
-
-trait Row {
-    fn row_f64(&self, i: usize) -> Vec<f64>;
-}
-
-impl Row for ndarray::ArrayD<f32> {
-    fn row_f64(&self, i: usize) -> Vec<f64> {
-        let c = self.shape()[1];
-        (0..c).map(|j| self[[i, j]] as f64).collect()
     }
 }

@@ -73,7 +73,7 @@ fn graph_using(op: &str) -> Option<Graph> {
             &[x],
             vec![("axes", ints(&[2, 3])), ("keepdims", Attr::Int(1))],
         ),
-        "Gemm" => return Some(b.head_graph(x)),
+        "Gemm" => b.head(x, C, 5),
         "MatMul" => {
             let f = b.node("Flatten", &[x], vec![("axis", Attr::Int(1))]);
             let w = b.weight("w", &[C * 36, 5], 0.1);
@@ -127,17 +127,6 @@ fn graph_using(op: &str) -> Option<Graph> {
     let mut g = b.finish(&y);
     g.outputs[0].shape = None;
     Some(g)
-}
-
-trait HeadGraph {
-    fn head_graph(self, x: &str) -> Graph;
-}
-
-impl HeadGraph for Builder {
-    fn head_graph(mut self, x: &str) -> Graph {
-        let y = self.head(x, C, 5);
-        self.finish(&y)
-    }
 }
 
 fn input() -> ndarray::ArrayD<f32> {

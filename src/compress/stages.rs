@@ -30,7 +30,6 @@ pub struct Plan {
     pub model: PathBuf,
     pub output: PathBuf,
     pub checkpoints: PathBuf,
-    pub target: Option<f64>,
 }
 
 impl Plan {
@@ -59,7 +58,6 @@ impl Plan {
         resolved.model = Some(model.clone());
         resolved.output = Some(output.clone());
         Ok(Plan {
-            target: opts.target_macs,
             opts: resolved,
             model,
             output,
@@ -222,7 +220,11 @@ pub fn train(
     if t.lock_at.is_none() {
         // with a target most of the run is fine-tuning after the budget's
         // deletions (0.3 kept more accuracy than 0.5: docs/)
-        t.lock_at = Some(if plan.target.is_some() { 0.3 } else { 0.5 });
+        t.lock_at = Some(if plan.opts.target_macs.is_some() {
+            0.3
+        } else {
+            0.5
+        });
     }
     t.checkpoint_dir = Some(plan.checkpoints.clone());
     let data = match gated.train_split.take() {
@@ -235,7 +237,7 @@ pub fn train(
         data,
         &t,
         Unset::Capped,
-        plan.target,
+        plan.opts.target_macs,
         progress,
         stop,
     )?;
@@ -365,9 +367,9 @@ pub fn evaluate(
         plan.opts.max_drop.filter(|&m| drop_pt > m).map(|m| {
             format!("top-1 fell by {drop_pt:.2} pt, more than the allowed max_drop {m} pt")
         });
-    if let Some(why) =
-        too_much.or_else(|| report::outcome_problem(plan.target, src.macs, macs, acc.top1, classes))
-    {
+    if let Some(why) = too_much.or_else(|| {
+        report::outcome_problem(plan.opts.target_macs, src.macs, macs, acc.top1, classes)
+    }) {
         return Err(Error::Rejected(format!(
             "{why}; nothing written to {}; the trained models are in {}",
             plan.output.display(),
@@ -390,7 +392,7 @@ fn settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Val
     let cfg = &trained.run.cfg;
     serde_json::json!({
         "structures": plan.opts.structures.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-        "target_macs": plan.target,
+        "target_macs": plan.opts.target_macs,
         "gamma_start": cfg.gamma,
         "gate_optimizer": cfg.gate_optimizer,
         "gate_lr": cfg.gate_lr,
@@ -463,6 +465,24 @@ fn file_bytes(p: &Path) -> u64 {
         + std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0)
 }
 
+/// One model's figures in the report.
+fn figures(
+    path: &Path,
+    (macs, params): (u64, u64),
+    acc: &Accuracy,
+    latency: Vec<Latency>,
+) -> ModelFigures {
+    ModelFigures {
+        file: path.display().to_string(),
+        file_bytes: file_bytes(path),
+        macs,
+        params,
+        top1: acc.top1,
+        top5: acc.top5,
+        latency,
+    }
+}
+
 pub fn report(
     plan: &Plan,
     src: &Source,
@@ -497,24 +517,13 @@ pub fn report(
             "dir": src.data_dir, "name": src.test.name, "test_samples": src.test.len(),
             "preprocess": src.prep.describe(),
         }),
-        original: ModelFigures {
-            file: plan.model.display().to_string(),
-            file_bytes: file_bytes(&plan.model),
-            macs: src.macs,
-            params: src.params,
-            top1: acc0.top1,
-            top5: acc0.top5,
-            latency: latency.original,
-        },
-        pruned: ModelFigures {
-            file: plan.output.display().to_string(),
-            file_bytes: file_bytes(&plan.output),
-            macs: scored.macs,
-            params: scored.params,
-            top1: acc1.top1,
-            top5: acc1.top5,
-            latency: latency.pruned,
-        },
+        original: figures(&plan.model, (src.macs, src.params), acc0, latency.original),
+        pruned: figures(
+            &plan.output,
+            (scored.macs, scored.params),
+            acc1,
+            latency.pruned,
+        ),
         macs_reduction: 1.0 - scored.macs as f64 / src.macs.max(1) as f64,
         params_reduction: 1.0 - scored.params as f64 / src.params.max(1) as f64,
         accuracy_drop_pt: (acc0.top1 - acc1.top1) * 100.0,
