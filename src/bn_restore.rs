@@ -244,8 +244,9 @@ pub fn fold_back(g: &mut Graph) -> Result<usize> {
 }
 
 /// Restores a BatchNorm after every conv that has none, with statistics
-/// measured over up to `samples` images of `ds` (spread over the set) in
-/// the runtime `opts` names. Returns the graph and how many were restored.
+/// measured over up to `samples` images of `ds` (spread over the set),
+/// `batch` at a time, in the runtime `opts` names. Returns the graph and
+/// how many were restored.
 pub fn restore(
     g: &Graph,
     ds: &crate::data::Dataset,
@@ -253,6 +254,7 @@ pub fn restore(
     input: &str,
     opts: &crate::runtime::Options,
     samples: usize,
+    batch: usize,
 ) -> Result<(Graph, usize)> {
     let convs = folded_convs(g);
     if convs.is_empty() {
@@ -262,14 +264,14 @@ pub fn restore(
     let label = std::path::Path::new("<BatchNorm calibration graph>");
     let mut s = crate::runtime::open_graph(&exposed, label, opts)?;
     let n = samples.min(ds.len()).max(1);
-    let picks: Vec<usize> = (0..n).map(|i| i * ds.len() / n).collect();
+    let picks = crate::measure::batching::spread(ds.len(), n);
     let wanted: Vec<String> = convs
         .iter()
         .map(|&i| g.nodes[i].outputs[0].clone())
         .collect();
     let mut moments: HashMap<String, Moments> = HashMap::new();
-    for chunk in picks.chunks(64) {
-        let x = prep.batch(ds, chunk);
+    for chunk in picks.chunks(batch.max(1)) {
+        let x = prep.batch(ds, chunk)?;
         for (name, y) in s.run(&vec![(input.to_string(), x)])? {
             if wanted.contains(&name) {
                 moments.entry(name).or_default().add(&y);

@@ -21,7 +21,7 @@ fn restored_batchnorm_changes_nothing_and_folds_back_exactly() {
     assert!(bn_restore::is_bn_folded(&g));
     let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
     let prep = Preprocess::plan(&ds, [3, 32, 32]).unwrap();
-    let (restored, n) = bn_restore::restore(&g, &ds, &prep, "input", &ort(), 256).unwrap();
+    let (restored, n) = bn_restore::restore(&g, &ds, &prep, "input", &ort(), 256, 64).unwrap();
     assert_eq!(n, 19, "every conv of a folded ResNet-20");
     assert_eq!(
         restored
@@ -36,7 +36,7 @@ fn restored_batchnorm_changes_nothing_and_folds_back_exactly() {
     let var = restored.initializers["sss_bn/0/var"].as_f32().unwrap();
     assert!(var.iter().all(|&v| v > 0.0));
     let test = data::load(&fixture("fmnist"), Split::Test).unwrap();
-    let x = prep.batch(&test, &(0..64).collect::<Vec<_>>());
+    let x = prep.batch(&test, &(0..64).collect::<Vec<_>>()).unwrap();
     let y0 = outputs(&g, &x);
     let y1 = outputs(&restored, &x);
     let scale = y0.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -34,7 +34,7 @@ fn idx_raw_and_gzip_give_the_same_data() {
     let ds = data::load(d.path(), Split::Test).unwrap();
     assert_eq!((ds.len(), ds.channels, ds.height, ds.width), (3, 1, 4, 4));
     assert_eq!(ds.labels, vec![2, 0, 9]);
-    assert_eq!(ds.image(1), &pixels[16..32]);
+    assert_eq!(&*ds.image(1).unwrap(), &pixels[16..32]);
     // no train split here: a clear error
     let e = data::load(d.path(), Split::Train).unwrap_err().to_string();
     assert!(e.contains("no Train data found"), "{e}");
@@ -75,9 +75,9 @@ fn cifar10_and_cifar100_binary() {
     let ds = data::load(d.path(), Split::Test).unwrap();
     assert_eq!(ds.name, "CIFAR-10");
     assert_eq!(ds.labels, vec![7, 3]);
-    assert_eq!(ds.image(1)[0], 20);
-    assert_eq!(ds.image(1)[1024], 21);
-    assert_eq!(ds.image(1)[2048], 22);
+    assert_eq!(ds.image(1).unwrap()[0], 20);
+    assert_eq!(ds.image(1).unwrap()[1024], 21);
+    assert_eq!(ds.image(1).unwrap()[2048], 22);
     // CIFAR-100: coarse and fine label bytes; the fine one is the class
     let d2 = tempfile::tempdir().unwrap();
     let mut r = vec![4u8, 87];
@@ -105,9 +105,85 @@ fn image_folder_of_png_and_jpeg() {
     let ds = data::load(d.path(), Split::Test).unwrap();
     assert_eq!((ds.classes, ds.channels, ds.height, ds.width), (2, 3, 3, 5));
     assert_eq!(ds.labels, vec![0, 1]);
-    assert_eq!(ds.image(0)[0], 200); // R plane first
-    assert_eq!(ds.image(0)[15], 0); // G plane
-    assert_eq!(ds.image(1)[30], 205); // B plane of "dog"
+    assert_eq!(ds.image(0).unwrap()[0], 200); // R plane first
+    assert_eq!(ds.image(0).unwrap()[15], 0); // G plane
+    assert_eq!(ds.image(1).unwrap()[30], 205); // B plane of "dog"
+}
+
+#[test]
+fn image_folder_is_decoded_only_when_a_batch_needs_it() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("val").join("a");
+    std::fs::create_dir_all(&dir).unwrap();
+    // a gradient, so a wrong plane order or offset shows
+    let img = image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
+    img.save(dir.join("0.png")).unwrap();
+    img.save(dir.join("1.png")).unwrap();
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    // nothing decoded at load: the folder's size does not bound memory
+    assert!(ds.pixels.is_empty());
+    assert_eq!(ds.files.len(), 2);
+    let px = ds.image(1).unwrap();
+    assert_eq!(px.len(), 3 * 4 * 6);
+    assert_eq!(px[5], 50); // R at (y 0, x 5)
+    assert_eq!(px[24 + 6 * 3], 60); // G at (y 3, x 0)
+    assert_eq!(px[48 + 23], 7); // B, last pixel
+
+    // a file that became unreadable after the folder was read: the batch
+    // fails naming it, nothing is made up
+    std::fs::write(dir.join("1.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
+    let p = Preprocess::plan(&ds, [3, 4, 6]).unwrap();
+    assert!(p.batch(&ds, &[0]).is_ok());
+    let e = p.batch(&ds, &[0, 1]).unwrap_err().to_string();
+    assert!(e.contains("1.png"), "{e}");
+    // one that changed size is refused too
+    image::RgbImage::new(5, 4).save(dir.join("1.png")).unwrap();
+    let e = p.batch(&ds, &[1]).unwrap_err().to_string();
+    assert!(e.contains("1.png") && e.contains("5x4"), "{e}");
+    // a header that does not parse fails at load, naming the file
+    std::fs::write(dir.join("2.png"), b"not an image").unwrap();
+    let e = data::load(d.path(), Split::Test).unwrap_err().to_string();
+    assert!(e.contains("2.png"), "{e}");
+}
+
+#[test]
+fn a_subset_keeps_the_picked_samples_in_every_storage() {
+    let d = tempfile::tempdir().unwrap();
+    // in memory, uniform (idx)
+    let pixels: Vec<u8> = (0..4 * 2 * 2).map(|i| i as u8).collect();
+    std::fs::write(
+        d.path().join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[4, 2, 2], &pixels),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("t10k-labels-idx1-ubyte"),
+        idx_bytes(&[4], &[5, 6, 7, 8]),
+    )
+    .unwrap();
+    let ds = data::load(d.path(), Split::Test).unwrap();
+    let sub = ds.subset(&[3, 1]).unwrap();
+    assert_eq!(sub.labels, vec![8, 6]);
+    assert_eq!(&*sub.image(0).unwrap(), &pixels[12..16]);
+    assert_eq!(&*sub.image(1).unwrap(), &pixels[4..8]);
+
+    // files of different sizes
+    let f = tempfile::tempdir().unwrap();
+    for (k, (w, h)) in [(3u32, 2u32), (4, 5), (2, 2)].into_iter().enumerate() {
+        let dir = f.path().join("val").join(format!("c{k}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        image::RgbImage::from_pixel(w, h, image::Rgb([k as u8, 0, 0]))
+            .save(dir.join("x.png"))
+            .unwrap();
+    }
+    let ds = data::load(f.path(), Split::Test).unwrap();
+    assert!(!ds.is_uniform());
+    let sub = ds.subset(&[2, 1]).unwrap();
+    assert_eq!(sub.labels, vec![2, 1]);
+    assert_eq!(sub.size_of(0), (2, 2));
+    assert_eq!(sub.size_of(1), (5, 4));
+    assert_eq!(sub.image(0).unwrap()[0], 2);
+    assert_eq!(sub.image(1).unwrap().len(), 3 * 5 * 4);
 }
 
 #[test]
@@ -132,7 +208,7 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
     let ds = data::load(d.path(), Split::Test).unwrap();
     let p = Preprocess::plan(&ds, [3, 4, 4]).unwrap();
     assert_eq!(p.fit, Fit::Pad);
-    let x = p.batch(&ds, &[0]);
+    let x = p.batch(&ds, &[0]).unwrap();
     assert_eq!(x.shape(), &[1, 3, 4, 4]);
     // (51/255 - 0.2)/0.5 = 0 ; (255/255 - 0.2)/0.5 = 1.6 ; centred at offset 1;
     // the border black (pixel 0) before normalising: (0 - 0.2)/0.5 = -0.4
@@ -150,7 +226,7 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
             ..Default::default()
         };
         let p = Preprocess::plan_with(&ds, [3, 4, 4], &spec).unwrap();
-        let x = p.batch(&ds, &[0]);
+        let x = p.batch(&ds, &[0]).unwrap();
         assert!((x[[0, 1, 0, 0]] - want).abs() < 1e-6, "{pad}");
         assert!((x[[0, 1, 2, 2]] - 1.6).abs() < 1e-6);
     }
@@ -158,7 +234,7 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
     // image's mean
     let p = Preprocess::plan(&ds, [1, 1, 1]).unwrap();
     assert_eq!(p.fit, Fit::Resize);
-    let y = p.batch(&ds, &[0]);
+    let y = p.batch(&ds, &[0]).unwrap();
     let mean = pixels
         .iter()
         .map(|&v| (v as f32 / 255.0 - 0.2) / 0.5)
@@ -203,7 +279,7 @@ fn dataset_json_states_the_preprocessing_as_text_or_numbers() {
     let p = Preprocess::plan(&ds, [3, 32, 32]).unwrap();
     assert_eq!(p.resize, Some(data::Size::Shorter(40)));
     assert_eq!(p.center_crop, Some((32, 30)));
-    let x = p.batch(&ds, &[0]);
+    let x = p.batch(&ds, &[0]).unwrap();
     // no mean/std stated: computed from the images
     let zero = (0.0 - ds.mean[0]) / ds.std[0];
     assert!((x[[0, 0, 5, 0]] - zero).abs() < 1e-6, "{}", x[[0, 0, 5, 0]]);

@@ -38,6 +38,7 @@ fn short(model: &std::path::Path, out: &std::path::Path) -> Options {
         bench: BenchOptions {
             batch: vec![1],
             iters: 3,
+            seconds: 10.0,
         },
         ..Options::default()
     };
@@ -119,6 +120,43 @@ fn compress_from_the_library_matches_independent_remeasurement() {
     let back: Options = serde_json::from_value(r.recipe.clone()).unwrap();
     assert_eq!(back.train.steps, Some(12));
     assert_eq!(back.output.as_deref(), Some(out.as_path()));
+}
+
+#[test]
+fn an_evaluation_limit_scores_a_spread_subset_in_small_batches() {
+    let d = tempfile::tempdir().unwrap();
+    let model = fixture("resnet20_fmnist.legacy13.onnx");
+    let mut o = short(&model, &d.path().join("sub.sss.onnx"));
+    o.train.steps = Some(4);
+    o.eval.limit = Some(250);
+    o.eval.batch = Some(7);
+    let r = compress::run_with(&o, &mut sss_onnx::progress::Quiet, &AtomicBool::new(false))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .report;
+    assert_eq!(r.data["test_samples"], 250);
+    assert_eq!(r.data["test_split_samples"], 1000);
+    assert!(sss_onnx::report::markdown(&r).contains("250 of 1000 test samples"));
+    // the original re-scored in tract on every 4th sample (all classes),
+    // not the first 250
+    let g = load(&model);
+    let (test, prep, input) =
+        data::load_for(&fixture("fmnist"), Split::Test, &g, &Spec::default()).unwrap();
+    let picks: Vec<usize> = (0..250).map(|i| i * 4).collect();
+    let sub = test.subset(&picks).unwrap();
+    let tract = runtime::Options {
+        kind: Kind::Tract,
+        ..runtime::Options::default()
+    };
+    let mut s = runtime::open_file(&model, &tract).unwrap();
+    let acc = accuracy::evaluate(s.as_mut(), &input, &sub, &prep, 50, None).unwrap();
+    assert!(
+        (acc.top1 - r.original.top1).abs() <= 0.004,
+        "tract {} vs report {}",
+        acc.top1,
+        r.original.top1
+    );
+    let classes: std::collections::BTreeSet<u32> = sub.labels.iter().copied().collect();
+    assert_eq!(classes.len(), 10);
 }
 
 #[test]

@@ -113,7 +113,7 @@ fn check(
 fn real_batch() -> ndarray::ArrayD<f32> {
     let ds = sss_onnx::data::load(&fixture("fmnist"), sss_onnx::data::Split::Test).unwrap();
     let p = sss_onnx::data::Preprocess::plan(&ds, [3, 32, 32]).unwrap();
-    p.batch(&ds, &(0..8).collect::<Vec<_>>())
+    p.batch(&ds, &(0..8).collect::<Vec<_>>()).unwrap()
 }
 
 #[test]

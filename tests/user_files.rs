@@ -356,7 +356,7 @@ fn photo_folders_of_mixed_sizes_are_resized_and_cropped() {
     // torchvision's default for a 64×64 input: shorter side to 73, crop 64
     assert_eq!(p.resize, Some(sss_onnx::data::Size::Shorter(73)));
     assert_eq!(p.center_crop, Some((64, 64)));
-    let x = p.batch(&ds, &[0, 1, 2, 3, 4, 5, 6, 7]);
+    let x = p.batch(&ds, &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     assert_eq!(x.shape(), &[8, 3, 64, 64]);
     // the blue plane is constant per image: resizing and cropping keep it
     // exactly (a constant stays constant under a normalised filter)

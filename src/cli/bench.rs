@@ -49,7 +49,13 @@ pub fn run(a: Args) -> CliResult {
             a.models.len(),
             a.iters
         );
-        all.extend(bench::interleaved(&mut sessions, batch, a.warmup, a.iters)?);
+        all.extend(bench::interleaved(
+            &mut sessions,
+            batch,
+            a.warmup,
+            a.iters,
+            None,
+        )?);
     }
     if a.json {
         let v = serde_json::json!({

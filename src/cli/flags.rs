@@ -183,12 +183,25 @@ pub struct CompressArgs {
     /// auto].
     #[arg(long, value_enum)]
     pub restore_bn: Option<RestoreBn>,
+    /// Test samples scored, spread over the split [default: all while a
+    /// pass costs at most 2e12 MACs, else as many as that buys, at least
+    /// 500].
+    #[arg(long, value_name = "N")]
+    pub eval_limit: Option<usize>,
+    /// Samples per evaluation batch [default: as many as fit 1 GiB of
+    /// activations, at most 250].
+    #[arg(long, value_name = "N")]
+    pub eval_batch: Option<usize>,
     /// Batch sizes for the latency comparison [default: 1,32].
     #[arg(long, value_delimiter = ',')]
     pub bench_batch: Option<Vec<usize>>,
     /// Timed runs per model and batch size, interleaved [default: 200].
     #[arg(long)]
     pub bench_iters: Option<usize>,
+    /// Seconds per batch size after which fewer timed runs are enough (at
+    /// least 5) [default: 30].
+    #[arg(long)]
+    pub bench_seconds: Option<f64>,
 }
 
 impl CompressArgs {
@@ -199,6 +212,8 @@ impl CompressArgs {
             self.data => o.data, self.output => o.output, self.structures => o.structures,
             self.max_drop => o.max_drop, self.restore_bn => o.restore_bn,
             self.bench_batch => o.bench.batch, self.bench_iters => o.bench.iters,
+            self.bench_seconds => o.bench.seconds,
+            self.eval_limit => o.eval.limit, self.eval_batch => o.eval.batch,
         );
         match self.target_macs {
             Some(t) => o.target_macs = Some(t),

@@ -17,7 +17,9 @@ mod options;
 pub mod recipe;
 mod stages;
 
-pub use options::{BenchOptions, Options, RestoreBn, WriteOptions, DEFAULT_TARGET_MACS};
+pub use options::{
+    BenchOptions, EvalOptions, Options, RestoreBn, WriteOptions, DEFAULT_TARGET_MACS,
+};
 
 use crate::error::{Error, Result};
 use crate::progress::{Progress, Quiet};

@@ -43,6 +43,9 @@ pub struct BenchOptions {
     /// of a fraction of a millisecond on a shared machine need a few
     /// hundred for a stable median).
     pub iters: usize,
+    /// Seconds per batch size after which fewer rounds are enough (at
+    /// least 5): an ImageNet-size model at batch 32 takes a second a run.
+    pub seconds: f64,
 }
 
 impl Default for BenchOptions {
@@ -50,8 +53,24 @@ impl Default for BenchOptions {
         BenchOptions {
             batch: vec![1, 32],
             iters: 200,
+            seconds: 30.0,
         }
     }
+}
+
+/// How the models are scored on the test split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalOptions {
+    /// Test samples scored (spread evenly over the split). `None`: all of
+    /// them while one pass costs at most 2·10¹² MACs, else as many as
+    /// that buys, at least 500.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Samples per batch. `None`: as many as fit 1 GiB of activations
+    /// (at most 250).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
 }
 
 /// `compress`'s recipe.
@@ -85,6 +104,7 @@ pub struct Options {
     pub train: TrainOptions,
     /// The model's preprocessing (over the data folder's `dataset.json`).
     pub preprocess: Spec,
+    pub eval: EvalOptions,
     pub runtime: runtime::Options,
     pub bench: BenchOptions,
     pub write: WriteOptions,
@@ -106,6 +126,7 @@ impl Default for Options {
             keep_checkpoints: false,
             train: TrainOptions::default(),
             preprocess: Spec::default(),
+            eval: EvalOptions::default(),
             runtime: runtime::Options::default(),
             bench: BenchOptions::default(),
             write: WriteOptions::default(),

@@ -8,6 +8,7 @@ use crate::files::{ensure_not_input, write_atomic};
 use crate::gate::{self, Gate};
 use crate::graph::{cost, shape, Graph};
 use crate::measure::accuracy::{self, Accuracy};
+use crate::measure::batching;
 use crate::measure::bench::{self, Latency};
 use crate::measure::{inputs, validate};
 use crate::onnx::convert;
@@ -70,14 +71,27 @@ impl Plan {
 pub struct Source {
     pub imp: Imported,
     pub data_dir: PathBuf,
+    /// The test samples scored (a spread subset of a large split).
     pub test: Dataset,
+    /// How many the split holds.
+    pub test_split_samples: usize,
     pub prep: Preprocess,
     pub input: String,
+    /// Samples per evaluation batch (bounded activation memory).
+    pub eval_batch: usize,
     pub runtime: runtime::Options,
     pub runtime_name: String,
     pub macs: u64,
     pub params: u64,
     pub accuracy: Accuracy,
+}
+
+/// The progress line before an evaluation.
+fn scoring(what: &str, test: &Dataset, batch: usize) -> String {
+    format!(
+        "scoring {what} on {} test samples, {batch} at a time",
+        test.len()
+    )
 }
 
 /// MACs and parameters at batch 1.
@@ -119,7 +133,19 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
             bundled::find().map_err(|why| Error::Invalid(format!("no data given and {why}")))?
         }
     };
-    let (test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
+    let (mut test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
+    let (macs, params) = counts(g)?;
+    let test_split_samples = test.len();
+    let n = batching::eval_samples(test.len(), macs, plan.opts.eval.limit);
+    if n < test.len() {
+        progress.note(&format!(
+            "scoring {n} of the {} test samples, spread over the split ({:.1} G MACs a sample; --eval-limit to change)",
+            test.len(),
+            macs as f64 / 1e9
+        ));
+        test = test.subset(&batching::spread(test.len(), n))?;
+    }
+    let eval_batch = batching::eval_batch(g, plan.opts.eval.batch);
     if plan.opts.data.is_none() {
         check_bundled_fit(g, &test, &prep)?;
         progress.note(&format!(
@@ -135,10 +161,10 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         kind,
         ..plan.opts.runtime.clone()
     };
-    let (macs, params) = counts(g)?;
     let mut s0 = runtime::open_imported(&imp, path, &rt)?;
     let runtime_name = s0.describe();
-    let acc = accuracy::evaluate(s0.as_mut(), &input, &test, &prep, 250, None)?;
+    progress.note(&scoring("the original", &test, eval_batch));
+    let acc = accuracy::evaluate(s0.as_mut(), &input, &test, &prep, eval_batch, None)?;
     progress.note(&format!(
         "original: {:.2} M MACs, {params} params, top-1 {:.2}% ({runtime_name})",
         macs as f64 / 1e6,
@@ -148,8 +174,10 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         imp,
         data_dir,
         test,
+        test_split_samples,
         prep,
         input,
+        eval_batch,
         runtime: rt,
         runtime_name,
         macs,
@@ -179,7 +207,15 @@ pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Ga
     let base = if restore {
         let (train, tprep, tin) =
             data::load_for(&src.data_dir, Split::Train, g, &plan.opts.preprocess)?;
-        let (b, n) = bn_restore::restore(g, &train, &tprep, &tin, &src.runtime, 512)?;
+        let (b, n) = bn_restore::restore(
+            g,
+            &train,
+            &tprep,
+            &tin,
+            &src.runtime,
+            512,
+            src.eval_batch.min(64),
+        )?;
         progress.note(&format!(
             "BatchNorm restored after {n} convs (statistics of 512 training images; folded back before writing)"
         ));
@@ -341,16 +377,21 @@ pub fn evaluate(
     mut checked: Checked,
     progress: &mut dyn Progress,
 ) -> Result<Scored> {
-    let (test, prep, input) = (&src.test, &src.prep, &src.input);
-    let gated_rt = accuracy::evaluate(checked.gated.as_mut(), input, test, prep, 250, None)?;
+    let (test, prep, input, batch) = (&src.test, &src.prep, &src.input, src.eval_batch);
+    progress.note(&scoring(
+        "the gated model (runtime, candle) and the pruned one",
+        test,
+        batch,
+    ));
+    let gated_rt = accuracy::evaluate(checked.gated.as_mut(), input, test, prep, batch, None)?;
     let gated_candle = trainer::evaluate(
         &Model::new(&trained.run.graph, &candle_core::Device::Cpu)?,
         test,
         prep,
-        250,
+        batch,
         None,
     )?;
-    let acc = accuracy::evaluate(checked.pruned.as_mut(), input, test, prep, 250, None)?;
+    let acc = accuracy::evaluate(checked.pruned.as_mut(), input, test, prep, batch, None)?;
     progress.note(&format!(
         "pruned: top-1 {:.2}% (gated: {:.2}% runtime, {:.2}% candle)",
         acc.top1 * 100.0,
@@ -451,7 +492,8 @@ pub fn bench(plan: &Plan, src: &Source, pruned: &Pruned, macs_pruned: u64) -> Re
                 inputs::random_inputs(&pruned.graph, b, 0)?,
             ),
         ];
-        let r = bench::interleaved(&mut sessions, b, 3, plan.opts.bench.iters)?;
+        let limit = std::time::Duration::from_secs_f64(plan.opts.bench.seconds.max(0.0));
+        let r = bench::interleaved(&mut sessions, b, 3, plan.opts.bench.iters, Some(limit))?;
         out.original.push(r[0].clone());
         out.pruned.push(r[1].clone());
     }
@@ -515,6 +557,7 @@ pub fn report(
         settings,
         data: serde_json::json!({
             "dir": src.data_dir, "name": src.test.name, "test_samples": src.test.len(),
+            "test_split_samples": src.test_split_samples,
             "preprocess": src.prep.describe(),
         }),
         original: figures(&plan.model, (src.macs, src.params), acc0, latency.original),

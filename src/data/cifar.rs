@@ -153,5 +153,6 @@ pub fn load(files: &Files) -> Result<Dataset> {
         spec: Default::default(),
         sizes: Vec::new(),
         offsets: Vec::new(),
+        files: Vec::new(),
     })
 }

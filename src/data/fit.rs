@@ -342,14 +342,15 @@ impl Preprocess {
         }
     }
 
-    /// The samples `indices` of `ds` as an input batch [N, C, H, W].
-    pub fn batch(&self, ds: &Dataset, indices: &[usize]) -> ArrayD<f32> {
+    /// The samples `indices` of `ds` as an input batch [N, C, H, W] (an
+    /// image file that fails to decode is an error naming it).
+    pub fn batch(&self, ds: &Dataset, indices: &[usize]) -> Result<ArrayD<f32>> {
         let [c, h, w] = self.to;
         let sc = ds.channels;
         let mut out = Array4::<f32>::zeros((indices.len(), c, h, w));
         for (b, &i) in indices.iter().enumerate() {
             let (sh, sw) = ds.size_of(i);
-            let img = ds.image(i);
+            let img = ds.image(i)?;
             // per source channel: [0, 1], resize/crop, pad, normalise
             let planes: Vec<Vec<f32>> = (0..sc)
                 .map(|s| {
@@ -384,7 +385,7 @@ impl Preprocess {
                 }
             }
         }
-        out.into_dyn()
+        Ok(out.into_dyn())
     }
 
     /// Resize and centre crop of one plane of [0, 1] values.

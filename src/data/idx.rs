@@ -111,5 +111,6 @@ pub fn load(images: &Path, labels: &Path) -> Result<Dataset> {
         spec: Default::default(),
         sizes: Vec::new(),
         offsets: Vec::new(),
+        files: Vec::new(),
     })
 }

@@ -1,7 +1,9 @@
 //! Labelled image data sets: idx (MNIST, Fashion-MNIST; `.gz` or raw),
-//! CIFAR-10/100 binary batches and ImageFolder trees of PNG/JPEG, read into
-//! one in-memory form, and fitted to a model's input (pad or resize, channel
-//! copy, mean/std normalisation). Training and evaluation share this code.
+//! CIFAR-10/100 binary batches and ImageFolder trees of PNG/JPEG, in one
+//! form, and fitted to a model's input (pad or resize, channel copy,
+//! mean/std normalisation). Training and evaluation share this code. The
+//! small formats are held decoded; a folder of photos is decoded image by
+//! image when a batch needs it, so its size does not bound memory.
 
 pub mod bundled;
 mod cifar;
@@ -16,6 +18,7 @@ pub use for_model::load_for;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,7 +28,8 @@ pub enum Split {
     Test,
 }
 
-/// Images as u8, channel-major per image (C×H×W), with labels.
+/// Images as u8, channel-major per image (C×H×W), with labels: held in
+/// `pixels`, or (`files` not empty) decoded from `files[i]` on demand.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub name: String,
@@ -45,6 +49,9 @@ pub struct Dataset {
     /// size (a folder of photos); empty when all are `height`×`width`.
     pub sizes: Vec<(usize, usize)>,
     pub offsets: Vec<usize>,
+    /// One image file per sample when decoded on demand (then `pixels`
+    /// and `offsets` are empty).
+    pub files: Vec<PathBuf>,
 }
 
 impl Dataset {
@@ -69,18 +76,24 @@ impl Dataset {
             .unwrap_or((self.height, self.width))
     }
 
-    /// Image `i`, C×H×W.
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// Image `i`, C×H×W (decoded now when the set is read on demand; an
+    /// error names the file).
+    pub fn image(&self, i: usize) -> Result<Cow<'_, [u8]>> {
         let (h, w) = self.size_of(i);
+        if let Some(file) = self.files.get(i) {
+            return folder::decode(file, (h, w)).map(Cow::Owned);
+        }
         let n = self.channels * h * w;
         let start = self.offsets.get(i).copied().unwrap_or(i * n);
-        &self.pixels[start..start + n]
+        Ok(Cow::Borrowed(&self.pixels[start..start + n]))
     }
 
     /// Keeps the first `n` samples.
     pub fn truncate(&mut self, n: usize) {
         if n < self.len() {
-            let end = if self.is_uniform() {
+            let end = if !self.files.is_empty() {
+                0
+            } else if self.is_uniform() {
                 n * self.channels * self.height * self.width
             } else {
                 self.offsets[n]
@@ -89,6 +102,54 @@ impl Dataset {
             self.pixels.truncate(end);
             self.sizes.truncate(n);
             self.offsets.truncate(n);
+            self.files.truncate(n);
+        }
+    }
+
+    /// The samples `indices` (in that order) as a data set of their own.
+    pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
+        let mut out = Dataset {
+            pixels: Vec::new(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            sizes: Vec::new(),
+            offsets: Vec::new(),
+            files: indices
+                .iter()
+                .filter_map(|&i| self.files.get(i).cloned())
+                .collect(),
+            ..self.clone_meta()
+        };
+        if !self.is_uniform() {
+            out.sizes = indices.iter().map(|&i| self.size_of(i)).collect();
+        }
+        if self.files.is_empty() {
+            for &i in indices {
+                if !self.is_uniform() {
+                    out.offsets.push(out.pixels.len());
+                }
+                out.pixels.extend_from_slice(&self.image(i)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Everything but the samples.
+    fn clone_meta(&self) -> Dataset {
+        Dataset {
+            name: self.name.clone(),
+            format: self.format,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            classes: self.classes,
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            spec: self.spec.clone(),
+            sizes: Vec::new(),
+            offsets: Vec::new(),
+            files: Vec::new(),
         }
     }
 }

@@ -26,7 +26,7 @@ pub fn evaluate(
     let (mut top1, mut top5) = (0usize, 0usize);
     for start in (0..n).step_by(batch.max(1)) {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let x = prep.batch(ds, &idx);
+        let x = prep.batch(ds, &idx)?;
         let out = s.run(&vec![(input.to_string(), x)])?;
         let logits = &out
             .first()

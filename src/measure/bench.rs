@@ -33,23 +33,33 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// The fewest rounds a time limit leaves.
+pub const MIN_ROUNDS: usize = 5;
+
 /// Times `sessions` (with their names, MACs and inputs) interleaved, `iters`
-/// rounds after `warmup` runs each.
+/// rounds after `warmup` runs each, or fewer (at least [`MIN_ROUNDS`]) once
+/// `limit` has passed: a large model at a large batch takes seconds a run.
 pub fn interleaved(
     sessions: &mut [(String, u64, Box<dyn Session>, Tensors)],
     batch: usize,
     warmup: usize,
     iters: usize,
+    limit: Option<Duration>,
 ) -> Result<Vec<Latency>> {
     for (_, _, s, x) in sessions.iter_mut() {
         time_runs(s.as_mut(), x, warmup, 0)?;
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(iters); sessions.len()];
-    for _ in 0..iters {
+    let start = std::time::Instant::now();
+    for round in 0..iters {
+        if round >= MIN_ROUNDS && limit.is_some_and(|l| start.elapsed() > l) {
+            break;
+        }
         for (k, (_, _, s, x)) in sessions.iter_mut().enumerate() {
             times[k].extend(time_runs(s.as_mut(), x, 0, 1)?);
         }
     }
+    let iters = times.first().map_or(0, |t| t.len());
     let mut out: Vec<Latency> = Vec::new();
     for (k, (name, macs, _, _)) in sessions.iter().enumerate() {
         let mut t = times[k].clone();

@@ -128,7 +128,7 @@ pub fn validate(
         let n = n.min(ds.len());
         for start in (0..n).step_by(plan.batch.max(1)) {
             let idx: Vec<usize> = (start..(start + plan.batch).min(n)).collect();
-            batches.push(vec![(name.clone(), prep.batch(ds, &idx))]);
+            batches.push(vec![(name.clone(), prep.batch(ds, &idx)?)]);
         }
         real_samples = n;
     }

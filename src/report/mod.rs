@@ -107,8 +107,16 @@ pub fn markdown(r: &Report) -> String {
         p.file_bytes as f64 / 1e6,
         pct(1.0 - p.file_bytes as f64 / o.file_bytes.max(1) as f64)
     ));
+    let scored = match (
+        r.data.get("test_samples").and_then(|v| v.as_u64()),
+        r.data.get("test_split_samples").and_then(|v| v.as_u64()),
+    ) {
+        (Some(n), Some(all)) if n < all => format!(" ({n} of {all} test samples)"),
+        (Some(n), _) => format!(" ({n} test samples)"),
+        _ => String::new(),
+    };
     s.push_str(&format!(
-        "| top-1 accuracy | {} | {} | {:+.2} pt |\n",
+        "| top-1 accuracy{scored} | {} | {} | {:+.2} pt |\n",
         pct(o.top1),
         pct(p.top1),
         (p.top1 - o.top1) * 100.0

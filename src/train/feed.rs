@@ -4,6 +4,7 @@
 //! batches as an uninterrupted one.
 
 use crate::data::{Dataset, Preprocess};
+use crate::error::Result;
 use ndarray::{s, Array4, ArrayD, Ix4};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -36,12 +37,14 @@ pub struct Batch {
 }
 
 pub struct Feed {
-    rx: Receiver<Batch>,
+    rx: Receiver<Result<Batch>>,
     _worker: JoinHandle<()>,
 }
 
 impl Feed {
-    pub fn recv(&self) -> Option<Batch> {
+    /// The next batch; an error (an image that fails to decode) ends the
+    /// feed.
+    pub fn recv(&self) -> Option<Result<Batch>> {
         self.rx.recv().ok()
     }
 }
@@ -122,7 +125,13 @@ pub fn spawn(
             let ord = &cached.as_ref().map(|(_, o)| o).expect("order cached above");
             let k = (step % spe) * batch;
             let idx: Vec<usize> = (k..(k + batch).min(ord.len())).map(|i| ord[i]).collect();
-            let mut x = prep.batch(&ds, &idx);
+            let mut x = match prep.batch(&ds, &idx) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
             if aug != Augment::NONE {
                 if let Ok(mut x4) = x
                     .view_mut()
@@ -136,7 +145,7 @@ pub fn spawn(
                 }
             }
             let labels = idx.iter().map(|&i| ds.labels[i]).collect();
-            if tx.send(Batch { step, x, labels }).is_err() {
+            if tx.send(Ok(Batch { step, x, labels })).is_err() {
                 return; // the trainer stopped
             }
         }

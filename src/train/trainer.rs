@@ -446,6 +446,7 @@ impl Trainer {
             .collect();
         let mut last = self.start_step;
         while let Some(b) = feed.recv() {
+            let b = b?;
             if stop.load(Ordering::SeqCst) {
                 self.save(b.step)?;
                 return Ok(Outcome {
@@ -776,7 +777,7 @@ pub fn evaluate(
     let mut correct = 0;
     for start in (0..n).step_by(batch.max(1)) {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let x = prep.batch(ds, &idx);
+        let x = prep.batch(ds, &idx)?;
         let e = |err: candle_core::Error| Error::during("evaluation", err);
         let t = Tensor::from_vec(
             x.iter().copied().collect::<Vec<f32>>(),

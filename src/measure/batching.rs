@@ -1,0 +1,116 @@
+//! How many samples to score at once, and how many to score at all, so
+//! that evaluation stays in bounded memory and time whatever the model's
+//! input size: a CIFAR ResNet scores its whole test split 250 at a time, an
+//! ImageNet-size one a few at a time and a spread subset of a large split.
+
+use crate::graph::{shape, Graph};
+
+/// Activation memory an evaluation batch may take. Candle keeps every
+/// intermediate of a forward pass alive until the output is dropped, and
+/// the runtimes' arenas come close to the same peak, so the estimate sums
+/// all of them.
+pub const ACTIVATION_BUDGET: u64 = 1 << 30;
+
+/// The largest evaluation batch (beyond it nothing gets faster).
+pub const MAX_BATCH: usize = 250;
+
+/// Multiply-accumulates one pass over the test data may cost before the
+/// default scores a subset (2·10¹²: about half a minute of the runtime on
+/// two cores; a CIFAR ResNet's 10 000 test images are well within it).
+pub const PASS_MACS: f64 = 2e12;
+
+/// The fewest samples a default subset keeps.
+pub const MIN_SAMPLES: usize = 500;
+
+/// Bytes of every value a forward pass computes for one sample (f32),
+/// from the graph's shapes at batch 1; `None` when shapes are unknown.
+pub fn activation_bytes(g: &Graph) -> Option<u64> {
+    let inputs = shape::input_shapes(g, 1).ok()?;
+    let facts = shape::infer(g, &inputs);
+    let total: u64 = g
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter())
+        .filter_map(|name| facts.shape(name))
+        .map(|s| s.iter().product::<usize>() as u64 * 4)
+        .sum();
+    (total > 0).then_some(total)
+}
+
+/// The batch for scoring `g`: `requested`, or the most that fits
+/// [`ACTIVATION_BUDGET`] (at least 1, at most [`MAX_BATCH`]).
+pub fn eval_batch(g: &Graph, requested: Option<usize>) -> usize {
+    if let Some(b) = requested {
+        return b.max(1);
+    }
+    match activation_bytes(g) {
+        Some(per) => ((ACTIVATION_BUDGET / per.max(1)) as usize).clamp(1, MAX_BATCH),
+        None => 32,
+    }
+}
+
+/// How many of `len` samples to score: `requested` (capped at `len`), or
+/// all of them while a pass costs at most [`PASS_MACS`], else as many as
+/// that buys (at least [`MIN_SAMPLES`]).
+pub fn eval_samples(len: usize, macs_per_sample: u64, requested: Option<usize>) -> usize {
+    if let Some(n) = requested {
+        return n.clamp(1, len.max(1));
+    }
+    let affordable = (PASS_MACS / macs_per_sample.max(1) as f64) as usize;
+    len.min(affordable.max(MIN_SAMPLES))
+}
+
+/// `n` indices spread evenly over `0..len` (the whole range when
+/// `n ≥ len`): every class of a class-sorted folder is represented.
+pub fn spread(len: usize, n: usize) -> Vec<usize> {
+    let n = n.min(len);
+    (0..n).map(|i| i * len / n.max(1)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::build::Builder;
+
+    #[test]
+    fn activation_bytes_sum_every_computed_value() {
+        // conv 2→3 (3×3, stride 1, pad 1) on 4×4: [1, 3, 4, 4] = 48 floats,
+        // its ReLU 48 more: 96 floats = 384 bytes (the input not counted)
+        let mut b = Builder::new("x", &[-1, 2, 4, 4], 1);
+        let y = b.conv("x", 2, 3, 3, 1);
+        let z = b.relu(&y);
+        let g = b.finish(&z);
+        assert_eq!(activation_bytes(&g), Some(384));
+        // 1 GiB / 384 B is far above the cap
+        assert_eq!(eval_batch(&g, None), MAX_BATCH);
+        assert_eq!(eval_batch(&g, Some(7)), 7);
+        // a torchvision ResNet-50 at 224 needs a few at a time
+        let g = crate::graph::build::torchvision_resnet([3, 4, 6, 3], true, 64, 10, 0);
+        let b = eval_batch(&g, None);
+        assert!((4..=16).contains(&b), "{b}");
+    }
+
+    #[test]
+    fn spread_covers_the_range_evenly() {
+        assert_eq!(spread(10, 5), vec![0, 2, 4, 6, 8]);
+        assert_eq!(spread(3, 5), vec![0, 1, 2]);
+        // a class-sorted folder of 4 classes × 100: every class picked
+        let picks = spread(400, 40);
+        for c in 0..4 {
+            assert_eq!(picks.iter().filter(|&&i| i / 100 == c).count(), 10);
+        }
+    }
+
+    #[test]
+    fn samples_follow_the_mac_budget() {
+        // ResNet-20 at 32×32 (41 M MACs): the whole 10k split
+        assert_eq!(eval_samples(10_000, 41_000_000, None), 10_000);
+        // ResNet-50 at 224 (4.1 G MACs): 2e12 / 4.1e9 = 487 → the minimum 500
+        assert_eq!(eval_samples(50_000, 4_100_000_000, None), 500);
+        // something in between: 2e12 / 1e9
+        assert_eq!(eval_samples(50_000, 1_000_000_000, None), 2000);
+        assert_eq!(eval_samples(300, 4_100_000_000, None), 300);
+        assert_eq!(eval_samples(50_000, 1, Some(123)), 123);
+        assert_eq!(eval_samples(50, 1, Some(123)), 50);
+    }
+}
