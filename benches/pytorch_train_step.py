@@ -1,10 +1,13 @@
 """PyTorch CPU reference for `cargo bench --bench train_step`: the same
-CIFAR ResNet-20 (option A, BN kept), batch 128, f32, one SGD step per
-iteration, the machine's threads. Not run by CI.
+model (default the CIFAR ResNet-20, option A, BN kept, batch 128; or
+torchvision's resnet18 / resnet50 / resnext50_32x4d at 224×224, 1000
+classes), f32, one Nesterov SGD step per iteration, the machine's
+threads; prints images/s and peak RSS. Not run by CI.
 
-    .venv/bin/python benches/pytorch_train_step.py [batch] [steps]
+    .venv/bin/python benches/pytorch_train_step.py [batch] [steps] [model]
 """
 import os
+import resource
 import sys
 import time
 
@@ -16,10 +19,17 @@ from make_fixtures import CifarResNet  # noqa: E402
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 128
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+name = sys.argv[3] if len(sys.argv) > 3 else "resnet20"
 torch.manual_seed(0)
-model = CifarResNet(3, shortcut="A").train()
+if name == "resnet20":
+    model, side = CifarResNet(3, shortcut="A").train(), 32
+else:
+    import torchvision
+    ctor = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50,
+            "resnext50": torchvision.models.resnext50_32x4d}[name]
+    model, side = ctor(num_classes=1000).train(), 224
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-x = torch.randn(batch, 3, 32, 32)
+x = torch.randn(batch, 3, side, side)
 y = torch.arange(batch) % 10
 times = []
 for i in range(steps + 1):
@@ -31,5 +41,6 @@ for i in range(steps + 1):
     if i > 0:
         times.append(time.perf_counter() - t)
 step = sum(times) / len(times)
-print(f"pytorch {torch.__version__}, threads {torch.get_num_threads()}, batch {batch}: "
-      f"step {step * 1e3:.1f} ms = {batch / step:.1f} images/s")
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"pytorch {torch.__version__}, {name}, threads {torch.get_num_threads()}, batch {batch}: "
+      f"step {step * 1e3:.1f} ms = {batch / step:.1f} images/s, peak RSS {peak:.0f} MB")

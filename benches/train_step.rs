@@ -2,13 +2,16 @@
 //! time split into forward, backward and optimizer update, so the PyTorch
 //! comparison can be repeated:
 //!
-//!     cargo bench --bench train_step -- [model.onnx] [batch] [steps]
+//!     cargo bench --bench train_step -- [model.onnx|resnet18|resnet50|resnext50] [batch] [steps]
 //!
 //! Defaults: the BN-kept ResNet-20 export (gated), batch 128, 5 timed steps after 1
-//! warm-up step.
+//! warm-up step. The named ImageNet-size models are torchvision's
+//! (224×224, 1000 classes), built in code with random weights; the same
+//! names in `pytorch_train_step.py` time PyTorch. Peak RSS is printed.
 
 use candle_core::{Device, Tensor};
 use sss_onnx::gate;
+use sss_onnx::graph::build;
 use sss_onnx::onnx::convert;
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::kernels::profile;
@@ -34,7 +37,12 @@ fn main() {
         .unwrap_or_else(|| format!("{root}/fixtures/resnet20_a.legacy17bn.onnx"));
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(128);
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let g = convert::load(path.as_ref()).expect("model");
+    let g = match path.as_str() {
+        "resnet18" => build::torchvision_resnet([2, 2, 2, 2], false, 64, 1000, 1),
+        "resnet50" => build::torchvision_resnet([3, 4, 6, 3], true, 64, 1000, 1),
+        "resnext50" => build::torchvision_resnext([3, 4, 6, 3], 32, 4, 1000, 1),
+        p => convert::load(p.as_ref()).expect("model"),
+    };
     let (g, _) =
         gate::insert(&g, &[GateKind::Channel, GateKind::Group, GateKind::Block]).expect("gates");
     let model = Model::new(&g, &Device::Cpu).expect("lowering");
@@ -47,6 +55,7 @@ fn main() {
     )
     .unwrap();
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    let before = peak_rss_mb();
     let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
     let mut nag = Nag::new(0.9, 1e-4);
     let (mut tf, mut tb, mut tu) = (0.0, 0.0, 0.0);
@@ -104,4 +113,21 @@ fn main() {
         rest * 1e3,
         rest / total * 100.0
     );
+    println!(
+        "peak RSS {:.0} MB ({:.0} MB before the first step: weights and input)",
+        peak_rss_mb(),
+        before
+    );
+}
+
+/// The process's peak resident set (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -3,7 +3,7 @@
 //! and He et al. define them: counting must give the published numbers.
 
 mod common;
-use sss_onnx::graph::build::{cifar_resnet, torchvision_resnet};
+use sss_onnx::graph::build::{cifar_resnet, torchvision_resnet, torchvision_resnext};
 use sss_onnx::graph::{cost, shape, Graph};
 
 fn count(g: &Graph) -> (u64, u64) {
@@ -28,6 +28,17 @@ fn torchvision_resnet18_and_50_match_published_figures() {
         "ResNet-50 MACs {macs}"
     );
     assert_eq!(params, 25_557_032);
+}
+
+#[test]
+fn torchvision_resnext50_matches_published_figures() {
+    let (macs, params) = count(&torchvision_resnext([3, 4, 6, 3], 32, 4, 1000, 3));
+    // torchvision resnext50_32x4d: 4.23 GFLOPs, 25,028,904 parameters
+    assert!(
+        (macs as f64 / 1e9 - 4.23).abs() < 0.03,
+        "ResNeXt-50 MACs {macs}"
+    );
+    assert_eq!(params, 25_028_904);
 }
 
 #[test]

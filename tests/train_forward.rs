@@ -1,5 +1,6 @@
 //! The candle lowering in eval mode computes what ONNX Runtime and tract
-//! compute, on every fixture (and on gated graphs).
+//! compute, on every fixture (and on gated graphs), in `forward` and in
+//! the scoring path `infer`.
 
 mod common;
 use candle_core::{Device, Tensor};
@@ -14,7 +15,12 @@ fn candle_out(g: &sss_onnx::graph::Graph, x: &ndarray::ArrayD<f32>) -> ndarray::
         &Device::Cpu,
     )
     .unwrap();
-    to_ndarray(&m.forward(&t, false).unwrap().0).unwrap()
+    let y = to_ndarray(&m.forward(&t, false).unwrap().0).unwrap();
+    // scoring's path (detached weights, values dropped after their last
+    // use) computes the same numbers
+    let scored = to_ndarray(&m.infer(&t).unwrap()).unwrap();
+    assert_eq!(y, scored);
+    y
 }
 
 #[test]

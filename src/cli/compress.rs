@@ -3,7 +3,7 @@
 //! stderr and the summary on stdout.
 
 use super::common::{OutputArgs, RuntimeArgs};
-use super::flags::{CompressArgs, TrainArgs};
+use super::flags::{CompressArgs, EvalArgs, TrainArgs};
 use super::CliResult;
 use sss_onnx::compress::{self, recipe, Options};
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ pub struct Args {
     #[command(flatten)]
     train: TrainArgs,
     #[command(flatten)]
+    eval: EvalArgs,
+    #[command(flatten)]
     rt: RuntimeArgs,
     #[command(flatten)]
     out: OutputArgs,
@@ -45,6 +47,7 @@ fn options(a: &Args) -> anyhow::Result<Options> {
     let gamma_only = a.config.is_none() && a.train.gamma.is_some();
     a.compress.apply(&mut o, gamma_only);
     a.train.apply(&mut o.train);
+    a.eval.apply(&mut o.eval);
     o.preprocess = o.preprocess.overridden_by(&a.train.prep.spec());
     a.rt.apply(&mut o.runtime);
     a.out.apply(&mut o.write);

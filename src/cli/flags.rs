@@ -3,7 +3,7 @@
 //! recipe's value (or the library's default) alone.
 
 use super::common::PrepArgs;
-use sss_onnx::compress::{Options, RestoreBn};
+use sss_onnx::compress::{EvalOptions, Options, RestoreBn};
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::optim::GateOptimizer;
 use sss_onnx::train::options::{BudgetOrder, TrainOptions};
@@ -150,6 +150,34 @@ impl TrainArgs {
     }
 }
 
+/// How the test split is scored (`compress` and `train`).
+#[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Evaluation")]
+pub struct EvalArgs {
+    /// Test samples scored, spread over the split [default: all while a
+    /// pass costs at most 2e12 MACs, else as many as that buys, at least
+    /// 500].
+    #[arg(long, value_name = "N")]
+    pub eval_limit: Option<usize>,
+    /// Samples per evaluation batch [default: as many as fit 1 GiB of
+    /// activations, at most 250].
+    #[arg(long, value_name = "N")]
+    pub eval_batch: Option<usize>,
+}
+
+impl EvalArgs {
+    /// `e` with the flags given set.
+    pub fn apply(&self, e: &mut EvalOptions) {
+        given!(self.eval_limit => e.limit, self.eval_batch => e.batch);
+    }
+
+    pub fn options(&self) -> EvalOptions {
+        let mut e = EvalOptions::default();
+        self.apply(&mut e);
+        e
+    }
+}
+
 /// `compress`'s own flags (beside the training, runtime and output ones).
 #[derive(clap::Args, Clone, Default)]
 pub struct CompressArgs {
@@ -183,15 +211,6 @@ pub struct CompressArgs {
     /// auto].
     #[arg(long, value_enum)]
     pub restore_bn: Option<RestoreBn>,
-    /// Test samples scored, spread over the split [default: all while a
-    /// pass costs at most 2e12 MACs, else as many as that buys, at least
-    /// 500].
-    #[arg(long, value_name = "N")]
-    pub eval_limit: Option<usize>,
-    /// Samples per evaluation batch [default: as many as fit 1 GiB of
-    /// activations, at most 250].
-    #[arg(long, value_name = "N")]
-    pub eval_batch: Option<usize>,
     /// Batch sizes for the latency comparison [default: 1,32].
     #[arg(long, value_delimiter = ',')]
     pub bench_batch: Option<Vec<usize>>,
@@ -213,7 +232,6 @@ impl CompressArgs {
             self.max_drop => o.max_drop, self.restore_bn => o.restore_bn,
             self.bench_batch => o.bench.batch, self.bench_iters => o.bench.iters,
             self.bench_seconds => o.bench.seconds,
-            self.eval_limit => o.eval.limit, self.eval_batch => o.eval.batch,
         );
         match self.target_macs {
             Some(t) => o.target_macs = Some(t),

@@ -2,11 +2,13 @@
 //! (`sss_onnx::train::fit`), then evaluate the result.
 
 use super::common::{import_model, load_data, OutputArgs};
-use super::flags::TrainArgs;
+use super::flags::{EvalArgs, TrainArgs};
 use super::CliResult;
 use sss_onnx::data::Split;
 use sss_onnx::files::{ensure_not_input, write_atomic};
 use sss_onnx::gate;
+use sss_onnx::graph::{cost, shape};
+use sss_onnx::measure::batching;
 use sss_onnx::progress::{self, Stderr};
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::fit::{fit, TrainData, Trained};
@@ -34,6 +36,8 @@ pub struct Args {
     structures: Vec<GateKind>,
     #[command(flatten)]
     train: TrainArgs,
+    #[command(flatten)]
+    eval: EvalArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -69,11 +73,17 @@ pub fn run(a: Args) -> CliResult {
     )?;
     imp.save(&trained, &output, a.out.choice("train"))?;
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
+    let eval = a.eval.options();
+    let macs = cost::count(&trained, &shape::infer_strict(&trained, 1)?).macs;
+    let (test, note) = batching::scored_subset(test, macs, &eval)?;
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
     let acc = trainer::evaluate(
         &Model::new(&trained, &candle_core::Device::Cpu)?,
         &test,
         &prep,
-        250,
+        batching::eval_batch(&trained, eval.batch),
         None,
     )?;
     eprintln!(

@@ -4,6 +4,7 @@
 //! repeated from its report.
 
 use crate::data::Spec;
+pub use crate::measure::batching::EvalOptions;
 use crate::runtime;
 use crate::structure::GateKind;
 use crate::train::options::TrainOptions;
@@ -56,21 +57,6 @@ impl Default for BenchOptions {
             seconds: 30.0,
         }
     }
-}
-
-/// How the models are scored on the test split.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EvalOptions {
-    /// Test samples scored (spread evenly over the split). `None`: all of
-    /// them while one pass costs at most 2·10¹² MACs, else as many as
-    /// that buys, at least 500.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-    /// Samples per batch. `None`: as many as fit 1 GiB of activations
-    /// (at most 250).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub batch: Option<usize>,
 }
 
 /// `compress`'s recipe.

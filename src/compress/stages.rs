@@ -133,17 +133,12 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
             bundled::find().map_err(|why| Error::Invalid(format!("no data given and {why}")))?
         }
     };
-    let (mut test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
+    let (test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
     let (macs, params) = counts(g)?;
     let test_split_samples = test.len();
-    let n = batching::eval_samples(test.len(), macs, plan.opts.eval.limit);
-    if n < test.len() {
-        progress.note(&format!(
-            "scoring {n} of the {} test samples, spread over the split ({:.1} G MACs a sample; --eval-limit to change)",
-            test.len(),
-            macs as f64 / 1e9
-        ));
-        test = test.subset(&batching::spread(test.len(), n))?;
+    let (test, note) = batching::scored_subset(test, macs, &plan.opts.eval)?;
+    if let Some(n) = note {
+        progress.note(&n);
     }
     let eval_batch = batching::eval_batch(g, plan.opts.eval.batch);
     if plan.opts.data.is_none() {

@@ -227,6 +227,32 @@ pub fn torchvision_resnet(
     classes: usize,
     seed: u64,
 ) -> Graph {
+    torchvision_net(layers, bottleneck, width, 1, width, classes, seed)
+}
+
+/// torchvision's `resnext50_32x4d` family: bottlenecks whose 3×3 conv has
+/// `groups` groups of `width_per_group` channels per 64 planes.
+pub fn torchvision_resnext(
+    layers: [usize; 4],
+    groups: usize,
+    width_per_group: usize,
+    classes: usize,
+    seed: u64,
+) -> Graph {
+    torchvision_net(layers, true, 64, groups, width_per_group, classes, seed)
+}
+
+/// A torchvision ResNet/ResNeXt at 224×224: the inner width of a
+/// bottleneck is `planes · width_per_group / width · groups`, as there.
+fn torchvision_net(
+    layers: [usize; 4],
+    bottleneck: bool,
+    width: usize,
+    groups: usize,
+    width_per_group: usize,
+    classes: usize,
+    seed: u64,
+) -> Graph {
     let mut b = Builder::new("input", &[-1, 3, 224, 224], seed);
     let mut x = b.conv("input", 3, width, 7, 2);
     x = b.bn(&x, width);
@@ -248,13 +274,24 @@ pub fn torchvision_resnet(
             let stride = if stage > 0 && j == 0 { 2 } else { 1 };
             let cout = planes * expansion;
             let y = if bottleneck {
-                let mut y = b.conv(&x, cin, planes, 1, 1);
-                y = b.bn(&y, planes);
+                let inner = planes * width_per_group / width * groups;
+                let mut y = b.conv(&x, cin, inner, 1, 1);
+                y = b.bn(&y, inner);
                 y = b.relu(&y);
-                y = b.conv(&y, planes, planes, 3, stride);
-                y = b.bn(&y, planes);
+                y = b.conv_with(
+                    &y,
+                    ConvSpec {
+                        cin: inner,
+                        cout: inner,
+                        k: 3,
+                        stride,
+                        groups,
+                        bias: false,
+                    },
+                );
+                y = b.bn(&y, inner);
                 y = b.relu(&y);
-                y = b.conv(&y, planes, cout, 1, 1);
+                y = b.conv(&y, inner, cout, 1, 1);
                 b.bn(&y, cout)
             } else {
                 let mut y = b.conv(&x, cin, planes, 3, stride);

@@ -3,7 +3,10 @@
 //! input size: a CIFAR ResNet scores its whole test split 250 at a time, an
 //! ImageNet-size one a few at a time and a spread subset of a large split.
 
+use crate::data::Dataset;
+use crate::error::Result;
 use crate::graph::{shape, Graph};
+use serde::{Deserialize, Serialize};
 
 /// Activation memory an evaluation batch may take. Candle keeps every
 /// intermediate of a forward pass alive until the output is dropped, and
@@ -21,6 +24,41 @@ pub const PASS_MACS: f64 = 2e12;
 
 /// The fewest samples a default subset keeps.
 pub const MIN_SAMPLES: usize = 500;
+
+/// How models are scored on the test split (`[eval]` in a recipe).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalOptions {
+    /// Test samples scored (spread evenly over the split). `None`: all of
+    /// them while one pass costs at most 2·10¹² MACs, else as many as
+    /// that buys, at least 500.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Samples per batch. `None`: as many as fit 1 GiB of activations
+    /// (at most 250).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+}
+
+/// The samples of `test` to score a model of `macs` MACs a sample with:
+/// all of them, or (`eval_samples`) a subset spread over the split, and
+/// a line saying so.
+pub fn scored_subset(
+    test: Dataset,
+    macs: u64,
+    opts: &EvalOptions,
+) -> Result<(Dataset, Option<String>)> {
+    let n = eval_samples(test.len(), macs, opts.limit);
+    if n >= test.len() {
+        return Ok((test, None));
+    }
+    let note = format!(
+        "scoring {n} of the {} test samples, spread over the split ({:.2} G MACs a sample; --eval-limit to change)",
+        test.len(),
+        macs as f64 / 1e9
+    );
+    Ok((test.subset(&spread(test.len(), n))?, Some(note)))
+}
 
 /// Bytes of every value a forward pass computes for one sample (f32),
 /// from the graph's shapes at batch 1; `None` when shapes are unknown.

@@ -363,6 +363,49 @@ impl Model {
         Ok((y, updates))
     }
 
+    /// Eval mode for scoring (evaluation, a distillation teacher): nothing
+    /// is recorded for gradients (the weights enter detached) and every
+    /// value is dropped after its last use, so memory stays near the
+    /// largest few activations of the batch instead of all of them.
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let batch = x.dims().first().copied().unwrap_or(1);
+        let facts = self.facts(batch)?;
+        let mut last_use: HashMap<&str, usize> = HashMap::new();
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            for name in &node.inputs {
+                last_use.insert(name.as_str(), i);
+            }
+        }
+        let mut env: HashMap<&str, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_tensor().detach()))
+            .collect();
+        env.insert(self.input.as_str(), x.detach());
+        let mut updates = Vec::new();
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            if node
+                .outputs
+                .iter()
+                .all(|o| facts.get(o).is_some_and(|f| f.value.is_some()))
+            {
+                continue;
+            }
+            let out = self
+                .eval(node, &env, &facts, false, &mut updates)
+                .map_err(|e| e.at_node(node))?;
+            env.insert(node.outputs[0].as_str(), out);
+            for name in &node.inputs {
+                let done = last_use.get(name.as_str()) == Some(&i);
+                if done && *name != self.output && !self.vars.contains_key(name) {
+                    env.remove(name.as_str());
+                }
+            }
+        }
+        env.remove(self.output.as_str())
+            .ok_or_else(|| Error::Graph(format!("output `{}` was not computed", self.output)))
+    }
+
     pub fn apply_stats(&mut self, updates: StatUpdates) {
         for (k, v) in updates {
             self.stats.insert(k, v);

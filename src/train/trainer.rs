@@ -243,8 +243,8 @@ impl Trainer {
             return ce();
         };
         let (a, t) = (self.cfg.distill, self.cfg.distill_temperature.max(1e-3));
-        let (tl, _) = teacher
-            .forward(x, false)
+        let tl = teacher
+            .infer(x)
             .map_err(|e| candle_core::Error::Msg(format!("distillation teacher: {e}")))?;
         let p = candle_nn::ops::softmax(&(tl.detach() / t)?, D::Minus1)?;
         let logq = candle_nn::ops::log_softmax(&(logits / t)?, D::Minus1)?;
@@ -786,7 +786,7 @@ pub fn evaluate(
         )
         .and_then(|t| t.to_dtype(model.dtype))
         .map_err(e)?;
-        let (y, _) = model.forward(&t, false)?;
+        let y = model.infer(&t)?;
         let pred = y
             .argmax(D::Minus1)
             .and_then(|p| p.to_vec1::<u32>())
