@@ -135,6 +135,47 @@ fn a_run_that_destroys_the_model_is_no_success() {
 }
 
 #[test]
+fn data_that_does_not_match_the_model_is_refused_before_training() {
+    // the bundled test images with every label moved to the next class:
+    // the model scores below chance; nothing is trained or written
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("shifted");
+    std::fs::create_dir_all(&data).unwrap();
+    let src = fixture("fmnist");
+    std::fs::copy(
+        src.join("t10k-images-idx3-ubyte.gz"),
+        data.join("t10k-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    let mut labels = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(
+            std::fs::File::open(src.join("t10k-labels-idx1-ubyte.gz")).unwrap(),
+        ),
+        &mut labels,
+    )
+    .unwrap();
+    for l in &mut labels[8..] {
+        *l = (*l + 1) % 10;
+    }
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), &labels).unwrap();
+    let out = d.path().join("r20.sss.onnx");
+    let o = run(&[
+        "compress",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("chance is 10.0 %") && e.contains("shifted"), "{e}");
+    assert!(!e.contains("[3/8]"), "it trained: {e}");
+    assert!(!out.exists() && !out.with_extension("ckpt").exists());
+}
+
+#[test]
 fn max_drop_refuses_a_run_that_lost_more() {
     // 4 steps at a high learning rate cost a trained model accuracy; a
     // bound of 0 points refuses any loss, a bound of 100 none

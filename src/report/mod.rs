@@ -208,6 +208,9 @@ pub fn plots(r: &Report) -> Vec<(String, String)> {
 
 /// Why a finished run is not a success: MACs outside the asked band
 /// (±5 % of the original's) or accuracy at chance.
+/// Top-1 up to this many times chance counts as chance.
+pub const CHANCE_FACTOR: f64 = 1.5;
+
 pub fn outcome_problem(
     target: Option<f64>,
     macs0: u64,
@@ -226,7 +229,7 @@ pub fn outcome_problem(
         }
     }
     let chance = 1.0 / classes as f64;
-    if top1 <= 1.5 * chance {
+    if top1 <= CHANCE_FACTOR * chance {
         return Some(format!(
             "the pruned model's top-1 {:.2} % is at chance ({:.1} % for {classes} classes)",
             top1 * 100.0,
