@@ -170,7 +170,10 @@ fn data_that_does_not_match_the_model_is_refused_before_training() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("chance is 10.0 %") && e.contains("shifted"), "{e}");
+    assert!(
+        e.contains("chance is 10.0 %") && e.contains("shifted"),
+        "{e}"
+    );
     assert!(!e.contains("[3/8]"), "it trained: {e}");
     assert!(!out.exists() && !out.with_extension("ckpt").exists());
 }

@@ -1,7 +1,9 @@
 //! Gradients of the lowered model against central finite differences, in
 //! f64: conv (stride, padding, groups, depthwise), max-pool 3×3/2 pad 1 (where
-//! candle's own backward is wrong), BN in train mode, gates, and the option-A
-//! Slice + Pad shortcut.
+//! candle's own backward is wrong), BN in train mode, gates, the option-A
+//! Slice + Pad shortcut, and an ImageNet-style stem with a ResNeXt
+//! bottleneck (7×7/2 stem, pointwise and strided 1×1 convs, 32-group-style
+//! grouped 3×3, global average pool).
 
 use candle_core::{DType, Device, Tensor, Var};
 use sss_onnx::graph::build::{Builder, ConvSpec};
@@ -115,6 +117,55 @@ fn conv_with_stride_padding_groups_and_depthwise() {
         },
     );
     check(&b.finish(&y), &[2, 4, 9, 9], false);
+}
+
+/// torchvision's stem and a downsampling bottleneck at toy width: conv
+/// 7×7/2 → BN → ReLU → max-pool 3×3/2 → [1×1 → BN → ReLU → 3×3/2 in 4
+/// groups → BN → ReLU → 1×1 → BN] + [1×1/2 → BN] → ReLU → GAP → Gemm, on
+/// odd sizes (21×21) so every tile has a partial edge.
+fn stem_and_bottleneck() -> Graph {
+    let mut b = Builder::new("input", &[2, 3, 21, 21], 5);
+    let spec = |cin, cout, k, stride, groups| ConvSpec {
+        cin,
+        cout,
+        k,
+        stride,
+        groups,
+        bias: false,
+    };
+    let x = b.conv_with("input", spec(3, 8, 7, 2, 1));
+    let x = b.bn(&x, 8);
+    let x = b.relu(&x);
+    let x = b.node(
+        "MaxPool",
+        &[&x],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ],
+    );
+    let y = b.conv_with(&x, spec(8, 8, 1, 1, 1));
+    let y = b.bn(&y, 8);
+    let y = b.relu(&y);
+    let y = b.conv_with(&y, spec(8, 8, 3, 2, 4));
+    let y = b.bn(&y, 8);
+    let y = b.relu(&y);
+    let y = b.conv_with(&y, spec(8, 12, 1, 1, 1));
+    let y = b.bn(&y, 12);
+    let s = b.conv_with(&x, spec(8, 12, 1, 2, 1));
+    let s = b.bn(&s, 12);
+    let z = b.add(&y, &s);
+    let z = b.relu(&z);
+    let out = b.head(&z, 12, 5);
+    b.finish(&out)
+}
+
+#[test]
+fn imagenet_stem_and_resnext_bottleneck() {
+    let g = stem_and_bottleneck();
+    check(&g, &[2, 3, 21, 21], true);
+    check(&g, &[2, 3, 21, 21], false);
 }
 
 #[test]

@@ -165,7 +165,10 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         macs as f64 / 1e6,
         acc.top1 * 100.0
     ));
-    let classes = test.classes.max(inputs::output_classes(g).unwrap_or(0)).max(2);
+    let classes = test
+        .classes
+        .max(inputs::output_classes(g).unwrap_or(0))
+        .max(2);
     if acc.top1 <= report::CHANCE_FACTOR / classes as f64 {
         return Err(Error::Invalid(format!(
             "{} scores {:.2} % top-1 on {} ({} classes: chance is {:.1} %): the data, its labels or its preprocessing do not match the model ({}; see --mean/--std/--resize/--center-crop/--channel-order), and a model at chance cannot show what pruning costs",

@@ -52,13 +52,14 @@ fn forward<T: Elem>(
         let y = direct_images(&plan, x, g.c, &wt, op.cout, n);
         return Ok((CpuStorage::F32(y), shape));
     }
+    let pointwise = g.is_pointwise();
     let mut y = vec![T::default(); n * op.cout * ll];
     y.par_chunks_mut(op.cout * ll).enumerate().for_each_init(
-        || vec![T::default(); kg * ll],
-        |cols, (b, yb)| {
+        || vec![T::default(); if pointwise { 0 } else { kg * ll }],
+        |buf, (b, yb)| {
             let xb = &x[b * g.c * g.h * g.w..(b + 1) * g.c * g.h * g.w];
             for grp in 0..op.groups {
-                im2col(&g, xb, grp * cg, cg, cols);
+                let cols = columns(&g, xb, grp * cg, cg, buf);
                 let wg = &w[grp * og * kg..(grp + 1) * og * kg];
                 gemm_rm(
                     og,
@@ -75,6 +76,24 @@ fn forward<T: Elem>(
         },
     );
     Ok((T::to_cpu_storage_owned(y), shape))
+}
+
+/// The column matrix of channels `c0..c0+cn` of one image: the image
+/// itself for a pointwise conv, else im2col into `buf`.
+fn columns<'a, T: Elem>(
+    g: &Geometry,
+    xb: &'a [T],
+    c0: usize,
+    cn: usize,
+    buf: &'a mut [T],
+) -> &'a [T] {
+    if g.is_pointwise() {
+        let plane = g.h * g.w;
+        &xb[c0 * plane..(c0 + cn) * plane]
+    } else {
+        im2col(g, xb, c0, cn, buf);
+        buf
+    }
 }
 
 /// The direct 3×3 convolution of n images [cin, h, w] in parallel (cin is
@@ -124,26 +143,35 @@ fn grad_input<T: Elem>(
         let dx = direct_images(&plan, dy, op.cout, &wt, g.c, n);
         return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
     }
+    let pointwise = g.is_pointwise();
     let mut dx = vec![T::default(); n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each_init(
-        || vec![T::default(); kg * ll],
+        || vec![T::default(); if pointwise { 0 } else { kg * ll }],
         |cols, (b, dxb)| {
             let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
             for grp in 0..op.groups {
                 let wg = &w[grp * og * kg..(grp + 1) * og * kg];
-                // cols[kg×ll] = Wgᵀ[kg×og] · dy_g[og×ll]
+                // cols[kg×ll] = Wgᵀ[kg×og] · dy_g[og×ll]; a pointwise
+                // conv's columns are the input gradient itself
+                let dst = if pointwise {
+                    &mut dxb[grp * cg * ll..(grp + 1) * cg * ll]
+                } else {
+                    &mut cols[..]
+                };
                 gemm_rm(
                     kg,
                     ll,
                     og,
-                    cols,
+                    dst,
                     wg,
                     true,
                     &dyb[grp * og * ll..(grp + 1) * og * ll],
                     false,
                     false,
                 );
-                col2im(&g, cols, grp * cg, cg, dxb);
+                if !pointwise {
+                    col2im(&g, cols, grp * cg, cg, dxb);
+                }
             }
         },
     );
@@ -195,12 +223,12 @@ fn grad_filter<T: Elem>(
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![T::default(); wlen];
-            let mut cols = vec![T::default(); kg * ll];
+            let mut buf = vec![T::default(); if g.is_pointwise() { 0 } else { kg * ll }];
             for b in t * per..((t + 1) * per).min(n) {
                 let xb = &x[b * plane..(b + 1) * plane];
                 let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
                 for grp in 0..op.groups {
-                    im2col(&g, xb, grp * cg, cg, &mut cols);
+                    let cols = columns(&g, xb, grp * cg, cg, &mut buf);
                     // dW_g[og×kg] += dy_g[og×ll] · colsᵀ[ll×kg]
                     gemm_rm(
                         og,
@@ -209,7 +237,7 @@ fn grad_filter<T: Elem>(
                         &mut dw[grp * og * kg..(grp + 1) * og * kg],
                         &dyb[grp * og * ll..(grp + 1) * og * ll],
                         false,
-                        &cols,
+                        cols,
                         true,
                         true,
                     );

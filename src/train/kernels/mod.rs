@@ -32,6 +32,18 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// A 1×1 convolution with stride 1 and no padding: an image [C, H·W]
+    /// is already its own column matrix (bottlenecks' 1×1 convs).
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.ph == 0
+            && self.pw == 0
+            && (self.oh, self.ow) == (self.h, self.w)
+    }
+
     /// `pads` are [top, left, bottom, right] as in ONNX.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
