@@ -43,7 +43,7 @@ fn short(model: &std::path::Path, out: &std::path::Path) -> Options {
         ..Options::default()
     };
     o.train.steps = Some(12);
-    o.train.batch_size = 64;
+    o.train.batch_size = Some(64);
     o.train.log_every = 4;
     o
 }

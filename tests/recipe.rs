@@ -74,8 +74,7 @@ fn an_edited_printed_recipe_runs_as_the_flags_do() {
     assert!(text.contains("target_macs = 0.65"), "{text}");
     let edited = text
         .replace("target_macs = 0.65", "target_macs = 0.7")
-        .replace("seed = 0", "seed = 3")
-        .replace("batch_size = 128", "batch_size = 32\nsteps = 8")
+        .replace("seed = 0", "seed = 3\nbatch_size = 32\nsteps = 8")
         .replace("kind = \"auto\"", "kind = \"tract\"")
         .replace("iters = 200", "iters = 2")
         .replace("batch = [1, 32]", "batch = [1]");

@@ -75,6 +75,31 @@ pub fn activation_bytes(g: &Graph) -> Option<u64> {
     (total > 0).then_some(total)
 }
 
+/// The training batch when none is given.
+pub const TRAIN_BATCH: usize = 128;
+
+/// Memory a default training batch's activations may take.
+pub const TRAIN_BUDGET: u64 = 4 << 30;
+
+/// What autograd holds per sample over the forward's values: the saved
+/// inputs of every op plus the gradients in flight (a torchvision
+/// ResNet-50 at batch 16 peaks at 1.5× its activations beyond the weights).
+const TRAIN_FACTOR: f64 = 1.5;
+
+/// The training batch for `g` when none is given: [`TRAIN_BATCH`], or the
+/// largest power of two whose activations fit [`TRAIN_BUDGET`].
+pub fn train_batch(g: &Graph) -> usize {
+    let Some(per) = activation_bytes(g) else {
+        return TRAIN_BATCH;
+    };
+    let fits = (TRAIN_BUDGET as f64 / (per as f64 * TRAIN_FACTOR)) as usize;
+    if fits >= TRAIN_BATCH {
+        return TRAIN_BATCH;
+    }
+    // the largest power of two not above it (at least 1)
+    1 << (usize::BITS - 1 - fits.max(1).leading_zeros())
+}
+
 /// The batch for scoring `g`: `requested`, or the most that fits
 /// [`ACTIVATION_BUDGET`] (at least 1, at most [`MAX_BATCH`]).
 pub fn eval_batch(g: &Graph, requested: Option<usize>) -> usize {
@@ -122,10 +147,13 @@ mod tests {
         // 1 GiB / 384 B is far above the cap
         assert_eq!(eval_batch(&g, None), MAX_BATCH);
         assert_eq!(eval_batch(&g, Some(7)), 7);
+        assert_eq!(train_batch(&g), TRAIN_BATCH);
         // a torchvision ResNet-50 at 224 needs a few at a time
         let g = crate::graph::build::torchvision_resnet([3, 4, 6, 3], true, 64, 10, 0);
         let b = eval_batch(&g, None);
         assert!((4..=16).contains(&b), "{b}");
+        // ~110 MB a sample: 4 GiB / (1.5 · 110 MB) = 26 → 16
+        assert_eq!(train_batch(&g), 16);
     }
 
     #[test]

@@ -63,7 +63,16 @@ pub fn fit(
         ds.len(),
         prep.describe()
     ));
-    let cfg = opts.config(ds.len(), unset, target_macs);
+    let batch = opts
+        .batch_size
+        .unwrap_or_else(|| crate::measure::batching::train_batch(graph));
+    if opts.batch_size.is_none() && batch < crate::measure::batching::TRAIN_BATCH {
+        progress.note(&format!(
+            "batch {batch}: the most whose activations fit {} GiB (--batch-size to change)",
+            crate::measure::batching::TRAIN_BUDGET >> 30
+        ));
+    }
+    let cfg = opts.config(batch, ds.len(), unset, target_macs);
     let (dev, said) = device::pick(&opts.device)?;
     let default_budget = unset == Unset::Capped && opts.steps.is_none() && opts.epochs.is_none();
     progress.note(&format!(

@@ -31,7 +31,10 @@ pub struct TrainOptions {
     /// Optimizer steps (wins over `epochs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
-    pub batch_size: usize,
+    /// Samples per step. `None`: 128, or the largest power of two whose
+    /// activations fit 4 GiB when 128 would not (ImageNet-size inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
     /// Peak learning rate of the weights.
     pub lr: f64,
     pub schedule: Kind,
@@ -78,7 +81,7 @@ impl Default for TrainOptions {
         TrainOptions {
             epochs: None,
             steps: None,
-            batch_size: 128,
+            batch_size: None,
             // fine-tuning a trained model wants far less than the paper's
             // 0.1 from scratch
             lr: 0.005,
@@ -116,26 +119,31 @@ pub enum Unset {
 }
 
 impl TrainOptions {
-    /// The number of steps on `train_len` samples.
-    pub fn steps_for(&self, train_len: usize, unset: Unset) -> usize {
-        let spe = feed::steps_per_epoch(train_len, self.batch_size);
+    /// The number of steps of `batch` on `train_len` samples.
+    pub fn steps_for(&self, batch: usize, train_len: usize, unset: Unset) -> usize {
+        let spe = feed::steps_per_epoch(train_len, batch);
         match (self.steps, self.epochs) {
             (Some(s), _) => s,
             (None, Some(e)) => (e * spe as f64).ceil() as usize,
-            (None, None) if unset == Unset::Capped => {
-                schedule::default_steps(train_len, self.batch_size)
-            }
+            (None, None) if unset == Unset::Capped => schedule::default_steps(train_len, batch),
             (None, None) => spe,
         }
         .max(1)
     }
 
-    /// The loop's configuration on `train_len` samples.
-    pub fn config(&self, train_len: usize, unset: Unset, target_macs: Option<f64>) -> Config {
-        let steps = self.steps_for(train_len, unset);
+    /// The loop's configuration with batches of `batch` (`batch_size`, or
+    /// `batching::train_batch` of the model) on `train_len` samples.
+    pub fn config(
+        &self,
+        batch: usize,
+        train_len: usize,
+        unset: Unset,
+        target_macs: Option<f64>,
+    ) -> Config {
+        let steps = self.steps_for(batch, train_len, unset);
         Config {
             steps,
-            batch: self.batch_size,
+            batch,
             schedule: Schedule::new(self.schedule, self.lr, steps, self.warmup),
             momentum: self.momentum,
             weight_decay: self.weight_decay,
@@ -150,7 +158,7 @@ impl TrainOptions {
             },
             log_every: self.log_every,
             checkpoint_dir: self.checkpoint_dir.clone(),
-            checkpoint_every: feed::steps_per_epoch(train_len, self.batch_size),
+            checkpoint_every: feed::steps_per_epoch(train_len, batch),
             target_macs,
             lock_at: self.lock_at,
             rank: self.rank,

@@ -64,7 +64,12 @@ impl Default for Config {
     /// `TrainOptions::default()` for one epoch of 4000 samples, no MAC
     /// target, no lock: tests and library users change what they need.
     fn default() -> Self {
-        super::options::TrainOptions::default().config(4000, super::options::Unset::OneEpoch, None)
+        super::options::TrainOptions::default().config(
+            crate::measure::batching::TRAIN_BATCH,
+            4000,
+            super::options::Unset::OneEpoch,
+            None,
+        )
     }
 }
 

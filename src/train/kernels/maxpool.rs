@@ -9,38 +9,90 @@ pub struct MaxPool(pub Geometry);
 /// (input, output gradient) → input gradient.
 struct MaxPoolGrad(Geometry);
 
-/// Index (within the plane) of the winning input of output (oy, ox).
-#[inline]
-fn argmax<T: Elem>(g: &Geometry, x: &[T], oy: usize, ox: usize) -> Option<usize> {
-    let mut best: Option<(usize, T)> = None;
-    for ky in 0..g.kh {
-        let Some(iy) = g.iy(oy, ky) else { continue };
-        for kx in 0..g.kw {
-            let Some(ix) = g.ix(ox, kx) else { continue };
-            let v = x[iy * g.w + ix];
-            if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
-                best = Some((iy * g.w + ix, v));
+/// The in-image taps of each output row or column: `(first, count)` of
+/// the input positions `o·stride − pad + k·dilation`, k in 0..kernel.
+fn taps(
+    out: usize,
+    size: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| {
+            (0..k)
+                .filter_map(|t| {
+                    let i = (o * stride + t * dil) as isize - pad as isize;
+                    (i >= 0 && (i as usize) < size).then_some(i as usize)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The winning index of every output of one plane (`usize::MAX` for a
+/// window wholly outside the image), the first one on ties, NaN winning.
+fn winners<T: Elem>(
+    g: &Geometry,
+    rows: &[Vec<usize>],
+    cols: &[Vec<usize>],
+    xp: &[T],
+    out: &mut [usize],
+) {
+    for (oy, row) in rows.iter().enumerate() {
+        for (ox, col) in cols.iter().enumerate() {
+            let mut best = usize::MAX;
+            let mut bv = T::neg_infinity();
+            for &iy in row {
+                let line = &xp[iy * g.w..(iy + 1) * g.w];
+                for &ix in col {
+                    let v = line[ix];
+                    if best == usize::MAX || v > bv || (v.is_nan() && !bv.is_nan()) {
+                        best = iy * g.w + ix;
+                        bv = v;
+                    }
+                }
             }
+            out[oy * g.ow + ox] = best;
         }
     }
-    best.map(|(i, _)| i)
+}
+
+/// Per plane in parallel: `f(plane, its input, its winners, its chunk of out)`.
+fn per_plane<T: Elem, U: Send>(
+    g: Geometry,
+    x: &[T],
+    out: &mut [U],
+    chunk: usize,
+    f: impl Fn(usize, &[T], &[usize], &mut [U]) + Sync,
+) {
+    use rayon::prelude::*;
+    let rows = taps(g.oh, g.h, g.kh, g.sh, g.ph, g.dh);
+    let cols = taps(g.ow, g.w, g.kw, g.sw, g.pw, g.dw);
+    let plane = g.h * g.w;
+    out.par_chunks_mut(chunk).enumerate().for_each_init(
+        || vec![0usize; g.oh * g.ow],
+        |win, (p, o)| {
+            let xp = &x[p * plane..(p + 1) * plane];
+            winners(&g, &rows, &cols, xp, win);
+            f(p, xp, win, o);
+        },
+    );
 }
 
 fn forward<T: Elem>(g: Geometry, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
     let x = contiguous::<T>(s, l)?;
     let n = l.dims()[0];
-    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
+    let oplane = g.oh * g.ow;
     let mut out = vec![T::neg_infinity(); n * g.c * oplane];
-    for p in 0..n * g.c {
-        let xp = &x[p * plane..(p + 1) * plane];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                if let Some(i) = argmax(&g, xp, oy, ox) {
-                    out[p * oplane + oy * g.ow + ox] = xp[i];
-                }
+    per_plane(g, x, &mut out, oplane, |_, xp, win, o| {
+        for (y, &i) in o.iter_mut().zip(win) {
+            if i != usize::MAX {
+                *y = xp[i];
             }
         }
-    }
+    });
     Ok((
         T::to_cpu_storage_owned(out),
         Shape::from((n, g.c, g.oh, g.ow)),
@@ -58,16 +110,14 @@ fn backward<T: Elem>(
     let n = l1.dims()[0];
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
     let mut dx = vec![T::default(); n * g.c * plane];
-    for p in 0..n * g.c {
-        let xp = &x[p * plane..(p + 1) * plane];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                if let Some(i) = argmax(&g, xp, oy, ox) {
-                    dx[p * plane + i] += dy[p * oplane + oy * g.ow + ox];
-                }
+    per_plane(g, x, &mut dx, plane, |p, _, win, d| {
+        let dyp = &dy[p * oplane..(p + 1) * oplane];
+        for (&i, &v) in win.iter().zip(dyp) {
+            if i != usize::MAX {
+                d[i] += v;
             }
         }
-    }
+    });
     Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
 }
 
