@@ -27,9 +27,15 @@ pub struct TrainArgs {
     /// Optimizer steps (instead of --epochs).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// [default: 128]
+    /// [default: 128, or the largest power of two whose activations fit
+    /// 4 GiB]
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Training images over which BatchNorm's running statistics are
+    /// re-estimated after training; 0 keeps the running averages
+    /// [default: 1024, fewer for large models].
+    #[arg(long, value_name = "N")]
+    pub bn_recalibration: Option<usize>,
     /// Peak learning rate (fine-tuning a trained model wants far less than
     /// the paper's 0.1 from scratch) [default: 0.005].
     #[arg(long)]
@@ -130,6 +136,7 @@ impl TrainArgs {
             self.log_every => t.log_every, self.checkpoint_dir => t.checkpoint_dir,
             self.resume => t.resume, self.metrics => t.metrics, self.device => t.device,
             self.distill => t.distill, self.distill_temperature => t.distill_temperature,
+            self.bn_recalibration => t.bn_recalibration,
         );
         if self.epochs.is_some() {
             t.steps = None;

@@ -100,6 +100,14 @@ pub fn train_batch(g: &Graph) -> usize {
     1 << (usize::BITS - 1 - fits.max(1).leading_zeros())
 }
 
+/// Training images for re-estimating BatchNorm statistics after
+/// training: 1024, or as many as 5·10¹¹ MACs of forward passes buy (at
+/// least 128).
+pub fn recalibration_samples(macs_per_sample: u64) -> usize {
+    let affordable = (PASS_MACS / 4.0 / macs_per_sample.max(1) as f64) as usize;
+    affordable.clamp(128, 1024)
+}
+
 /// The batch for scoring `g`: `requested`, or the most that fits
 /// [`ACTIVATION_BUDGET`] (at least 1, at most [`MAX_BATCH`]).
 pub fn eval_batch(g: &Graph, requested: Option<usize>) -> usize {

@@ -116,7 +116,8 @@ pub fn fit(
             let _ = writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default());
         }
     };
-    let out = trainer.run(Arc::new(ds), &prep, stop, &mut on_record)?;
+    let ds = Arc::new(ds);
+    let out = trainer.run(ds.clone(), &prep, stop, &mut on_record)?;
     if out.stopped == Stop::Interrupted {
         let at = opts
             .checkpoint_dir
@@ -127,6 +128,17 @@ pub fn fit(
             "interrupted at step {}; checkpoint in {at}; continue with --resume",
             out.steps_done
         )));
+    }
+    let macs = crate::graph::cost::count(graph, &crate::graph::shape::infer_strict(graph, 1)?).macs;
+    let samples = opts
+        .bn_recalibration
+        .unwrap_or_else(|| crate::measure::batching::recalibration_samples(macs));
+    let batches = trainer.recalibrate_bn(&ds, &prep, samples)?;
+    if batches > 0 {
+        progress.note(&format!(
+            "BatchNorm statistics re-estimated over {} training images",
+            samples.min(ds.len())
+        ));
     }
     Ok(Trained {
         graph: trainer.model.write_back()?,

@@ -189,6 +189,9 @@ pub struct Model {
     fused: bool,
     chains: HashMap<String, Chain>,
     add_relus: HashMap<String, String>,
+    /// Replaces every BN node's momentum in train-mode forwards when set
+    /// (the recalibration's running average).
+    pub stat_momentum: Option<f64>,
 }
 
 /// An error naming the first node training cannot lower: an op the
@@ -281,6 +284,7 @@ impl Model {
             fused: device.is_cpu(),
             chains: chains(graph, &consumers),
             add_relus: add_relus(graph, &consumers),
+            stat_momentum: None,
         };
         m.facts(1)?; // every op must be lowerable: fail now, not mid-training
         Ok(m)
@@ -862,7 +866,10 @@ impl Model {
         var: &Tensor,
         updates: &mut StatUpdates,
     ) -> Result<()> {
-        let momentum = node.attr_float_or("momentum", 0.9)? as f64;
+        let momentum = match self.stat_momentum {
+            Some(m) => m,
+            None => node.attr_float_or("momentum", 0.9)? as f64,
+        };
         let count = count as f64;
         let unbiased = (bv.detach() * (count / (count - 1.0).max(1.0)))?;
         let old_m = mean.flatten_all()?;

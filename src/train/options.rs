@@ -69,6 +69,11 @@ pub struct TrainOptions {
     /// Append one JSON line of metrics per log step to this file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<PathBuf>,
+    /// Training images over which BatchNorm's running statistics are
+    /// re-estimated after training (0: keep the running averages). `None`:
+    /// up to 1024, fewer for large models (a pass of at most 5·10¹¹ MACs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bn_recalibration: Option<usize>,
     /// Distillation from the model as it was at the start: the weight of
     /// its softened logits in the loss (0 = labels only, 1 = no labels).
     pub distill: f64,
@@ -103,6 +108,7 @@ impl Default for TrainOptions {
             checkpoint_dir: None,
             resume: None,
             metrics: None,
+            bn_recalibration: None,
             distill: 0.0,
             distill_temperature: 4.0,
         }
