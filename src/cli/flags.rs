@@ -28,7 +28,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// [default: 128, or the largest power of two whose activations fit
-    /// 4 GiB]
+    /// 8 GiB]
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Training images over which BatchNorm's running statistics are

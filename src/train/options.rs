@@ -32,7 +32,7 @@ pub struct TrainOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<usize>,
     /// Samples per step. `None`: 128, or the largest power of two whose
-    /// activations fit 4 GiB when 128 would not (ImageNet-size inputs).
+    /// activations fit 8 GiB when 128 would not (ImageNet-size inputs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
     /// Peak learning rate of the weights.
