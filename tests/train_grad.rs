@@ -169,6 +169,28 @@ fn imagenet_stem_and_resnext_bottleneck() {
 }
 
 #[test]
+fn convs_on_small_planes_of_eight_images() {
+    // 5×5 planes, 8 images, 3×3, pointwise, grouped and strided: the
+    // im2col path's shapes in the deep stages of ImageNet-size nets
+    let mut b = Builder::new("input", &[8, 4, 5, 5], 6);
+    let spec = |cin, cout, k, stride, groups| ConvSpec {
+        cin,
+        cout,
+        k,
+        stride,
+        groups,
+        bias: false,
+    };
+    let y = b.conv_with("input", spec(4, 6, 3, 1, 1));
+    let y = b.relu(&y);
+    let y = b.conv_with(&y, spec(6, 6, 1, 1, 1));
+    let y = b.conv_with(&y, spec(6, 6, 3, 2, 3));
+    let y = b.relu(&y);
+    let out = b.head(&y, 6, 3);
+    check(&b.finish(&out), &[8, 4, 5, 5], false);
+}
+
+#[test]
 fn max_pool_3x3_stride_2_pad_1() {
     let mut b = Builder::new("input", &[2, 3, 8, 8], 2);
     let y = b.conv("input", 3, 4, 3, 1);
