@@ -125,26 +125,11 @@ fn conv_with_stride_padding_groups_and_depthwise() {
 /// odd sizes (21×21) so every tile has a partial edge.
 fn stem_and_bottleneck() -> Graph {
     let mut b = Builder::new("input", &[2, 3, 21, 21], 5);
-    let spec = |cin, cout, k, stride, groups| ConvSpec {
-        cin,
-        cout,
-        k,
-        stride,
-        groups,
-        bias: false,
-    };
+    let spec = ConvSpec::plain;
     let x = b.conv_with("input", spec(3, 8, 7, 2, 1));
     let x = b.bn(&x, 8);
     let x = b.relu(&x);
-    let x = b.node(
-        "MaxPool",
-        &[&x],
-        vec![
-            ("kernel_shape", Attr::Ints(vec![3, 3])),
-            ("strides", Attr::Ints(vec![2, 2])),
-            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
-        ],
-    );
+    let x = b.max_pool(&x, 3, 2, 1);
     let y = b.conv_with(&x, spec(8, 8, 1, 1, 1));
     let y = b.bn(&y, 8);
     let y = b.relu(&y);
@@ -173,14 +158,7 @@ fn convs_on_small_planes_of_eight_images() {
     // 5×5 planes, 8 images, 3×3, pointwise, grouped and strided: the
     // im2col path's shapes in the deep stages of ImageNet-size nets
     let mut b = Builder::new("input", &[8, 4, 5, 5], 6);
-    let spec = |cin, cout, k, stride, groups| ConvSpec {
-        cin,
-        cout,
-        k,
-        stride,
-        groups,
-        bias: false,
-    };
+    let spec = ConvSpec::plain;
     let y = b.conv_with("input", spec(4, 6, 3, 1, 1));
     let y = b.relu(&y);
     let y = b.conv_with(&y, spec(6, 6, 1, 1, 1));
@@ -194,15 +172,7 @@ fn convs_on_small_planes_of_eight_images() {
 fn max_pool_3x3_stride_2_pad_1() {
     let mut b = Builder::new("input", &[2, 3, 8, 8], 2);
     let y = b.conv("input", 3, 4, 3, 1);
-    let y = b.node(
-        "MaxPool",
-        &[&y],
-        vec![
-            ("kernel_shape", Attr::Ints(vec![3, 3])),
-            ("strides", Attr::Ints(vec![2, 2])),
-            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
-        ],
-    );
+    let y = b.max_pool(&y, 3, 2, 1);
     check(&b.finish(&y), &[2, 3, 8, 8], false);
 }
 

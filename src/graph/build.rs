@@ -17,6 +17,20 @@ pub struct ConvSpec {
     pub bias: bool,
 }
 
+impl ConvSpec {
+    /// A conv without bias (the ResNet kind).
+    pub fn plain(cin: usize, cout: usize, k: usize, stride: usize, groups: usize) -> Self {
+        ConvSpec {
+            cin,
+            cout,
+            k,
+            stride,
+            groups,
+            bias: false,
+        }
+    }
+}
+
 /// A graph under construction with a seeded source of weights.
 pub struct Builder {
     pub graph: Graph,
@@ -156,6 +170,19 @@ impl Builder {
         }
     }
 
+    /// Max-pool k×k with this stride and padding on every side.
+    pub fn max_pool(&mut self, x: &str, k: i64, stride: i64, pad: i64) -> String {
+        self.node(
+            "MaxPool",
+            &[x],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![stride, stride])),
+                ("pads", Attr::Ints(vec![pad, pad, pad, pad])),
+            ],
+        )
+    }
+
     pub fn relu(&mut self, x: &str) -> String {
         self.node("Relu", &[x], vec![])
     }
@@ -257,15 +284,7 @@ fn torchvision_net(
     let mut x = b.conv("input", 3, width, 7, 2);
     x = b.bn(&x, width);
     x = b.relu(&x);
-    x = b.node(
-        "MaxPool",
-        &[&x],
-        vec![
-            ("kernel_shape", Attr::Ints(vec![3, 3])),
-            ("strides", Attr::Ints(vec![2, 2])),
-            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
-        ],
-    );
+    x = b.max_pool(&x, 3, 2, 1);
     let expansion = if bottleneck { 4 } else { 1 };
     let mut cin = width;
     for (stage, &count) in layers.iter().enumerate() {
@@ -278,17 +297,7 @@ fn torchvision_net(
                 let mut y = b.conv(&x, cin, inner, 1, 1);
                 y = b.bn(&y, inner);
                 y = b.relu(&y);
-                y = b.conv_with(
-                    &y,
-                    ConvSpec {
-                        cin: inner,
-                        cout: inner,
-                        k: 3,
-                        stride,
-                        groups,
-                        bias: false,
-                    },
-                );
+                y = b.conv_with(&y, ConvSpec::plain(inner, inner, 3, stride, groups));
                 y = b.bn(&y, inner);
                 y = b.relu(&y);
                 y = b.conv(&y, inner, cout, 1, 1);
