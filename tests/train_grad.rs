@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use sss_onnx::graph::build::{Builder, ConvSpec};
-use sss_onnx::graph::{Attr, Graph};
+use sss_onnx::graph::Graph;
 use sss_onnx::train::model::Model;
 
 fn seeded(shape: &[usize], seed: u64) -> Tensor {
