@@ -33,7 +33,8 @@ pub struct TrainArgs {
     pub batch_size: Option<usize>,
     /// Training images over which BatchNorm's running statistics are
     /// re-estimated after training; 0 keeps the running averages
-    /// [default: 1024, fewer for large models].
+    /// [default: after fewer than 100 steps past the lock, 1024 (fewer for
+    /// large models); else 0].
     #[arg(long, value_name = "N")]
     pub bn_recalibration: Option<usize>,
     /// Peak learning rate (fine-tuning a trained model wants far less than

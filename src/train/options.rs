@@ -71,7 +71,8 @@ pub struct TrainOptions {
     pub metrics: Option<PathBuf>,
     /// Training images over which BatchNorm's running statistics are
     /// re-estimated after training (0: keep the running averages). `None`:
-    /// up to 1024, fewer for large models (a pass of at most 5·10¹¹ MACs).
+    /// after fewer than 100 steps past the lock, up to 1024 (fewer for
+    /// large models: a pass of at most 5·10¹¹ MACs); else none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bn_recalibration: Option<usize>,
     /// Distillation from the model as it was at the start: the weight of
