@@ -79,11 +79,16 @@ pub fn run(a: Args) -> CliResult {
     if let Some(n) = note {
         eprintln!("{n}");
     }
+    let batch = batching::eval_batch(&trained, eval.batch);
+    eprintln!(
+        "scoring the trained model on {} test samples, {batch} at a time",
+        test.len()
+    );
     let acc = trainer::evaluate(
         &Model::new(&trained, &candle_core::Device::Cpu)?,
         &test,
         &prep,
-        batching::eval_batch(&trained, eval.batch),
+        batch,
         None,
     )?;
     eprintln!(

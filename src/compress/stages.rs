@@ -217,17 +217,22 @@ pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Ga
     let base = if restore {
         let (train, tprep, tin) =
             data::load_for(&src.data_dir, Split::Train, g, &plan.opts.preprocess)?;
+        // 512 images, fewer for large models (the same MAC bound as the
+        // re-estimation after training)
+        let samples = batching::recalibration_samples(src.macs)
+            .min(512)
+            .min(train.len());
         let (b, n) = bn_restore::restore(
             g,
             &train,
             &tprep,
             &tin,
             &src.runtime,
-            512,
+            samples,
             src.eval_batch.min(64),
         )?;
         progress.note(&format!(
-            "BatchNorm restored after {n} convs (statistics of 512 training images; folded back before writing)"
+            "BatchNorm restored after {n} convs (statistics of {samples} training images; folded back before writing)"
         ));
         train_split = Some((train, tprep));
         b
