@@ -79,6 +79,8 @@ pub struct Source {
     pub input: String,
     /// Samples per evaluation batch (bounded activation memory).
     pub eval_batch: usize,
+    /// Classes scored: the data's or the model's outputs, whichever is more.
+    pub classes: usize,
     pub runtime: runtime::Options,
     pub runtime_name: String,
     pub macs: u64,
@@ -165,11 +167,12 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         macs as f64 / 1e6,
         acc.top1 * 100.0
     ));
+    // the model may score more classes than the data holds
     let classes = test
         .classes
         .max(inputs::output_classes(g).unwrap_or(0))
         .max(2);
-    if acc.top1 <= report::CHANCE_FACTOR / classes as f64 {
+    if report::at_chance(acc.top1, classes) {
         return Err(Error::Invalid(format!(
             "{} scores {:.2} % top-1 on {} ({} classes: chance is {:.1} %): the data, its labels or its preprocessing do not match the model ({}; see --mean/--std/--resize/--center-crop/--channel-order), and a model at chance cannot show what pruning costs",
             path.display(),
@@ -188,6 +191,7 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         prep,
         input,
         eval_batch,
+        classes,
         runtime: rt,
         runtime_name,
         macs,
@@ -413,10 +417,6 @@ pub fn evaluate(
         gated_rt.top1 * 100.0,
         gated_candle * 100.0
     ));
-    let classes = test
-        .classes
-        .max(inputs::output_classes(&src.imp.graph).unwrap_or(0))
-        .max(2);
     let (macs, params) = counts(&pruned.graph)?;
     let drop_pt = (src.accuracy.top1 - acc.top1) * 100.0;
     let too_much =
@@ -424,7 +424,7 @@ pub fn evaluate(
             format!("top-1 fell by {drop_pt:.2} pt, more than the allowed max_drop {m} pt")
         });
     if let Some(why) = too_much.or_else(|| {
-        report::outcome_problem(plan.opts.target_macs, src.macs, macs, acc.top1, classes)
+        report::outcome_problem(plan.opts.target_macs, src.macs, macs, acc.top1, src.classes)
     }) {
         return Err(Error::Rejected(format!(
             "{why}; nothing written to {}; the trained models are in {}",

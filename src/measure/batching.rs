@@ -83,10 +83,9 @@ pub const TRAIN_BUDGET: u64 = 8 << 30;
 
 /// What training holds per sample over the sum of the forward's values:
 /// the saved inputs of every op plus the gradients in flight. On the graph
-/// as trained (gates and restored BatchNorms, which the fused kernels
-/// never materialise) the sum counts about twice what is held, so a
-/// gated torchvision ResNet-50 gets batch 16 (4.9 GB peak for the whole
-/// compress run).
+/// as trained the sum also counts gate products and restored BatchNorms
+/// that the fused kernels never materialise, so it overstates what is
+/// held; the factor is set from measured peaks (`docs/imagenet.md`).
 const TRAIN_FACTOR: f64 = 1.5;
 
 /// The training batch for `g` when none is given: [`TRAIN_BATCH`], or the

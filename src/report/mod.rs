@@ -211,6 +211,11 @@ pub fn plots(r: &Report) -> Vec<(String, String)> {
 /// Top-1 up to this many times chance counts as chance.
 pub const CHANCE_FACTOR: f64 = 1.5;
 
+/// Whether `top1` over `classes` classes is no better than guessing.
+pub fn at_chance(top1: f64, classes: usize) -> bool {
+    top1 <= CHANCE_FACTOR / classes.max(2) as f64
+}
+
 pub fn outcome_problem(
     target: Option<f64>,
     macs0: u64,
@@ -229,7 +234,7 @@ pub fn outcome_problem(
         }
     }
     let chance = 1.0 / classes as f64;
-    if top1 <= CHANCE_FACTOR * chance {
+    if at_chance(top1, classes) {
         return Some(format!(
             "the pruned model's top-1 {:.2} % is at chance ({:.1} % for {classes} classes)",
             top1 * 100.0,

@@ -17,11 +17,10 @@ use std::sync::Arc;
 
 /// Fine-tuning steps after the lock below which BatchNorm statistics are
 /// re-estimated by default. At momentum 0.1 the running averages keep
-/// 0.9^100 ≈ 3·10⁻⁵ of what they were at the lock after 100 steps; after
-/// 20 they still carry 12 % of the network before its deletions (a
-/// torchvision ResNet-50 at 20 steps: 12.5 % top-1 with them, 49.0 %
-/// re-estimated), while after a full epoch re-estimating changed nothing
-/// beyond seed noise (ResNet-56, 0.5 MACs: −0.21 pt).
+/// 0.9^100 ≈ 3·10⁻⁵ of what they were at the lock after 100 steps, but
+/// after 20 still 12 % of the network before its deletions; past the
+/// threshold re-estimating only adds sampling noise (measurements:
+/// `docs/imagenet.md`, `docs/frontier.md`).
 pub const RECALIBRATE_BELOW: usize = 100;
 
 /// What a training run produced.
