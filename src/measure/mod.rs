@@ -5,4 +5,5 @@ pub mod accuracy;
 pub mod batching;
 pub mod bench;
 pub mod inputs;
+pub mod latency_table;
 pub mod validate;

@@ -14,17 +14,19 @@ pub struct Counts {
     pub params: u64,
 }
 
-#[derive(Default, Clone, Copy)]
-struct Conv {
-    cout: usize,
-    cin: usize,
-    groups: usize,
-    removed: bool,
+/// A conv's channels and groups after pruning, or that it goes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub cout: usize,
+    pub cin: usize,
+    pub groups: usize,
+    pub removed: bool,
 }
 
-pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
+/// Every conv's geometry after pruning, by the conv's output name.
+pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape> {
     // start from every conv's own geometry, then apply the plan
-    let mut convs: HashMap<&str, Conv> = HashMap::new();
+    let mut convs: HashMap<&str, ConvShape> = HashMap::new();
     for n in g.nodes.iter().filter(|n| n.op_type == "Conv") {
         let w = n
             .input(1)
@@ -34,7 +36,7 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
         let groups = n.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
         convs.insert(
             n.outputs[0].as_str(),
-            Conv {
+            ConvShape {
                 cout: w.first().copied().unwrap_or(0),
                 cin: w.get(1).copied().unwrap_or(0) * groups,
                 groups,
@@ -42,7 +44,6 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
             },
         );
     }
-    let mut constants = 0u64;
     for bp in &plan.blocks {
         let b = &bp.block;
         match bp.fate {
@@ -51,9 +52,6 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
                     if let Some(x) = convs.get_mut(c.conv.as_str()) {
                         x.removed = true;
                     }
-                }
-                if bp.fate == BlockFate::Constant {
-                    constants += b.out_channels as u64;
                 }
             }
             BlockFate::Kept => {
@@ -89,6 +87,18 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
             }
         }
     }
+    convs
+}
+
+pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
+    let convs = conv_shapes(g, plan);
+    // a block replaced by a constant keeps one value per output channel
+    let constants: u64 = plan
+        .blocks
+        .iter()
+        .filter(|bp| bp.fate == BlockFate::Constant)
+        .map(|bp| bp.block.out_channels as u64)
+        .sum();
     let mut macs = 0u64;
     let mut params = constants;
     for n in &g.nodes {
