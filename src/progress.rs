@@ -49,6 +49,9 @@ pub fn line(r: &Record, eta: Option<&str>) -> String {
         r.macs_ratio * 100.0,
         r.images_per_s,
     );
+    if let Some(l) = r.latency_ratio {
+        s += &format!("  latency {:>5.1}% (predicted)", l * 100.0);
+    }
     if let Some(e) = eta {
         s += &format!("  ETA {e}");
     }

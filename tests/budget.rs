@@ -12,7 +12,7 @@ use sss_onnx::structure::{self, GateKind};
 use sss_onnx::train::feed::Augment;
 use sss_onnx::train::model::Model;
 use sss_onnx::train::schedule::{Kind, Schedule};
-use sss_onnx::train::trainer::{Config, Trainer};
+use sss_onnx::train::trainer::{Config, Selection, Trainer};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -116,4 +116,58 @@ fn the_default_budget_scales_and_the_eta_is_time_left() {
     assert_eq!(eta(10, 128, 1280.0), "0:01");
     assert_eq!(eta(10, 128, 0.0), "?");
     assert_eq!(eta(10, 128, f64::NAN), "?");
+}
+
+/// The paper's mechanism doing the selecting: no budget step, only γ
+/// steered by the MACs the zero pattern implies (and where the gates are
+/// heading) until APG's own exact zeros reach the target; then the lock.
+#[test]
+fn the_gamma_controller_reaches_a_mac_target_without_budget_cuts() {
+    let g = load(&fixture("resnet20_fmnist.legacy13.onnx"));
+    let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
+    let (input, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
+    let prep = Preprocess::plan(&ds, shape).unwrap();
+    // BatchNorm back, as `compress` does for folded exports: without it
+    // γ's shrinkage of every gate at once scales the signal down block
+    // after block and the loss runs away
+    let (g, _) = sss_onnx::bn_restore::restore(&g, &ds, &prep, &input, &tract(), 256, 64).unwrap();
+    let (gated, _) = gate::insert(&g, &[GateKind::Channel, GateKind::Block]).unwrap();
+    let steps = 150;
+    let cfg = Config {
+        steps,
+        batch: 16,
+        schedule: Schedule::new(Kind::Constant, 1e-3, steps, 0),
+        weight_decay: 0.0,
+        gamma: 1e-2,
+        gate_lr: Some(0.5),
+        seed: 5,
+        augment: Augment::NONE,
+        log_every: 10,
+        checkpoint_every: 10_000,
+        target_macs: Some(0.7),
+        lock_at: Some(0.8),
+        selection: Selection::Gamma,
+        ..Config::default()
+    };
+    let mut t = Trainer::new(Model::new(&gated, &Device::Cpu).unwrap(), cfg).unwrap();
+    let mut curve = Vec::new();
+    t.run(Arc::new(ds), &prep, &AtomicBool::new(false), &mut |r| {
+        curve.push((r.step, r.gamma, r.macs_ratio, r.rewinds, r.lr, r.zero_gates))
+    })
+    .unwrap();
+    let (ratio, zeros, _) = t.implied().unwrap();
+    assert_eq!(t.budget_zeroed, 0, "the budget cut: {curve:?}");
+    // locked when APG's zeros reached the target, before the lock was due
+    assert!(
+        t.locked_at.is_some_and(|l| l < 120),
+        "{:?}: {curve:?}",
+        t.locked_at
+    );
+    assert!(zeros > 0);
+    assert!((ratio - 0.7).abs() <= 0.05 * 0.7, "MACs {ratio}: {curve:?}");
+    // γ was steered, not left where it started
+    let (lo, hi) = curve
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), c| (l.min(c.1), h.max(c.1)));
+    assert!(hi / lo > 2.0, "{curve:?}");
 }

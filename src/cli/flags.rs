@@ -8,7 +8,7 @@ use sss_onnx::structure::GateKind;
 use sss_onnx::train::optim::GateOptimizer;
 use sss_onnx::train::options::{BudgetOrder, TrainOptions};
 use sss_onnx::train::schedule;
-use sss_onnx::train::trainer::Rank;
+use sss_onnx::train::trainer::{Rank, Selection};
 use std::path::PathBuf;
 
 /// `--device`'s syntax, checked while the arguments are parsed.
@@ -67,6 +67,12 @@ pub struct TrainArgs {
     /// at the lock [default: 4].
     #[arg(long)]
     pub budget_steps: Option<usize>,
+    /// How a target is reached: budget (the least important structures
+    /// zeroed in steps up to the lock) or gamma (γ steered along a glide
+    /// path so APG's own exact zeros reach it, then the lock; the budget
+    /// steps in at the lock only if they have not) [default: budget].
+    #[arg(long, value_enum)]
+    pub selection: Option<Selection>,
     /// Order of the MAC budget: blocks-first (whole residual blocks by
     /// importance, then channels/groups: what speeds a CPU runtime up) or
     /// score (importance per MAC across all kinds) [default: blocks-first].
@@ -132,6 +138,7 @@ impl TrainArgs {
             self.batch_size => t.batch_size, self.lr => t.lr, self.schedule => t.schedule,
             self.warmup => t.warmup, self.gamma => t.gamma, self.gate_lr => t.gate_lr,
             self.lock_at => t.lock_at, self.rank => t.rank, self.budget_steps => t.budget_steps,
+            self.selection => t.selection,
             self.budget_order => t.budget_order, self.gate_optimizer => t.optimizer,
             self.momentum => t.momentum, self.weight_decay => t.weight_decay, self.seed => t.seed,
             self.log_every => t.log_every, self.checkpoint_dir => t.checkpoint_dir,
@@ -203,8 +210,21 @@ pub struct CompressArgs {
     /// phase, the MAC budget deleting the least important structures in
     /// steps up to the lock, then fine-tuning [default: 0.65, none when
     /// only --gamma is given].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_latency")]
     pub target_macs: Option<f64>,
+    /// Reach this fraction of the original's ONNX Runtime latency at
+    /// --latency-batch on this machine (±10 %) instead of a MAC target:
+    /// every conv is timed at a few widths before training and the budget
+    /// ranks and stops on the predicted latency.
+    #[arg(long, value_name = "R")]
+    pub target_latency: Option<f64>,
+    /// The batch size of the latency target [default: 32].
+    #[arg(long, value_name = "N")]
+    pub latency_batch: Option<usize>,
+    /// ONNX Runtime's intra-op threads for the latency target (0: its
+    /// default) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub latency_threads: Option<usize>,
     /// Exit 1 (nothing written) when top-1 falls by more than this many
     /// points.
     #[arg(long, value_name = "PT")]
@@ -239,8 +259,12 @@ impl CompressArgs {
             self.data => o.data, self.output => o.output, self.structures => o.structures,
             self.max_drop => o.max_drop, self.restore_bn => o.restore_bn,
             self.bench_batch => o.bench.batch, self.bench_iters => o.bench.iters,
-            self.bench_seconds => o.bench.seconds,
+            self.bench_seconds => o.bench.seconds, self.latency_batch => o.latency_batch,
+            self.latency_threads => o.latency_threads,
         );
+        if let Some(t) = self.target_latency {
+            o.target_latency = Some(t);
+        }
         match self.target_macs {
             Some(t) => o.target_macs = Some(t),
             None if gamma_only => o.target_macs = None,

@@ -67,7 +67,7 @@ pub fn run(a: Args) -> CliResult {
         TrainData::Load(&a.data, &spec),
         &opts,
         Unset::OneEpoch,
-        None,
+        Default::default(),
         &mut Stderr,
         &stop,
     )?;

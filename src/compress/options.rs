@@ -80,6 +80,18 @@ pub struct Options {
     /// target.
     #[serde(with = "none_or_number")]
     pub target_macs: Option<f64>,
+    /// Reach this fraction of the original's ONNX Runtime latency at
+    /// `latency_batch` (with `runtime.threads`) instead: the budget ranks
+    /// and stops on a latency table measured on this machine before
+    /// training. Takes the place of `target_macs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_latency: Option<f64>,
+    /// The batch size a latency target is measured at.
+    pub latency_batch: usize,
+    /// ONNX Runtime's intra-op threads for a latency target. One by
+    /// default: on a shared machine the timings with several threads move
+    /// by more than the target's tolerance between sittings.
+    pub latency_threads: usize,
     /// Refuse the result (exit 1, nothing written) when top-1 falls by
     /// more than this many points.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +108,14 @@ pub struct Options {
     pub write: WriteOptions,
 }
 
+impl Options {
+    /// The fraction the budget aims at (of the latency when a latency
+    /// target is set, else of the MACs), if any.
+    pub fn target(&self) -> Option<f64> {
+        self.target_latency.or(self.target_macs)
+    }
+}
+
 /// The MAC target when a run names none and sets no γ of its own.
 pub const DEFAULT_TARGET_MACS: f64 = 0.65;
 
@@ -107,6 +127,9 @@ impl Default for Options {
             output: None,
             structures: vec![GateKind::Channel, GateKind::Group, GateKind::Block],
             target_macs: Some(DEFAULT_TARGET_MACS),
+            target_latency: None,
+            latency_batch: 32,
+            latency_threads: 1,
             max_drop: None,
             restore_bn: RestoreBn::Auto,
             keep_checkpoints: false,

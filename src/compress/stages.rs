@@ -10,6 +10,7 @@ use crate::graph::{cost, shape, Graph};
 use crate::measure::accuracy::{self, Accuracy};
 use crate::measure::batching;
 use crate::measure::bench::{self, Latency};
+use crate::measure::latency_table::{self, LatencyTable};
 use crate::measure::{inputs, validate};
 use crate::onnx::convert;
 use crate::onnx::import::{self, Imported, WriteChoice};
@@ -23,6 +24,7 @@ use crate::train::options::Unset;
 use crate::train::{device, model::Model, trainer};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The run's inputs, resolved and checked before any work.
@@ -56,6 +58,16 @@ impl Plan {
             }
         }
         let mut resolved = opts.clone();
+        if let Some(t) = opts.target_latency {
+            if !(0.01..1.0).contains(&t) {
+                return Err(Error::Invalid(format!(
+                    "target latency {t} must lie in (0, 1)"
+                )));
+            }
+            if opts.latency_batch == 0 {
+                return Err(Error::Invalid("latency batch 0: give at least 1".into()));
+            }
+        }
         resolved.model = Some(model.clone());
         resolved.output = Some(output.clone());
         Ok(Plan {
@@ -208,6 +220,8 @@ pub struct Gated {
     pub restored_bn: bool,
     /// The training split, when the BN statistics already loaded it.
     pub train_split: Option<(Dataset, Preprocess)>,
+    /// The latency table a latency target steers by.
+    pub latency: Option<Arc<LatencyTable>>,
 }
 
 pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Gated> {
@@ -249,11 +263,28 @@ pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Ga
         gates.len(),
         gates.iter().map(|g| g.count).sum::<usize>()
     ));
+    let latency = match plan.opts.target_latency {
+        Some(_) if !gates.is_empty() => {
+            progress.note(&format!(
+                "timing every conv at a few widths in ONNX Runtime (batch {}) for the latency target",
+                plan.opts.latency_batch
+            ));
+            let t = latency_table::measure(
+                &graph,
+                plan.opts.latency_batch,
+                &latency_runtime(plan, src),
+                |n| progress.note(n),
+            )?;
+            Some(Arc::new(t))
+        }
+        _ => None,
+    };
     Ok(Gated {
         graph,
         gates,
         restored_bn: restore,
         train_split,
+        latency,
     })
 }
 
@@ -275,7 +306,7 @@ pub fn train(
     if t.lock_at.is_none() {
         // with a target most of the run is fine-tuning after the budget's
         // deletions (0.3 kept more accuracy than 0.5: docs/)
-        t.lock_at = Some(if plan.opts.target_macs.is_some() {
+        t.lock_at = Some(if plan.opts.target().is_some() {
             0.3
         } else {
             0.5
@@ -292,7 +323,10 @@ pub fn train(
         data,
         &t,
         Unset::Capped,
-        plan.opts.target_macs,
+        fit::Target {
+            fraction: plan.opts.target(),
+            latency: gated.latency.clone(),
+        },
         progress,
         stop,
     )?;
@@ -424,7 +458,14 @@ pub fn evaluate(
             format!("top-1 fell by {drop_pt:.2} pt, more than the allowed max_drop {m} pt")
         });
     if let Some(why) = too_much.or_else(|| {
-        report::outcome_problem(plan.opts.target_macs, src.macs, macs, acc.top1, src.classes)
+        // a latency target is checked against the prediction by the
+        // budget; the measurement is reported beside it, not judged (a
+        // shared machine's timings move by more than the tolerance)
+        let macs_target = plan
+            .opts
+            .target_macs
+            .filter(|_| plan.opts.target_latency.is_none());
+        report::outcome_problem(macs_target, src.macs, macs, acc.top1, src.classes)
     }) {
         return Err(Error::Rejected(format!(
             "{why}; nothing written to {}; the trained models are in {}",
@@ -442,13 +483,37 @@ pub fn evaluate(
     })
 }
 
+/// The latency target, the table's prediction for the trained pattern and
+/// how the table was made (`null` without a latency target).
+fn latency_settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Value {
+    let (Some(target), Some(table)) = (plan.opts.target_latency, &gated.latency) else {
+        return serde_json::Value::Null;
+    };
+    let g = &trained.run.graph;
+    let predicted = crate::prune::plan::plan(g)
+        .map(|p| table.ratio(&crate::prune::predict::conv_shapes(g, &p)))
+        .ok();
+    serde_json::json!({
+        "target": target,
+        "batch": table.batch,
+        "threads": table.threads,
+        "predicted": predicted,
+        "original_ms": table.model_ms(),
+        "fit": table.fit,
+        "calibration": table.calibration,
+        "timed_convs": table.convs.len(),
+        "seconds": table.seconds,
+    })
+}
+
 /// The settings the run resolved (what the report and the model's
 /// metadata state beside the recipe).
 fn settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Value {
     let cfg = &trained.run.cfg;
     serde_json::json!({
         "structures": plan.opts.structures.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-        "target_macs": plan.opts.target_macs,
+        "target_macs": plan.opts.target_macs.filter(|_| plan.opts.target_latency.is_none()),
+        "latency_target": latency_settings(plan, gated, trained),
         "gamma_start": cfg.gamma,
         "gate_optimizer": cfg.gate_optimizer,
         "gate_lr": cfg.gate_lr,
@@ -485,30 +550,58 @@ pub fn write_model(plan: &Plan, src: &Source, pruned: &Pruned) -> Result<()> {
 pub struct Latencies {
     pub original: Vec<Latency>,
     pub pruned: Vec<Latency>,
+    /// With a latency target: the pruned model's p50 over the original's
+    /// at the target's batch and threads.
+    pub target_measured: Option<f64>,
+}
+
+/// The runtime a latency target is timed on: the run's, at the target's
+/// thread count.
+fn latency_runtime(plan: &Plan, src: &Source) -> runtime::Options {
+    runtime::Options {
+        threads: plan.opts.latency_threads,
+        ..src.runtime.clone()
+    }
 }
 
 pub fn bench(plan: &Plan, src: &Source, pruned: &Pruned, macs_pruned: u64) -> Result<Latencies> {
     let mut out = Latencies {
         original: vec![],
         pruned: vec![],
+        target_measured: None,
     };
-    for &b in &plan.opts.bench.batch {
+    let mut runs: Vec<(usize, runtime::Options)> = plan
+        .opts
+        .bench
+        .batch
+        .iter()
+        .map(|&b| (b, src.runtime.clone()))
+        .collect();
+    if plan.opts.target_latency.is_some() {
+        runs.push((plan.opts.latency_batch, latency_runtime(plan, src)));
+    }
+    let n_bench = plan.opts.bench.batch.len();
+    for (k, (b, rt)) in runs.into_iter().enumerate() {
         let mut sessions = vec![
             (
                 plan.model.display().to_string(),
                 src.macs * b as u64,
-                runtime::open_imported(&src.imp, &plan.model, &src.runtime)?,
+                runtime::open_imported(&src.imp, &plan.model, &rt)?,
                 inputs::random_inputs(&src.imp.graph, b, 0)?,
             ),
             (
                 plan.output.display().to_string(),
                 macs_pruned * b as u64,
-                runtime::open_file(&plan.output, &src.runtime)?,
+                runtime::open_file(&plan.output, &rt)?,
                 inputs::random_inputs(&pruned.graph, b, 0)?,
             ),
         ];
         let limit = std::time::Duration::from_secs_f64(plan.opts.bench.seconds.max(0.0));
         let r = bench::interleaved(&mut sessions, b, 3, plan.opts.bench.iters, Some(limit))?;
+        if k >= n_bench {
+            out.target_measured = Some(r[1].p50_ms / r[0].p50_ms.max(1e-12));
+            break;
+        }
         out.original.push(r[0].clone());
         out.pruned.push(r[1].clone());
     }
@@ -559,7 +652,10 @@ pub fn report(
             values: gate::factors(&trained.run.graph, gt).unwrap_or_default(),
         })
         .collect();
-    let settings = settings(plan, gated, &trained);
+    let mut settings = settings(plan, gated, &trained);
+    if let Some(m) = latency.target_measured {
+        settings["latency_target"]["measured"] = serde_json::json!(m);
+    }
     let run = trained.run;
     let curve = run.records;
     let images = curve.iter().map(|r| r.images_per_s).sum::<f64>() / curve.len().max(1) as f64;

@@ -127,6 +127,28 @@ pub fn markdown(r: &Report) -> String {
             a.batch, a.p50_ms, b.p50_ms, b.speedup_vs_first
         ));
     }
+    if let Some(lt) = r.settings.get("latency_target").filter(|v| !v.is_null()) {
+        let ratio = |k: &str| {
+            lt[k]
+                .as_f64()
+                .map(|v| format!("{v:.3}×"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let threads = match lt["threads"].as_u64() {
+            Some(0) | None => "the runtime's default threads".to_string(),
+            Some(1) => "1 thread".to_string(),
+            Some(n) => format!("{n} threads"),
+        };
+        s.push_str(&format!(
+            "\nLatency target {:.2} of the original (ONNX Runtime, batch {}, {threads}): predicted {}, measured {} (interleaved p50; table of {} convs timed in {:.0} s).\n",
+            lt["target"].as_f64().unwrap_or(0.0),
+            lt["batch"].as_u64().unwrap_or(0),
+            ratio("predicted"),
+            ratio("measured"),
+            lt["timed_convs"].as_u64().unwrap_or(0),
+            lt["seconds"].as_f64().unwrap_or(0.0),
+        ));
+    }
     let pr = &r.pruning;
     s.push_str(&format!(
         "\nRemoved: {} of {} blocks; in the blocks kept, {} channels and {} groups ({} Relus after deleted blocks). ",

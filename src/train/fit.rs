@@ -9,6 +9,7 @@ use super::{checkpoint, device, model::Model, schedule};
 use crate::data::{self, Dataset, Preprocess, Spec, Split};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use crate::measure::latency_table::LatencyTable;
 use crate::progress::Progress;
 use std::io::Write;
 use std::path::Path;
@@ -46,6 +47,24 @@ pub enum TrainData<'a> {
     Loaded(Box<(Dataset, Preprocess)>),
 }
 
+/// What the budget aims at: a fraction of the original MACs, or of its
+/// latency as a measured table predicts it.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub fraction: Option<f64>,
+    pub latency: Option<Arc<LatencyTable>>,
+}
+
+impl Target {
+    /// A fraction of the MACs (`None`: no target, the paper's run).
+    pub fn macs(fraction: Option<f64>) -> Self {
+        Target {
+            fraction,
+            latency: None,
+        }
+    }
+}
+
 /// Trains `graph`'s weights and gates as `opts` says; `unset` gives the
 /// length when `opts` names none; `stop` set by the caller ends the run at
 /// the next step with a checkpoint and `Error::Interrupted`.
@@ -54,7 +73,7 @@ pub fn fit(
     data: TrainData,
     opts: &TrainOptions,
     unset: Unset,
-    target_macs: Option<f64>,
+    target: Target,
     progress: &mut dyn Progress,
     stop: &AtomicBool,
 ) -> Result<Trained> {
@@ -80,7 +99,8 @@ pub fn fit(
             crate::measure::batching::TRAIN_BUDGET >> 30
         ));
     }
-    let cfg = opts.config(batch, ds.len(), unset, target_macs);
+    let mut cfg = opts.config(batch, ds.len(), unset, target.fraction);
+    cfg.latency = target.latency;
     let (dev, said) = device::pick(&opts.device)?;
     let default_budget = unset == Unset::Capped && opts.steps.is_none() && opts.epochs.is_none();
     progress.note(&format!(

@@ -5,6 +5,7 @@
 use super::feed::{self, Augment};
 use super::optim::GateOptimizer;
 use super::schedule::{self, Kind, Schedule};
+use super::trainer::Selection;
 use super::trainer::{Config, Rank};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ pub struct TrainOptions {
     pub distill: f64,
     /// Softening temperature of the distillation targets.
     pub distill_temperature: f64,
+    /// How a target is reached: budget steps, or γ steered so APG's own
+    /// zeros reach it.
+    pub selection: Selection,
 }
 
 impl Default for TrainOptions {
@@ -112,6 +116,7 @@ impl Default for TrainOptions {
             bn_recalibration: None,
             distill: 0.0,
             distill_temperature: 4.0,
+            selection: Selection::Budget,
         }
     }
 }
@@ -173,6 +178,8 @@ impl TrainOptions {
             blocks_first: self.budget_order == BudgetOrder::BlocksFirst,
             distill: self.distill,
             distill_temperature: self.distill_temperature,
+            latency: None,
+            selection: self.selection,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::data::{Dataset, Preprocess};
 use crate::error::{Error, Result};
 use crate::gate::{self, GATE_PREFIX};
 use crate::graph::shape;
+use crate::measure::latency_table::LatencyTable;
 use crate::prune::{plan, predict};
 use crate::structure::GateKind;
 use candle_core::{DType, Tensor, Var, D};
@@ -58,6 +59,25 @@ pub struct Config {
     pub distill: f64,
     /// Softening temperature of the distillation targets.
     pub distill_temperature: f64,
+    /// When set, `target_macs` is a fraction of this table's predicted
+    /// runtime latency instead of the MACs.
+    pub latency: Option<Arc<LatencyTable>>,
+    /// How a target is reached.
+    pub selection: Selection,
+}
+
+/// How a run reaches its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Budget steps zero the least important factors in steps up to the
+    /// lock, APG's zeros counted.
+    Budget,
+    /// γ steered along a glide path so APG's exact zeros alone reach the
+    /// target (the paper's mechanism); the pattern locks when they do.
+    /// At the lock the budget steps in only if they have not (counted in
+    /// `budget_zeroed`).
+    Gamma,
 }
 
 impl Default for Config {
@@ -97,6 +117,10 @@ pub struct Record {
     pub gates: usize,
     /// MACs the current zero pattern implies, over the original MACs.
     pub macs_ratio: f64,
+    /// The latency it implies over the original's, when a latency table
+    /// steers the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ratio: Option<f64>,
     pub images_per_s: f64,
     /// Whether the zero pattern is locked (fine-tuning phase).
     pub locked: bool,
@@ -122,8 +146,15 @@ pub struct Outcome {
 /// Steps of learning-rate warm-up after the lock and each budget step.
 const LOCK_WARMUP: usize = 20;
 
-/// Steps between MAC-controller updates.
+/// Steps between target-controller updates.
 const STEER_EVERY: usize = 5;
+
+/// Steps ahead the target controller projects the gates' motion.
+const STEER_HORIZON: usize = 10;
+
+/// Fraction of a single-phase run by which the controller aims to reach
+/// its target (the rest trains the pattern with γ holding it).
+const STEER_REACH: f64 = 0.6;
 
 #[derive(Clone)]
 struct GateVar {
@@ -162,6 +193,9 @@ pub struct Trainer {
     last_cut: Option<usize>,
     /// Budget steps done.
     cuts: usize,
+    /// Gate values at the last controller update (their motion since
+    /// projects the zero pattern ahead).
+    moving: HashMap<String, Vec<f32>>,
     guard: Guard,
     /// The last healthy state: learned tensors and BN statistics.
     snapshot: Option<(Vec<Tensor>, HashMap<String, Tensor>)>,
@@ -175,7 +209,7 @@ impl Trainer {
         let base_macs = crate::graph::cost::count(g, &facts).macs;
         // what one factor costs matters only to a MAC target
         let costs = if cfg.target_macs.is_some() && !found.is_empty() {
-            unit_costs(g, &found)?
+            unit_costs(g, &found, cfg.latency.as_deref())?
         } else {
             vec![1.0; found.len()]
         };
@@ -234,6 +268,7 @@ impl Trainer {
             alive: HashMap::new(),
             last_cut: None,
             cuts: 0,
+            moving: HashMap::new(),
             guard: Guard::new(),
             snapshot: None,
         })
@@ -304,28 +339,88 @@ impl Trainer {
         )
     }
 
+    /// The graph with the current gate values, and (zero factors, all
+    /// factors) as they are. With `ahead` steps, every factor whose motion
+    /// since the last controller update (`moving`), kept up, would cross 0
+    /// within them is set to 0: a projection of the zero pattern.
+    fn pattern(&self, ahead: usize) -> Result<(crate::graph::Graph, usize, usize)> {
+        let mut g = self.model.graph.clone();
+        let mut zeros = 0;
+        let mut total = 0;
+        for gv in &self.gates {
+            let var = &self.model.vars[&gv.name];
+            let mut a = super::model::to_ndarray(var.as_tensor())?;
+            let n = a.len() / gv.span;
+            zeros += a.iter().step_by(gv.span).filter(|&&v| v == 0.0).count();
+            total += n;
+            if let Some(before) = self.moving.get(&gv.name).filter(|_| ahead > 0) {
+                let k = ahead as f32 / STEER_EVERY as f32;
+                for (v, &p) in a.iter_mut().zip(before) {
+                    if *v + (*v - p) * k <= 0.0 {
+                        *v = 0.0;
+                    }
+                }
+            }
+            g.initializers
+                .insert(gv.name.clone(), crate::graph::Tensor::F32(a));
+        }
+        Ok((g, zeros, total))
+    }
+
+    /// Remembers the gate values for the next projection.
+    fn remember_gates(&mut self) -> Result<()> {
+        for gv in &self.gates {
+            let a = super::model::to_ndarray(self.model.vars[&gv.name].as_tensor())?;
+            self.moving
+                .insert(gv.name.clone(), a.iter().copied().collect());
+        }
+        Ok(())
+    }
+
     /// Fraction of the original MACs the current zero pattern implies, and
     /// (zero factors, all factors).
     pub fn implied(&self) -> Result<(f64, usize, usize)> {
         if self.gates.is_empty() {
             return Ok((1.0, 0, 0));
         }
-        let mut g = self.model.graph.clone();
-        let mut zeros = 0;
-        let mut total = 0;
-        for gv in &self.gates {
-            let var = &self.model.vars[&gv.name];
-            let a = super::model::to_ndarray(var.as_tensor())?;
-            let n = a.len() / gv.span;
-            zeros += a.iter().step_by(gv.span).filter(|&&v| v == 0.0).count();
-            total += n;
-            g.initializers
-                .insert(gv.name.clone(), crate::graph::Tensor::F32(a));
-        }
+        let (g, zeros, total) = self.pattern(0)?;
         let p = plan::plan(&g)?;
         let facts = shape::infer_strict(&g, 1)?;
         let macs = predict::predict(&g, &facts, &p).macs;
         Ok((macs as f64 / self.base_macs.max(1) as f64, zeros, total))
+    }
+
+    /// The predicted latency over the original's, when a table is set.
+    pub fn implied_latency(&self) -> Result<Option<f64>> {
+        if self.cfg.latency.is_none() {
+            return Ok(None);
+        }
+        if self.gates.is_empty() {
+            return Ok(Some(1.0));
+        }
+        let (g, _, _) = self.pattern(0)?;
+        self.target_ratio_of(&g).map(Some)
+    }
+
+    /// What the target is a fraction of (the latency with a table, else
+    /// the MACs) for gate values `g`.
+    fn target_ratio_of(&self, g: &crate::graph::Graph) -> Result<f64> {
+        let p = plan::plan(g)?;
+        Ok(match &self.cfg.latency {
+            Some(table) => table.ratio(&predict::conv_shapes(g, &p)),
+            None => {
+                let facts = shape::infer_strict(g, 1)?;
+                predict::predict(g, &facts, &p).macs as f64 / self.base_macs.max(1) as f64
+            }
+        })
+    }
+
+    /// The target's ratio as the current zero pattern implies it.
+    fn target_ratio(&self) -> Result<f64> {
+        if self.gates.is_empty() {
+            return Ok(1.0);
+        }
+        self.target_ratio_of(&self.pattern(0)?.0)
     }
 
     fn gate_step(
@@ -373,6 +468,15 @@ impl Trainer {
         };
         // what a budget step or the lock deleted stays deleted
         let new = match self.alive.get(&gv.name) {
+            Some(m) if self.locked_at.is_some() => {
+                // after the lock the pattern is fixed both ways: a factor
+                // alive at the lock keeps its last value rather than reach
+                // 0 (a gate still falling when γ's zeros reached the target
+                // would otherwise take the MACs past it)
+                let new = new.broadcast_mul(m)?;
+                let hit = new.eq(0.0)?.to_dtype(new.dtype())?.broadcast_mul(m)?;
+                (&new + (hit * &lam)?)?
+            }
             Some(m) => new.broadcast_mul(m)?,
             None => new,
         };
@@ -524,8 +628,13 @@ impl Trainer {
             if self.locked_at.is_none() {
                 let due = self.lock_step().is_some_and(|l| step + 1 >= l);
                 let mut reached = false;
+                let steering = self.cfg.lock_at.is_none() || self.cfg.selection == Selection::Gamma;
                 if let Some(target) = self.cfg.target_macs {
-                    if let Some(aim) = self.budget_due(step) {
+                    let due_cut = match self.cfg.selection {
+                        Selection::Budget => self.budget_due(step),
+                        Selection::Gamma => None,
+                    };
+                    if let Some(aim) = due_cut {
                         self.budget_zeroed += self.enforce_budget(aim.max(target))?;
                         self.cuts += 1;
                         self.last_cut = Some(step + 1);
@@ -534,18 +643,31 @@ impl Trainer {
                         self.take_snapshot().map_err(e)?;
                     }
                     if (step + 1) % STEER_EVERY == 0 {
-                        let (ratio, _, _) = self.implied()?;
+                        let ratio = self.target_ratio()?;
                         reached = ratio <= target * 1.02;
-                        // with a lock the budget steps meet the target; γ
-                        // steering is for single-phase runs
-                        if !reached && self.cfg.lock_at.is_none() {
-                            self.steer(ratio, target);
+                        // with a lock the budget steps meet the target
+                        // unless γ is to do it
+                        if steering {
+                            let projected = if self.moving.is_empty() {
+                                ratio
+                            } else {
+                                self.target_ratio_of(&self.pattern(STEER_HORIZON)?.0)?
+                            };
+                            let until = self.lock_step().unwrap_or(self.cfg.steps);
+                            let now = steer_aim(target, step + 1, until);
+                            let ahead = steer_aim(target, step + 1 + STEER_HORIZON, until);
+                            self.steer((ratio, now), (projected, ahead));
+                            self.remember_gates()?;
                         }
                     }
                 }
-                if due || (reached && self.cfg.lock_at.is_some()) {
+                let gamma_mode = self.cfg.selection == Selection::Gamma;
+                if due || (reached && (self.cfg.lock_at.is_some() || gamma_mode)) {
                     if let Some(target) = self.cfg.target_macs {
-                        self.budget_zeroed += self.enforce_budget(target)?;
+                        // γ's zeros that reached the target stand as they are
+                        if !(gamma_mode && reached) {
+                            self.budget_zeroed += self.enforce_budget(target)?;
+                        }
                     }
                     self.lock().map_err(e)?;
                     self.locked_at = Some(step + 1);
@@ -568,6 +690,7 @@ impl Trainer {
                     zero_gates: zeros,
                     gates: total,
                     macs_ratio: ratio,
+                    latency_ratio: self.implied_latency()?,
                     images_per_s: seen as f64 / secs.max(1e-9),
                     locked: self.locked_at.is_some(),
                     rewinds: self.guard.rewinds,
@@ -591,15 +714,38 @@ impl Trainer {
         })
     }
 
-    /// MAC-target controller: raise γ while the implied MACs are above the
-    /// target, lower it (so gates can revive) when below. Small bounded
-    /// multiplicative steps: structures die one by one and the network has
-    /// time to adapt; inside the ±2 % band γ holds.
-    fn steer(&mut self, ratio: f64, target: f64) {
-        let err = (ratio - target) / target;
-        self.gamma *= (2.0 * err).clamp(-0.15, 0.15).exp();
-        self.gamma = self.gamma.clamp(1e-4, 100.0);
+    /// The target controller of single-phase runs (APG's own zeros do the
+    /// selecting): γ is steered so the ratio the zeros imply follows a
+    /// glide path to the target (`steer_aim`). `now`: (the ratio now, the
+    /// path's value now); `ahead`: (the ratio if every factor kept moving
+    /// as it did since the last update for `STEER_HORIZON` steps, the
+    /// path's value then). γ rises while both are above the path, falls
+    /// while either is below it (more factors are on their way to 0 than
+    /// the path allows: easing off lets the loss gradient hold up the ones
+    /// it needs, and zeros below the target may revive), and holds inside
+    /// the ±2 % band. Steps are multiplicative and bounded. Steering on
+    /// the zeros alone, γ rises until the first zeros appear, by which time
+    /// every gate has shrunk alike and a flood crosses 0 at once.
+    fn steer(&mut self, now: (f64, f64), ahead: (f64, f64)) {
+        let (over_now, over_ahead) = (now.0 / now.1 - 1.0, ahead.0 / ahead.1 - 1.0);
+        let rate = if over_now > 0.02 && over_ahead > 0.02 {
+            (2.0 * over_now).clamp(0.02, 0.3)
+        } else if over_now < -0.02 || over_ahead < -0.02 {
+            (2.0 * over_now.min(over_ahead)).clamp(-0.3, -0.02)
+        } else {
+            0.0
+        };
+        self.gamma = (self.gamma * rate.exp()).clamp(1e-4, 100.0);
     }
+}
+
+/// The glide path of the target controller: from 1 at the start to
+/// `target` at `STEER_REACH` of `steps` (the lock, or the run), linear,
+/// then the target.
+fn steer_aim(target: f64, step: usize, steps: usize) -> f64 {
+    let reach = (steps as f64 * STEER_REACH).max(1.0);
+    let f = (step as f64 / reach).min(1.0);
+    1.0 - (1.0 - target) * f
 }
 
 impl Trainer {
@@ -660,7 +806,7 @@ impl Trainer {
     /// until the implied MACs reach `target`; then every zero (APG's too) is
     /// frozen. Returns how many factors the budget zeroed.
     fn enforce_budget(&mut self, target: f64) -> Result<usize> {
-        let (mut ratio, _, _) = self.implied()?;
+        let mut ratio = self.target_ratio()?;
         if ratio <= target * 1.02 {
             return Ok(0);
         }
@@ -720,7 +866,7 @@ impl Trainer {
             let old = values[gi][k];
             values[gi][k] = 0.0;
             self.write_gate(gi, &values[gi]).map_err(e)?;
-            let (r, _, _) = self.implied()?;
+            let r = self.target_ratio()?;
             if r < target * 0.95 {
                 values[gi][k] = old; // too much at once (a whole block): skip it
                 self.write_gate(gi, &values[gi]).map_err(e)?;
@@ -797,17 +943,28 @@ fn budget_aim(cfg: &Config, cuts: usize, step: usize) -> Option<f64> {
     Some(1.0 - (1.0 - target) * (1.0 - (1.0 - frac).powi(3)))
 }
 
-/// MACs that one factor of each gate stands for: the drop in predicted MACs
-/// when the whole gate is 0, per factor.
-fn unit_costs(g: &crate::graph::Graph, gates: &[crate::gate::Gate]) -> Result<Vec<f64>> {
+/// What one factor of each gate stands for: the drop in predicted MACs (or
+/// in the table's predicted latency, in nanoseconds) when the whole gate
+/// is 0, per factor.
+fn unit_costs(
+    g: &crate::graph::Graph,
+    gates: &[crate::gate::Gate],
+    latency: Option<&LatencyTable>,
+) -> Result<Vec<f64>> {
     let facts = shape::infer_strict(g, 1)?;
-    let base = predict::predict(g, &facts, &plan::plan(g)?).macs as f64;
+    let cost = |h: &crate::graph::Graph| -> Result<f64> {
+        let p = plan::plan(h)?;
+        Ok(match latency {
+            Some(t) => t.predict_ms(&predict::conv_shapes(h, &p)) * 1e6,
+            None => predict::predict(h, &facts, &p).macs as f64,
+        })
+    };
+    let base = cost(g)?;
     let mut out = Vec::new();
     for gt in gates {
         let mut h = g.clone();
         gate::set_factors(&mut h, gt, &vec![0.0; gt.count])?;
-        let m = predict::predict(&h, &facts, &plan::plan(&h)?).macs as f64;
-        out.push(((base - m) / gt.count as f64).max(0.0));
+        out.push(((base - cost(&h)?) / gt.count as f64).max(0.0));
     }
     Ok(out)
 }
@@ -882,7 +1039,17 @@ mod tests {
             blocks_first: true,
             distill: 0.0,
             distill_temperature: 4.0,
+            latency: None,
+            selection: Selection::Budget,
         }
+    }
+
+    #[test]
+    fn the_glide_path_reaches_the_target_at_its_fraction_of_the_run() {
+        assert_eq!(steer_aim(0.5, 0, 100), 1.0);
+        assert!((steer_aim(0.5, 30, 100) - 0.75).abs() < 1e-12);
+        assert!((steer_aim(0.5, 60, 100) - 0.5).abs() < 1e-12);
+        assert_eq!(steer_aim(0.5, 90, 100), 0.5);
     }
 
     #[test]
