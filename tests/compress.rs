@@ -464,3 +464,71 @@ fn default_compress_cuts_a_third_of_the_macs_at_a_small_accuracy_cost() {
     assert!(drop <= 2.0, "accuracy drop {drop} pt");
     assert!(r["training"]["budget_zeroed"].as_u64().unwrap() > 0);
 }
+
+/// A latency target: the table is measured in ONNX Runtime, the budget
+/// stops on its prediction, and the report gives the prediction beside a
+/// measurement at the target's batch and threads (the measurement is a
+/// timing, reported, not judged here: `benches/latency_table.rs` compares
+/// the two).
+#[test]
+fn target_latency_stops_on_the_tables_prediction_and_reports_a_measurement() {
+    require_ort();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("fast.sss.onnx");
+    let o = run(&[
+        "compress",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--target-latency",
+        "0.6",
+        "--latency-batch",
+        "8",
+        "--steps",
+        "16",
+        "--batch-size",
+        "64",
+        "--bench-iters",
+        "2",
+        "--bench-batch",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let lt = &r["settings"]["latency_target"];
+    assert_eq!(lt["target"].as_f64(), Some(0.6));
+    assert_eq!(lt["batch"].as_u64(), Some(8));
+    assert_eq!(lt["threads"].as_u64(), Some(1));
+    let predicted = lt["predicted"].as_f64().unwrap();
+    assert!((0.57..=0.612).contains(&predicted), "predicted {predicted}");
+    let measured = lt["measured"].as_f64().unwrap();
+    assert!(measured > 0.0 && measured.is_finite());
+    // the MAC target does not apply
+    assert!(r["settings"]["target_macs"].is_null());
+    assert!(stderr(&o).contains("latency table"), "{}", stderr(&o));
+
+    // tract cannot time what ONNX Runtime will run: refused before training
+    let o = run(&[
+        "compress",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "-o",
+        d.path().join("no.sss.onnx").to_str().unwrap(),
+        "--target-latency",
+        "0.6",
+        "--runtime",
+        "tract",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("ONNX Runtime"), "{}", stderr(&o));
+    assert!(!d.path().join("no.sss.onnx").exists());
+    // a fraction outside (0, 1) is refused up front
+    let o = run(&[
+        "compress",
+        fixture("resnet20_fmnist.legacy13.onnx").to_str().unwrap(),
+        "--target-latency",
+        "1.5",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("target latency"), "{}", stderr(&o));
+}

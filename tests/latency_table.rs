@@ -153,7 +153,7 @@ fn a_table_measured_in_ort_has_every_conv_and_fits_its_original() {
 #[test]
 fn the_budget_reaches_a_latency_target_by_the_table() {
     let table: LatencyTable = serde_json::from_value(recording()["table"].clone()).unwrap();
-    let (gated, _) = gated_resnet20();
+    let (gated, gates) = gated_resnet20();
     let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
     let (_, shape) = sss_onnx::measure::inputs::image_input(&gated).unwrap();
     let prep = Preprocess::plan(&ds, shape).unwrap();
@@ -170,6 +170,8 @@ fn the_budget_reaches_a_latency_target_by_the_table() {
         target_macs: Some(0.6),
         lock_at: Some(0.5),
         budget_steps: 1,
+        // channels and blocks ranked together: chunks of channels compete
+        blocks_first: false,
         latency: Some(Arc::new(table)),
         ..Config::default()
     };
@@ -184,4 +186,20 @@ fn the_budget_reaches_a_latency_target_by_the_table() {
         (macs - latency).abs() > 0.02,
         "MACs {macs}, latency {latency}"
     );
+    // every channel gate left at a width the table timed
+    let trained = t.model.write_back().unwrap();
+    let mut thinned = 0;
+    for gt in gates.iter().filter(|g| g.kind == GateKind::Channel) {
+        let f = gate::factors(&trained, gt).unwrap();
+        let alive = f.iter().filter(|&&v| v != 0.0).count();
+        let w = latency_table::widths(gt.count);
+        assert!(
+            w.contains(&alive),
+            "{}: {alive} of {} not in {w:?}",
+            gt.name,
+            gt.count
+        );
+        thinned += usize::from(alive < gt.count);
+    }
+    assert!(thinned > 0, "no channel chunk was taken");
 }

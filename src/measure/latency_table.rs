@@ -100,16 +100,18 @@ pub fn interpolate2(a: &[usize], b: &[usize], ms: &[f64], x: f64, y: f64) -> f64
     row(i) * (1.0 - u) + row(i1) * u
 }
 
-/// The widths timed for a dimension of `n`: 1/8, 1/4, 1/2, 3/4 and all of
-/// it, at least 1 each, without repeats.
+/// The widths timed for a dimension of `n`, which are also the widths a
+/// latency-targeted budget may leave: multiples of 8 (of 4 below 16
+/// channels), or of n/8 rounded up to 8 when that is more (at most about
+/// eight widths), and `n` itself.
 pub fn widths(n: usize) -> Vec<usize> {
-    let mut w: Vec<usize> = [8, 4, 2]
-        .iter()
-        .map(|d| n.div_ceil(*d))
-        .chain([(3 * n).div_ceil(4), n])
-        .map(|v| v.max(1))
-        .collect();
-    w.sort_unstable();
+    let step = match n {
+        0..=3 => 1,
+        4..=15 => 4,
+        _ => (n.div_ceil(8)).div_ceil(8).max(1) * 8,
+    };
+    let mut w: Vec<usize> = (1..=n / step).map(|i| i * step).collect();
+    w.push(n);
     w.dedup();
     w
 }
@@ -153,6 +155,17 @@ pub struct LatencyTable {
 }
 
 impl LatencyTable {
+    /// The widths timed for the dimension a gate on `conv`'s output (or
+    /// groups) changes: the widths a budget may leave it at.
+    pub fn gate_widths(&self, conv: &str) -> Option<&[usize]> {
+        let c = self.convs.iter().find(|c| c.conv == conv)?;
+        match c.axis {
+            Axis::Out | Axis::Both => Some(&c.b),
+            Axis::Groups => Some(&c.a),
+            Axis::In | Axis::Fixed => None,
+        }
+    }
+
     /// Σ of the convs' probe times and of the kept blocks' elements at the
     /// given shapes (a conv not in `shapes` counts at full width).
     fn terms(&self, shapes: &HashMap<&str, ConvShape>) -> (f64, f64) {
@@ -578,8 +591,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn widths_cover_an_eighth_to_all() {
-        assert_eq!(widths(16), vec![2, 4, 8, 12, 16]);
+    fn widths_are_aligned_and_few() {
+        assert_eq!(widths(16), vec![8, 16]);
+        assert_eq!(widths(64), vec![8, 16, 24, 32, 40, 48, 56, 64]);
+        assert_eq!(widths(256), vec![32, 64, 96, 128, 160, 192, 224, 256]);
+        assert_eq!(widths(12), vec![4, 8, 12]);
+        assert_eq!(widths(20), vec![8, 16, 20]);
         assert_eq!(widths(3), vec![1, 2, 3]);
         assert_eq!(widths(1), vec![1]);
     }

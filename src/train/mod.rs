@@ -13,3 +13,4 @@ pub mod optim;
 pub mod options;
 pub mod schedule;
 pub mod trainer;
+pub mod widths;

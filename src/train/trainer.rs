@@ -164,6 +164,9 @@ struct GateVar {
     span: usize,
     /// γ multiplier: 1, or the MACs one factor costs relative to the mean.
     weight: f64,
+    /// With a latency table: the widths (factor counts) the budget may
+    /// leave this gate at.
+    widths: Option<Vec<usize>>,
 }
 
 pub struct Trainer {
@@ -214,6 +217,7 @@ impl Trainer {
             vec![1.0; found.len()]
         };
         let mean = costs.iter().sum::<f64>() / costs.len().max(1) as f64;
+        let gate_widths = gate_widths(g, cfg.latency.as_deref())?;
         let gates = found
             .iter()
             .zip(&costs)
@@ -232,6 +236,7 @@ impl Trainer {
                 } else {
                     1.0
                 },
+                widths: gate_widths.get(&gt.name).cloned(),
             })
             .collect();
         // BN scale/shift and gates take no weight decay
@@ -667,6 +672,8 @@ impl Trainer {
                         // γ's zeros that reached the target stand as they are
                         if !(gamma_mode && reached) {
                             self.budget_zeroed += self.enforce_budget(target)?;
+                        } else {
+                            self.budget_zeroed += self.align_gates()?;
                         }
                     }
                     self.lock().map_err(e)?;
@@ -811,28 +818,23 @@ impl Trainer {
             return Ok(0);
         }
         let e = |err: candle_core::Error| Error::during("a MAC budget step", err);
-        // candidates: (score, gate index, factor index), least important first
-        let mut units: Vec<(f64, usize, usize)> = Vec::new();
+        // candidates: (score, gate index, factors), least important first;
+        // a gate with allowed widths gives chunks that step between them
+        let mut units: Vec<(f64, usize, Vec<usize>)> = Vec::new();
         let mut values: Vec<Vec<f32>> = Vec::new();
         for (gi, gv) in self.gates.iter().enumerate() {
-            let a = super::model::to_ndarray(self.model.vars[&gv.name].as_tensor())?;
-            let f: Vec<f32> = a.iter().step_by(gv.span).copied().collect();
-            let taylor: Option<Vec<f64>> = match (self.cfg.rank, self.taylor.get(&gv.name)) {
-                (Rank::Taylor, Some(t)) => {
-                    let t = super::model::to_ndarray(t)?;
-                    let t: Vec<f64> = t.iter().map(|&v| v as f64).collect();
-                    Some(t.chunks(gv.span).map(|c| c.iter().sum()).collect())
+            let f = self.factors(gi)?;
+            let scores = self.scores(gi, &f)?;
+            let mut order: Vec<usize> = (0..f.len()).filter(|&k| f[k] != 0.0).collect();
+            match &gv.widths {
+                Some(w) => {
+                    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+                    for c in super::widths::chunks(&order, w) {
+                        let mean = c.iter().map(|&k| scores[k]).sum::<f64>() / c.len() as f64;
+                        units.push((mean, gi, c));
+                    }
                 }
-                _ => None,
-            };
-            for (k, &v) in f.iter().enumerate() {
-                if v != 0.0 {
-                    let score = match &taylor {
-                        Some(t) => t[k] / self.costs[gi].max(1.0),
-                        None => v.abs() as f64,
-                    };
-                    units.push((score, gi, k));
-                }
+                None => units.extend(order.into_iter().map(|k| (scores[k], gi, vec![k]))),
             }
             values.push(f);
         }
@@ -852,33 +854,96 @@ impl Trainer {
             .iter()
             .map(|f| f.iter().filter(|&&v| v != 0.0).count())
             .collect();
+        // a chunk skipped leaves the gate's later chunks misaligned
+        let mut blocked: HashSet<usize> = HashSet::new();
         let mut zeroed = 0;
-        for (_, gi, k) in units {
+        for (_, gi, ks) in units {
             if ratio <= target * 1.02 {
                 break;
             }
             // a branch goes only through its block gate: emptying a conv via
             // its channel gates leaves the next conv's bias as a constant
             // offset the rest of the network was not trained with
-            if values[gi].len() > 1 && alive[gi] == 1 {
+            if blocked.contains(&gi) || (values[gi].len() > 1 && alive[gi] <= ks.len()) {
                 continue;
             }
-            let old = values[gi][k];
-            values[gi][k] = 0.0;
+            let old: Vec<f32> = ks.iter().map(|&k| values[gi][k]).collect();
+            for &k in &ks {
+                values[gi][k] = 0.0;
+            }
             self.write_gate(gi, &values[gi]).map_err(e)?;
             let r = self.target_ratio()?;
-            if r < target * 0.95 {
-                values[gi][k] = old; // too much at once (a whole block): skip it
+            // too much at once (a whole block), or, timed, no faster
+            let slower = self.cfg.latency.is_some() && r >= ratio;
+            if r < target * 0.95 || slower {
+                for (&k, &v) in ks.iter().zip(&old) {
+                    values[gi][k] = v;
+                }
                 self.write_gate(gi, &values[gi]).map_err(e)?;
+                if self.gates[gi].widths.is_some() {
+                    blocked.insert(gi);
+                }
                 continue;
             }
             ratio = r;
-            alive[gi] -= 1;
-            zeroed += 1;
+            alive[gi] -= ks.len();
+            zeroed += ks.len();
         }
+        zeroed += self.align_gates()?;
         // budget zeros are final: APG must not revive them (earlier frozen
         // factors are 0 already, so the new mask covers them)
         self.lock().map_err(e)?;
+        Ok(zeroed)
+    }
+
+    /// One value per factor of gate `gi`.
+    fn factors(&self, gi: usize) -> Result<Vec<f32>> {
+        let gv = &self.gates[gi];
+        let a = super::model::to_ndarray(self.model.vars[&gv.name].as_tensor())?;
+        Ok(a.iter().step_by(gv.span).copied().collect())
+    }
+
+    /// The budget's importance of each factor of gate `gi` (`f`: its
+    /// values): Taylor per unit of cost, or |λ|.
+    fn scores(&self, gi: usize, f: &[f32]) -> Result<Vec<f64>> {
+        let gv = &self.gates[gi];
+        if let (Rank::Taylor, Some(t)) = (self.cfg.rank, self.taylor.get(&gv.name)) {
+            let t = super::model::to_ndarray(t)?;
+            let t: Vec<f64> = t.iter().map(|&v| v as f64).collect();
+            return Ok(t
+                .chunks(gv.span)
+                .map(|c| c.iter().sum::<f64>() / self.costs[gi].max(1.0))
+                .collect());
+        }
+        Ok(f.iter().map(|v| v.abs() as f64).collect())
+    }
+
+    /// Zeroes, in every gate with allowed widths whose alive count (after
+    /// APG's zeros) lies between two, its least important factors down to
+    /// the narrower. Returns how many.
+    fn align_gates(&mut self) -> Result<usize> {
+        let e = |err: candle_core::Error| Error::during("aligning channel counts", err);
+        let mut zeroed = 0;
+        for gi in 0..self.gates.len() {
+            let Some(w) = self.gates[gi].widths.clone() else {
+                continue;
+            };
+            let mut f = self.factors(gi)?;
+            let scores = self.scores(gi, &f)?;
+            let mut order: Vec<usize> = (0..f.len()).filter(|&k| f[k] != 0.0).collect();
+            let Some(keep) = super::widths::align_down(order.len(), &w) else {
+                continue;
+            };
+            if keep == order.len() {
+                continue;
+            }
+            order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+            for &k in &order[..order.len() - keep] {
+                f[k] = 0.0;
+            }
+            zeroed += order.len() - keep;
+            self.write_gate(gi, &f).map_err(e)?;
+        }
         Ok(zeroed)
     }
 
@@ -941,6 +1006,28 @@ fn budget_aim(cfg: &Config, cuts: usize, step: usize) -> Option<f64> {
     }
     let frac = k as f64 / k_all as f64;
     Some(1.0 - (1.0 - target) * (1.0 - (1.0 - frac).powi(3)))
+}
+
+/// With a latency table, the widths each channel or group gate may be left
+/// at: the timed widths of the conv it gates, by gate name.
+fn gate_widths(
+    g: &crate::graph::Graph,
+    latency: Option<&LatencyTable>,
+) -> Result<HashMap<String, Vec<usize>>> {
+    let mut out = HashMap::new();
+    let Some(table) = latency else {
+        return Ok(out);
+    };
+    let p = plan::plan(g)?;
+    for bp in &p.blocks {
+        for (i, cg) in bp.convs.iter().enumerate() {
+            let Some(cg) = cg else { continue };
+            if let Some(w) = table.gate_widths(&bp.block.convs[i].conv) {
+                out.insert(cg.gate.name.clone(), w.to_vec());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What one factor of each gate stands for: the drop in predicted MACs (or
