@@ -149,6 +149,9 @@ const LOCK_WARMUP: usize = 20;
 /// Steps between target-controller updates.
 const STEER_EVERY: usize = 5;
 
+/// Controller updates over which the gates' motion is measured.
+const STEER_WINDOW: usize = 3;
+
 /// Steps ahead the target controller projects the gates' motion.
 const STEER_HORIZON: usize = 10;
 
@@ -196,9 +199,9 @@ pub struct Trainer {
     last_cut: Option<usize>,
     /// Budget steps done.
     cuts: usize,
-    /// Gate values at the last controller update (their motion since
-    /// projects the zero pattern ahead).
-    moving: HashMap<String, Vec<f32>>,
+    /// Gate values at the last `STEER_WINDOW` controller updates, oldest
+    /// first (their motion since projects the zero pattern ahead).
+    moving: Vec<HashMap<String, Vec<f32>>>,
     guard: Guard,
     /// The last healthy state: learned tensors and BN statistics.
     snapshot: Option<(Vec<Tensor>, HashMap<String, Tensor>)>,
@@ -273,7 +276,7 @@ impl Trainer {
             alive: HashMap::new(),
             last_cut: None,
             cuts: 0,
-            moving: HashMap::new(),
+            moving: Vec::new(),
             guard: Guard::new(),
             snapshot: None,
         })
@@ -346,8 +349,10 @@ impl Trainer {
 
     /// The graph with the current gate values, and (zero factors, all
     /// factors) as they are. With `ahead` steps, every factor whose motion
-    /// since the last controller update (`moving`), kept up, would cross 0
-    /// within them is set to 0: a projection of the zero pattern.
+    /// over the remembered controller updates (`moving`), kept up, would
+    /// cross 0 within them is set to 0: a projection of the zero pattern.
+    /// The window spans several updates: one gate's noise over 5 steps
+    /// (a whole block's, at a high gate learning rate) is no trend.
     fn pattern(&self, ahead: usize) -> Result<(crate::graph::Graph, usize, usize)> {
         let mut g = self.model.graph.clone();
         let mut zeros = 0;
@@ -358,8 +363,9 @@ impl Trainer {
             let n = a.len() / gv.span;
             zeros += a.iter().step_by(gv.span).filter(|&&v| v == 0.0).count();
             total += n;
-            if let Some(before) = self.moving.get(&gv.name).filter(|_| ahead > 0) {
-                let k = ahead as f32 / STEER_EVERY as f32;
+            let oldest = self.moving.first().and_then(|m| m.get(&gv.name));
+            if let Some(before) = oldest.filter(|_| ahead > 0) {
+                let k = ahead as f32 / (STEER_EVERY * self.moving.len()) as f32;
                 for (v, &p) in a.iter_mut().zip(before) {
                     if *v + (*v - p) * k <= 0.0 {
                         *v = 0.0;
@@ -374,10 +380,14 @@ impl Trainer {
 
     /// Remembers the gate values for the next projection.
     fn remember_gates(&mut self) -> Result<()> {
+        let mut now = HashMap::new();
         for gv in &self.gates {
             let a = super::model::to_ndarray(self.model.vars[&gv.name].as_tensor())?;
-            self.moving
-                .insert(gv.name.clone(), a.iter().copied().collect());
+            now.insert(gv.name.clone(), a.iter().copied().collect());
+        }
+        self.moving.push(now);
+        if self.moving.len() > STEER_WINDOW {
+            self.moving.remove(0);
         }
         Ok(())
     }
@@ -730,8 +740,9 @@ impl Trainer {
     /// while either is below it (more factors are on their way to 0 than
     /// the path allows: easing off lets the loss gradient hold up the ones
     /// it needs, and zeros below the target may revive), and holds inside
-    /// the ±2 % band. Steps are multiplicative and bounded. Steering on
-    /// the zeros alone, γ rises until the first zeros appear, by which time
+    /// the ±2 % band. Steps are multiplicative and bounded; while the
+    /// projection is more than 5 % below the path the gates' momentum is
+    /// cleared too. Steering on the zeros alone, γ rises until the first zeros appear, by which time
     /// every gate has shrunk alike and a flood crosses 0 at once.
     fn steer(&mut self, now: (f64, f64), ahead: (f64, f64)) {
         let (over_now, over_ahead) = (now.0 / now.1 - 1.0, ahead.0 / ahead.1 - 1.0);
@@ -742,6 +753,11 @@ impl Trainer {
         } else {
             0.0
         };
+        if rate < 0.0 && over_ahead < -0.05 {
+            // brake: the gates' momentum would carry the falling ones on
+            // past the path whatever γ does now
+            self.rule.load_state(HashMap::new());
+        }
         self.gamma = (self.gamma * rate.exp()).clamp(1e-4, 100.0);
     }
 }
