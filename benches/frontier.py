@@ -144,12 +144,13 @@ def macs_of(model):
 # --------------------------------------------------------------------------
 # sss-onnx
 # --------------------------------------------------------------------------
-def ours(base_onnx, fmnist, target, epochs, seed, out_dir, extra):
+def ours(base_onnx, fmnist, target, epochs, seed, out_dir, extra, kind="macs"):
     tag = "".join(c for c in "_".join(extra) if c.isalnum() or c in "._")
-    out = os.path.join(out_dir, f"sss_{target}_s{seed}{'_' + tag if tag else ''}.onnx")
+    kind_tag = "" if kind == "macs" else f"_{kind}"
+    out = os.path.join(out_dir, f"sss_{target}{kind_tag}_s{seed}{'_' + tag if tag else ''}.onnx")
     cmd = [
         os.path.join(ROOT, "target", "release", "sss-onnx"), "compress", base_onnx,
-        "--data", fmnist, "--pad-value", "black", "--target-macs", str(target),
+        "--data", fmnist, "--pad-value", "black", f"--target-{kind}", str(target),
         "--epochs", str(epochs), "--seed", str(seed), "-o", out, "--dynamic-batch",
         "--bench-batch", "1", "--bench-iters", "2", "--json", *extra,
     ]
@@ -160,8 +161,10 @@ def ours(base_onnx, fmnist, target, epochs, seed, out_dir, extra):
         log(r.stderr[-3000:])
         return None
     rep = json.loads(r.stdout)
+    lt = rep["settings"].get("latency_target") or {}
     return {
-        "method": "sss-onnx" + (" " + " ".join(extra) if extra else ""),
+        "method": "sss-onnx" + ("" if kind == "macs" else f" {kind}") + (" " + " ".join(extra) if extra else ""),
+        "predicted_latency": lt.get("predicted"),
         "target_macs": target,
         "file": out,
         "macs": rep["pruned"]["macs"],
@@ -351,6 +354,9 @@ def main():
     ap.add_argument("--peers", default="l1-uniform@all,l1-global@0.5,taylor-uniform@0.5,taylor-global@0.5",
                     help="Torch-Pruning variants and the targets they run at (all or a list)")
     ap.add_argument("--ours-extra", default="", help="extra compress flags, space separated")
+    ap.add_argument("--target-kind", default="macs", choices=["macs", "latency"],
+                    help="--targets are fractions of the MACs or of the ORT latency (batch 32, 1 thread)")
+    ap.add_argument("--train-only", action="store_true", help="train and record; measure in a later --skip-train run")
     ap.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (batch 32: a quarter)")
     ap.add_argument("--work", default=os.path.join(ROOT, ".data", "frontier"))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "frontier"))
@@ -378,7 +384,7 @@ def main():
     if not a.skip_train:
         extra = a.ours_extra.split() if a.ours_extra else []
         for t in targets:
-            r = ours(base_onnx, a.fmnist, t, a.epochs, a.seed, a.work, extra)
+            r = ours(base_onnx, a.fmnist, t, a.epochs, a.seed, a.work, extra, a.target_kind)
             if r:
                 rows.append(r)
         for spec in [p for p in a.peers.split(",") if p and p != "none"]:
@@ -387,6 +393,8 @@ def main():
             for t in targets if at == "all" else [float(x) for x in at.split("+")]:
                 rows.append(peer(model, X, Y, t, macs0, imp, scope == "global", a.epochs, a.lr, a.seed, a.work))
         json.dump(rows, open(state, "w"), indent=1)
+        if a.train_only:
+            return
     # measurement, all models in one sitting
     base = {"macs": macs0, "top1": top1(base_onnx, VX, VY)}
     log(f"original: top-1 {base['top1']:.4f}")

@@ -64,6 +64,11 @@ impl Plan {
                     "target latency {t} must lie in (0, 1)"
                 )));
             }
+            if opts.runtime.kind == crate::runtime::Kind::Tract {
+                return Err(Error::Invalid(
+                    "a latency target is timed in ONNX Runtime: it cannot be used with runtime tract".into(),
+                ));
+            }
             if opts.latency_batch == 0 {
                 return Err(Error::Invalid("latency batch 0: give at least 1".into()));
             }

@@ -7,13 +7,12 @@
 //! prediction when a run asks for a latency target.
 
 use crate::error::{Error, Result};
-use crate::graph::tensor::dtype;
-use crate::graph::{shape, Attr, Dim, Graph, Node, Opset, Preserved, Tensor, ValueInfo};
+use crate::graph::build::Builder;
+use crate::graph::{shape, Attr, Graph, Node};
 use crate::measure::inputs;
 use crate::prune::plan::Plan;
 use crate::prune::predict::ConvShape;
 use crate::runtime::{self, time_runs};
-use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -296,42 +295,25 @@ fn single_conv(
     groups: usize,
     kernel: &[usize],
 ) -> Graph {
-    let cin = input[1];
-    let mut shape = vec![cout, cin / groups.max(1)];
+    let dims: Vec<i64> = input.iter().map(|&d| d as i64).collect();
+    let mut b = Builder::new("x", &dims, 7);
+    let mut shape = vec![cout, input[1] / groups.max(1)];
     shape.extend_from_slice(kernel);
-    let n: usize = shape.iter().product();
-    let scale = (1.0 / (n / cout.max(1)).max(1) as f32).sqrt();
-    let w = inputs::normal(&shape, 7).mapv(|v| v * scale);
-    let mut node = Node::new("Conv", "conv", &["x", "w", "b"], &["y"]);
-    for (k, v) in &conv.attrs {
-        node.set_attr(k, v.clone());
-    }
-    node.set_attr("group", Attr::Int(groups as i64));
-    let relu = Node::new("Relu", "relu", &["y"], &["z"]);
-    let mut g = Graph {
-        name: "latency_probe".into(),
-        nodes: vec![node, relu],
-        inputs: vec![ValueInfo::tensor(
-            "x",
-            dtype::FLOAT,
-            input.iter().map(|&d| Dim::Fixed(d as i64)).collect(),
-        )],
-        outputs: vec![ValueInfo::tensor("z", dtype::FLOAT, vec![])],
-        value_info: Vec::new(),
-        initializers: Default::default(),
-        opsets: vec![Opset {
-            domain: String::new(),
-            version: 17,
-        }],
-        ir_version: 8,
-        producer_name: "sss-onnx".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        metadata: Vec::new(),
-        shell: Preserved::default(),
-    };
-    g.initializers.insert("w".into(), Tensor::F32(w));
-    g.initializers
-        .insert("b".into(), Tensor::F32(ArrayD::zeros(IxDyn(&[cout]))));
+    let fan_in: usize = shape[1..].iter().product();
+    let w = b.weight("w", &shape, (1.0 / fan_in.max(1) as f32).sqrt());
+    let bias = b.weight("b", &[cout], 0.1);
+    let attrs = conv
+        .attrs
+        .iter()
+        .filter(|(k, _)| k != "group")
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .chain([("group", Attr::Int(groups as i64))])
+        .collect();
+    let y = b.node("Conv", &["x", &w, &bias], attrs);
+    let z = b.relu(&y);
+    let mut g = b.finish(&z);
+    // the output is the conv's 4-D value, not a classifier's
+    g.outputs[0].shape = None;
     g
 }
 
@@ -360,10 +342,12 @@ pub fn measure(
 ) -> Result<LatencyTable> {
     let (kind, why) = runtime::resolve(opts.kind);
     if kind != runtime::Kind::Ort {
-        return Err(Error::Invalid(format!(
-            "a latency target is measured in ONNX Runtime, which is not available{}",
-            why.map(|w| format!(" ({w})")).unwrap_or_default()
-        )));
+        return Err(Error::Invalid(match why {
+            Some(w) => {
+                format!("a latency target is timed in ONNX Runtime, which is not available ({w})")
+            }
+            None => "a latency target is timed in ONNX Runtime, and the run asks for tract".into(),
+        }));
     }
     let ort = runtime::Options {
         kind: runtime::Kind::Ort,
