@@ -317,7 +317,7 @@ impl Trainer {
         if self.lock_step().is_some_and(|l| self.start_step >= l) {
             self.lock().map_err(e)?;
             self.locked_at = self.lock_step();
-        } else if self.cfg.target_macs.is_some() {
+        } else if self.cfg.target_macs.is_some() && self.cfg.selection == Selection::Budget {
             while self.budget_due(self.start_step.saturating_sub(1)).is_some() {
                 self.cuts += 1;
             }
