@@ -525,6 +525,7 @@ fn settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Val
         "lock_at": cfg.lock_at,
         "rank": cfg.rank,
         "budget_steps": cfg.budget_steps,
+        "selection": cfg.selection,
         "blocks_first": cfg.blocks_first,
         "steps": cfg.steps,
         "batch_size": cfg.batch,
