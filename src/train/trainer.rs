@@ -399,10 +399,13 @@ impl Trainer {
             return Ok((1.0, 0, 0));
         }
         let (g, zeros, total) = self.pattern(0)?;
-        let p = plan::plan(&g)?;
-        let facts = shape::infer_strict(&g, 1)?;
-        let macs = predict::predict(&g, &facts, &p).macs;
-        Ok((macs as f64 / self.base_macs.max(1) as f64, zeros, total))
+        Ok((self.macs_ratio_of(&g, &plan::plan(&g)?)?, zeros, total))
+    }
+
+    /// The MACs gate values `g` (with plan `p`) imply, over the original's.
+    fn macs_ratio_of(&self, g: &crate::graph::Graph, p: &plan::Plan) -> Result<f64> {
+        let facts = shape::infer_strict(g, 1)?;
+        Ok(predict::predict(g, &facts, p).macs as f64 / self.base_macs.max(1) as f64)
     }
 
     /// The predicted latency over the original's, when a table is set.
@@ -423,10 +426,7 @@ impl Trainer {
         let p = plan::plan(g)?;
         Ok(match &self.cfg.latency {
             Some(table) => table.ratio(&predict::conv_shapes(g, &p)),
-            None => {
-                let facts = shape::infer_strict(g, 1)?;
-                predict::predict(g, &facts, &p).macs as f64 / self.base_macs.max(1) as f64
-            }
+            None => self.macs_ratio_of(g, &p)?,
         })
     }
 
