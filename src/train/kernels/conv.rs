@@ -7,6 +7,7 @@
 
 use super::direct3x3;
 use super::im2col::{col2im, im2col};
+use super::sgemm::{self, Operand, PackedA, Term};
 use super::{contiguous, custom_op, gemm_rm, Elem, Geometry};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -53,6 +54,7 @@ fn forward<T: Elem>(
         return Ok((CpuStorage::F32(y), shape));
     }
     let pointwise = g.is_pointwise();
+    let packed = packed_weights(op, w, false);
     let mut y = vec![T::default(); n * op.cout * ll];
     y.par_chunks_mut(op.cout * ll).enumerate().for_each_init(
         || vec![T::default(); if pointwise { 0 } else { kg * ll }],
@@ -60,22 +62,43 @@ fn forward<T: Elem>(
             let xb = &x[b * g.c * g.h * g.w..(b + 1) * g.c * g.h * g.w];
             for grp in 0..op.groups {
                 let cols = columns(&g, xb, grp * cg, cg, buf);
+                let yg = &mut yb[grp * og * ll..(grp + 1) * og * ll];
+                if let Some(p) = &packed {
+                    if let (Some(c), Some(d)) = (T::as_f32(cols), T::as_f32_mut(yg)) {
+                        let b = Operand::new(c, kg, ll, false);
+                        sgemm::sgemm_packed(ll, d, &p[grp], b, false);
+                        continue;
+                    }
+                }
                 let wg = &w[grp * og * kg..(grp + 1) * og * kg];
-                gemm_rm(
-                    og,
-                    ll,
-                    kg,
-                    &mut yb[grp * og * ll..(grp + 1) * og * ll],
-                    wg,
-                    false,
-                    cols,
-                    false,
-                    false,
-                );
+                gemm_rm(og, ll, kg, yg, wg, false, cols, false, false);
             }
         },
     );
     Ok((T::to_cpu_storage_owned(y), shape))
+}
+
+/// Each group's weights packed once for the SGEMM (f32 on AVX-512): every
+/// image multiplies the same filters, so packing them per image (what a
+/// plain GEMM call does) costs as much as the product on 7×7 planes.
+/// `transposed` packs Wᵀ, the input gradient's left operand.
+fn packed_weights<T: Elem>(op: &Conv2d, w: &[T], transposed: bool) -> Option<Vec<PackedA>> {
+    let w = T::as_f32(w)?;
+    if !sgemm::available() {
+        return None;
+    }
+    let (_, kg, og, _) = op.dims();
+    let packed = (0..op.groups)
+        .map(|grp| {
+            let wg = &w[grp * og * kg..(grp + 1) * og * kg];
+            if transposed {
+                PackedA::new(kg, og, Operand::new(wg, kg, og, true))
+            } else {
+                PackedA::new(og, kg, Operand::new(wg, og, kg, false))
+            }
+        })
+        .collect();
+    Some(packed)
 }
 
 /// The column matrix of channels `c0..c0+cn` of one image: the image
@@ -144,6 +167,7 @@ fn grad_input<T: Elem>(
         return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
     }
     let pointwise = g.is_pointwise();
+    let packed = packed_weights(op, w, true);
     let mut dx = vec![T::default(); n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each_init(
         || vec![T::default(); if pointwise { 0 } else { kg * ll }],
@@ -151,6 +175,7 @@ fn grad_input<T: Elem>(
             let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
             for grp in 0..op.groups {
                 let wg = &w[grp * og * kg..(grp + 1) * og * kg];
+                let dyg = &dyb[grp * og * ll..(grp + 1) * og * ll];
                 // cols[kg×ll] = Wgᵀ[kg×og] · dy_g[og×ll]; a pointwise
                 // conv's columns are the input gradient itself
                 let dst = if pointwise {
@@ -158,17 +183,16 @@ fn grad_input<T: Elem>(
                 } else {
                     &mut cols[..]
                 };
-                gemm_rm(
-                    kg,
-                    ll,
-                    og,
-                    dst,
-                    wg,
-                    true,
-                    &dyb[grp * og * ll..(grp + 1) * og * ll],
-                    false,
-                    false,
-                );
+                let fast = match (&packed, T::as_f32(dyg)) {
+                    (Some(p), Some(d)) => T::as_f32_mut(dst).map(|c| {
+                        let b = Operand::new(d, og, ll, false);
+                        sgemm::sgemm_packed(ll, c, &p[grp], b, false)
+                    }),
+                    _ => None,
+                };
+                if fast.is_none() {
+                    gemm_rm(kg, ll, og, dst, wg, true, dyg, false, false);
+                }
                 if !pointwise {
                     col2im(&g, cols, grp * cg, cg, dxb);
                 }
@@ -218,29 +242,67 @@ fn grad_filter<T: Elem>(
             .collect();
         return Ok((CpuStorage::F32(sum_partials(partial, wlen)), shape));
     }
-    // one accumulator per worker, summed at the end
+    // one accumulator per worker, summed at the end; with the SGEMM, short
+    // planes put several images into one product's depth, so the
+    // accumulator is read and written once per slab rather than per image
+    let fast = T::as_f32(x).is_some() && sgemm::available();
+    let group = if fast {
+        sgemm::KC.div_ceil(ll).clamp(1, 16).min(per)
+    } else {
+        1
+    };
     let partial: Vec<Vec<T>> = (0..n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![T::default(); wlen];
-            let mut buf = vec![T::default(); if g.is_pointwise() { 0 } else { kg * ll }];
-            for b in t * per..((t + 1) * per).min(n) {
-                let xb = &x[b * plane..(b + 1) * plane];
-                let dyb = &dy[b * op.cout * ll..(b + 1) * op.cout * ll];
+            let len = if g.is_pointwise() { 0 } else { kg * ll };
+            let mut bufs: Vec<Vec<T>> = (0..group).map(|_| vec![T::default(); len]).collect();
+            let (first, end) = (t * per, ((t + 1) * per).min(n));
+            for b0 in (first..end).step_by(group) {
+                let images = b0..(b0 + group).min(end);
                 for grp in 0..op.groups {
-                    let cols = columns(&g, xb, grp * cg, cg, &mut buf);
-                    // dW_g[og×kg] += dy_g[og×ll] · colsᵀ[ll×kg]
-                    gemm_rm(
-                        og,
-                        kg,
-                        ll,
-                        &mut dw[grp * og * kg..(grp + 1) * og * kg],
-                        &dyb[grp * og * ll..(grp + 1) * og * ll],
-                        false,
-                        cols,
-                        true,
-                        true,
-                    );
+                    let cols: Vec<&[T]> = bufs
+                        .iter_mut()
+                        .zip(images.clone())
+                        .map(|(buf, b)| {
+                            columns(&g, &x[b * plane..(b + 1) * plane], grp * cg, cg, buf)
+                        })
+                        .collect();
+                    let dyg = |b: usize| {
+                        let at = (b * op.cout + grp * og) * ll;
+                        &dy[at..at + og * ll]
+                    };
+                    let dwg = &mut dw[grp * og * kg..(grp + 1) * og * kg];
+                    // dW_g[og×kg] += Σ dy_g[og×ll] · colsᵀ[ll×kg]
+                    let terms: Option<Vec<Term>> = cols
+                        .iter()
+                        .zip(images.clone())
+                        .map(|(c, b)| {
+                            Some(Term {
+                                a: Operand::new(T::as_f32(dyg(b))?, og, ll, false),
+                                b: Operand::new(T::as_f32(c)?, ll, kg, true),
+                                k: ll,
+                            })
+                        })
+                        .collect();
+                    match (terms, T::as_f32_mut(dwg)) {
+                        (Some(terms), Some(d)) if fast => sgemm::sgemm_sum(og, kg, d, &terms, true),
+                        (_, _) => {
+                            for (c, b) in cols.iter().zip(images.clone()) {
+                                gemm_rm(
+                                    og,
+                                    kg,
+                                    ll,
+                                    &mut dw[grp * og * kg..(grp + 1) * og * kg],
+                                    dyg(b),
+                                    false,
+                                    c,
+                                    true,
+                                    true,
+                                );
+                            }
+                        }
+                    }
                 }
             }
             dw

@@ -11,6 +11,7 @@ pub mod direct3x3;
 pub mod im2col;
 pub mod maxpool;
 pub mod profile;
+pub mod sgemm;
 pub mod slice;
 
 /// Geometry of a 2-D sliding window.
@@ -106,10 +107,11 @@ pub trait Elem:
     fn is_nan(self) -> bool;
     /// The slice as f32 when that is the type (for the f32-only kernels).
     fn as_f32(s: &[Self]) -> Option<&[f32]>;
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! elem {
-    ($t:ty, $as_f32:expr) => {
+    ($t:ty, $as_f32:expr, $as_f32_mut:expr) => {
         impl Elem for $t {
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
@@ -120,11 +122,14 @@ macro_rules! elem {
             fn as_f32(s: &[Self]) -> Option<&[f32]> {
                 $as_f32(s)
             }
+            fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
+            }
         }
     };
 }
-elem!(f32, Some);
-elem!(f64, |_| None);
+elem!(f32, Some, Some);
+elem!(f64, |_| None, |_| None);
 
 /// Independent partial sums per reduction: enough that the adds of
 /// consecutive elements do not wait on each other and the loop vectorises.
@@ -166,6 +171,18 @@ pub(crate) fn gemm_rm<T: Elem>(
     accumulate: bool,
 ) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    if sgemm::available() {
+        if let (Some(l), Some(r)) = (T::as_f32(lhs), T::as_f32(rhs)) {
+            if let Some(d) = T::as_f32_mut(dst) {
+                let (a, b) = (
+                    sgemm::Operand::new(l, m, k, lhs_t),
+                    sgemm::Operand::new(r, k, n, rhs_t),
+                );
+                sgemm::sgemm(m, n, k, d, a, b, accumulate);
+                return;
+            }
+        }
+    }
     let (lrs, lcs) = if lhs_t {
         (1, m as isize)
     } else {

@@ -1,0 +1,104 @@
+//! Single-thread throughput (GMAC/s) of our AVX-512 SGEMM against the
+//! `gemm` crate on the products a ResNet-50 step at 224×224 asks for (per
+//! image: forward, input gradient, filter gradient of a few convs), side by
+//! side in one run:
+//!
+//!     cargo bench --bench sgemm
+
+use sss_onnx::train::kernels::sgemm::{self, Operand};
+use std::time::Instant;
+
+fn rate(macs: f64, mut f: impl FnMut()) -> f64 {
+    let reps = (1e9 / macs).max(2.0) as usize;
+    f();
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+#[allow(clippy::too_many_arguments)]
+fn crate_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    a: &[f32],
+    at: bool,
+    b: &[f32],
+    bt: bool,
+    acc: bool,
+) {
+    let (lrs, lcs) = if at { (1, m as isize) } else { (k as isize, 1) };
+    let (rrs, rcs) = if bt { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the buffers hold m×k, k×n and m×n floats
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.as_ptr(),
+            lcs,
+            lrs,
+            b.as_ptr(),
+            rcs,
+            rrs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn main() {
+    if !sgemm::available() {
+        println!("no AVX-512 on this CPU: nothing to compare");
+        return;
+    }
+    println!("| product | m×n×k | gemm crate GMAC/s | ours GMAC/s | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    // (what, m, n, k, lhs transposed, rhs transposed, accumulate)
+    let cases: &[(&str, usize, usize, usize, bool, bool, bool)] = &[
+        ("1×1 64→256 @56 fwd", 256, 3136, 64, false, false, false),
+        ("1×1 256→64 @56 fwd", 64, 3136, 256, false, false, false),
+        ("3×3 128 @28 fwd", 128, 784, 1152, false, false, false),
+        ("3×3 256 @14 fwd", 256, 196, 2304, false, false, false),
+        ("3×3 512 @7 fwd", 512, 49, 4608, false, false, false),
+        ("3×3 128 @28 dx", 1152, 784, 128, true, false, false),
+        ("3×3 512 @7 dx", 4608, 49, 512, true, false, false),
+        ("1×1 256→64 @56 dx", 256, 3136, 64, true, false, false),
+        ("3×3 128 @28 dw", 128, 1152, 784, false, true, true),
+        ("3×3 512 @7 dw", 512, 4608, 49, false, true, true),
+        ("1×1 64→256 @56 dw", 256, 64, 3136, false, true, true),
+    ];
+    for &(what, m, n, k, at, bt, acc) in cases {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * n];
+        let macs = (m * n * k) as f64;
+        let theirs = rate(macs, || crate_gemm(m, n, k, &mut c, &a, at, &b, bt, acc));
+        let ours = rate(macs, || {
+            sgemm::sgemm(
+                m,
+                n,
+                k,
+                &mut c,
+                Operand::new(&a, m, k, at),
+                Operand::new(&b, k, n, bt),
+                acc,
+            )
+        });
+        println!(
+            "| {what} | {m}×{n}×{k} | {theirs:.1} | {ours:.1} | {:.2} |",
+            ours / theirs
+        );
+    }
+}
