@@ -40,9 +40,17 @@ fn main() {
             (64, 64, 8, 1),
             (16, 32, 32, 2),
             (32, 64, 16, 2),
+            // torchvision ResNet stages (AVX-512 only: lane masks per
+            // vector on 56-, 28- and 14-wide rows)
+            (64, 64, 56, 1),
+            (128, 128, 28, 1),
+            (256, 256, 14, 1),
+            (128, 256, 28, 2),
         ] {
             let g = Geometry::new(cin, h, h, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
-            let plan = Plan::with_isa(&g, isa).expect("a direct shape");
+            let Some(plan) = Plan::with_isa(&g, isa) else {
+                continue;
+            };
             let out = cout * plan.oh * plan.ow;
             let x: Vec<f32> = (0..cin * h * h).map(|i| (i % 7) as f32 * 0.1).collect();
             let w: Vec<f32> = (0..cout * cin * 9).map(|i| (i % 5) as f32 * 0.01).collect();

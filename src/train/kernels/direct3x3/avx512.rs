@@ -14,7 +14,7 @@ pub(super) unsafe fn conv(
     cout: usize,
     y: *mut f32,
 ) {
-    let vectors = plan.oh * plan.ow / 16;
+    let vectors = plan.vectors();
     for b in 0..cout.div_ceil(OT) {
         let wb = &wt[b * cin * 9 * OT..(b + 1) * cin * 9 * OT];
         in_runs(vectors, PT, |j, whole| {
@@ -61,11 +61,19 @@ unsafe fn tile<const P: usize>(
         }
     }
     let hw = plan.oh * plan.ow;
+    // a partial last vector (irregular plans) stores its lanes inside
+    let inside: [u16; P] = std::array::from_fn(|p| {
+        if plan.irregular() {
+            plan.lane_masks(j + p)[3]
+        } else {
+            0xffff
+        }
+    });
     for (k, row) in acc.iter().enumerate() {
         let o = b * OT + k;
         if o < cout {
             for (p, v) in row.iter().enumerate() {
-                _mm512_storeu_ps(y.add(o * hw + 16 * (j + p)), *v);
+                _mm512_mask_storeu_ps(y.add(o * hw + 16 * (j + p)), inside[p], *v);
             }
         }
     }
@@ -87,9 +95,17 @@ pub(super) unsafe fn grad_filter(
     // of its own (worked out per vector, they cost the 8×8 shapes 20 %;
     // a table per period of vectors for 32-wide rows cost more than it
     // saved)
+    // other widths read each vector's masks from a table worked out once
+    let table: Vec<[u16; 4]> = if plan.irregular() {
+        (0..plan.vectors()).map(|j| plan.lane_masks(j)).collect()
+    } else {
+        Vec::new()
+    };
     let mut o = 0;
     while o + OF <= cout {
-        if plan.ow <= 16 {
+        if plan.irregular() {
+            filter_table::<OF>(plan, &table, xp, cin, dy, cout, images, o, dw);
+        } else if plan.ow <= 16 {
             filter_rows::<OF, true>(plan, xp, cin, dy, cout, images, o, dw);
         } else {
             filter_rows::<OF, false>(plan, xp, cin, dy, cout, images, o, dw);
@@ -97,7 +113,11 @@ pub(super) unsafe fn grad_filter(
         o += OF;
     }
     while o < cout {
-        filter_rows::<1, false>(plan, xp, cin, dy, cout, images, o, dw);
+        if plan.irregular() {
+            filter_table::<1>(plan, &table, xp, cin, dy, cout, images, o, dw);
+        } else {
+            filter_rows::<1, false>(plan, xp, cin, dy, cout, images, o, dw);
+        }
         o += 1;
     }
 }
@@ -140,6 +160,57 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
                     let mut ds = [_mm512_setzero_ps(); O];
                     for (k, d) in ds.iter_mut().enumerate() {
                         *d = _mm512_loadu_ps(di.add(k * hw + 16 * j));
+                    }
+                    for kx in 0..3 {
+                        let xv = _mm512_maskz_loadu_ps(masks[kx], xc.add(16 * j + taps[kx]));
+                        for k in 0..O {
+                            acc[k][kx] = _mm512_fmadd_ps(ds[k], xv, acc[k][kx]);
+                        }
+                    }
+                }
+            }
+            for (k, a) in acc.iter().enumerate() {
+                let at = ((o0 + k) * cin + c) * 9 + ky * 3;
+                for kx in 0..3 {
+                    dw[at + kx] += _mm512_reduce_add_ps(a[kx]);
+                }
+            }
+        }
+    }
+}
+
+/// [`filter_rows`] for irregular plans: masks from `table` (one per vector,
+/// [`Plan::lane_masks`]), the output gradient of a partial last vector
+/// loaded masked so lanes past the plane add nothing.
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn filter_table<const O: usize>(
+    plan: &Plan,
+    table: &[[u16; 4]],
+    xp: &[f32],
+    cin: usize,
+    dy: &[f32],
+    cout: usize,
+    images: usize,
+    o0: usize,
+    dw: &mut [f32],
+) {
+    let hw = plan.oh * plan.ow;
+    for c in 0..cin {
+        for ky in 0..3 {
+            let taps = [
+                plan.taps[ky * 3],
+                plan.taps[ky * 3 + 1],
+                plan.taps[ky * 3 + 2],
+            ];
+            let mut acc = [[_mm512_setzero_ps(); 3]; O];
+            for i in 0..images {
+                let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
+                let di = dy.as_ptr().add((i * cout + o0) * hw);
+                for (j, masks) in table.iter().enumerate() {
+                    let mut ds = [_mm512_setzero_ps(); O];
+                    for (k, d) in ds.iter_mut().enumerate() {
+                        *d = _mm512_maskz_loadu_ps(masks[3], di.add(k * hw + 16 * j));
                     }
                     for kx in 0..3 {
                         let xv = _mm512_maskz_loadu_ps(masks[kx], xc.add(16 * j + taps[kx]));

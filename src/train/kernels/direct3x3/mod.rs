@@ -197,9 +197,11 @@ impl Plan {
     /// column ox − 1, 1: even ox, 2: odd ox).
     fn runs(h: usize, w: usize, stride: usize) -> Option<Plan> {
         let (oh, ow) = (h / stride, w / stride);
-        // a 16-lane vector is whole rows or part of one
-        let fits = (ow == 8 || ow.is_multiple_of(16)) && (oh * ow).is_multiple_of(16);
-        if !fits {
+        // other widths work out each vector's lane masks (see lane_masks);
+        // a last vector mostly off the plane wastes most of its lanes, so
+        // small odd planes (under 8 vectors) stay with im2col
+        let regular = (ow == 8 || ow.is_multiple_of(16)) && (oh * ow).is_multiple_of(16);
+        if !regular && oh * ow < 128 {
             return None;
         }
         let plan = |channel, taps| Plan {
@@ -247,6 +249,10 @@ impl Plan {
     #[inline(always)]
     fn edge_masks(&self, j: usize) -> [u16; 3] {
         let ow = self.ow;
+        if self.irregular() {
+            let m = self.lane_masks(j);
+            return [m[0], m[1], m[2]];
+        }
         let (first, last) = if ow == 8 {
             (0x0101, 0x8080)
         } else {
@@ -258,6 +264,42 @@ impl Plan {
         };
         let last = if self.stride == 1 { last } else { 0 };
         [!first, 0xffff, !last]
+    }
+
+    /// AVX-512: whether vectors do not line up with rows the two ways the
+    /// fast mask rules assume (8-wide rows two a vector, or rows a whole
+    /// number of vectors, and no partial last vector).
+    #[inline(always)]
+    pub(super) fn irregular(&self) -> bool {
+        !((self.ow == 8 || self.ow.is_multiple_of(16)) && (self.oh * self.ow).is_multiple_of(16))
+    }
+
+    /// AVX-512 output vectors per plane (the last may be partial).
+    pub(super) fn vectors(&self) -> usize {
+        (self.oh * self.ow).div_ceil(16)
+    }
+
+    /// AVX-512, output vector j of any width, lane by lane: the masks of
+    /// column taps kx 0, 1, 2 (as [`Plan::edge_masks`]) and, last, the
+    /// lanes inside the output plane; every mask leaves out lanes past it.
+    pub(super) fn lane_masks(&self, j: usize) -> [u16; 4] {
+        let (ow, hw, start) = (self.ow, self.oh * self.ow, 16 * j);
+        let inside = if start + 16 <= hw {
+            0xffff
+        } else {
+            ((1u32 << hw.saturating_sub(start)) - 1) as u16
+        };
+        let (mut first, mut last) = (0u16, 0u16);
+        for l in 0..16 {
+            let col = (start + l) % ow;
+            if col == 0 {
+                first |= 1 << l;
+            }
+            if col == ow - 1 && self.stride == 1 {
+                last |= 1 << l;
+            }
+        }
+        [!first & inside, inside, !last & inside, inside]
     }
 
     /// Padded buffer length for c channels.
@@ -605,6 +647,15 @@ mod tests {
             (6, 9, 4, 64, 1),
             (7, 8, 2, 16, 1),
             (2, 3, 4, 32, 2),
+            // AVX-512, other widths (lane masks worked out per vector): 12
+            // and 28 wide (edges anywhere in a vector), 14×14 and 13×13
+            // (a partial last vector, runs of tiles plus singles), stride 2
+            // to 14×14
+            (3, 6, 12, 12, 1),
+            (4, 10, 28, 28, 1),
+            (5, 9, 14, 14, 1),
+            (2, 3, 13, 13, 1),
+            (4, 5, 28, 28, 2),
         ] {
             let what = format!("{isa:?} cin {cin} cout {cout} {h}×{wd} stride {s}");
             let Some(pl) = plan(isa, cin, h, wd, s) else {
