@@ -33,6 +33,8 @@ fn taps(
 
 /// The winning index of every output of one plane (`usize::MAX` for a
 /// window wholly outside the image), the first one on ties, NaN winning.
+/// The window starts from its first tap and the rest are chosen without
+/// branches: a forward pass over every tap of a 224×224 stem's output.
 fn winners<T: Elem>(
     g: &Geometry,
     rows: &[Vec<usize>],
@@ -41,20 +43,29 @@ fn winners<T: Elem>(
     out: &mut [usize],
 ) {
     for (oy, row) in rows.iter().enumerate() {
-        for (ox, col) in cols.iter().enumerate() {
-            let mut best = usize::MAX;
-            let mut bv = T::neg_infinity();
+        let dst = &mut out[oy * g.ow..(oy + 1) * g.ow];
+        let (Some(&first_row), false) = (row.first(), cols.is_empty()) else {
+            dst.fill(usize::MAX);
+            continue;
+        };
+        for (d, col) in dst.iter_mut().zip(cols) {
+            let Some(&first_col) = col.first() else {
+                *d = usize::MAX;
+                continue;
+            };
+            let mut best = first_row * g.w + first_col;
+            let mut bv = xp[best];
             for &iy in row {
                 let line = &xp[iy * g.w..(iy + 1) * g.w];
                 for &ix in col {
                     let v = line[ix];
-                    if best == usize::MAX || v > bv || (v.is_nan() && !bv.is_nan()) {
-                        best = iy * g.w + ix;
-                        bv = v;
-                    }
+                    // strictly greater, or the first NaN
+                    let take = v > bv || (v.is_nan() && !bv.is_nan());
+                    best = if take { iy * g.w + ix } else { best };
+                    bv = if take { v } else { bv };
                 }
             }
-            out[oy * g.ow + ox] = best;
+            *d = best;
         }
     }
 }
@@ -209,6 +220,26 @@ mod tests {
 
     /// The generic (any-device) path against the CPU kernel: same values,
     /// same gradient, on windows with padding, stride and a ragged edge.
+    /// Ties go to the first tap in reading order (a ReLU's zeros tie
+    /// everywhere), NaN wins over any number, the first NaN over later ones.
+    #[test]
+    fn winners_take_the_first_tie_and_nan() {
+        let g = Geometry::new(1, 4, 4, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]);
+        let rows = taps(g.oh, g.h, g.kh, g.sh, g.ph, g.dh);
+        let cols = taps(g.ow, g.w, g.kw, g.sw, g.pw, g.dw);
+        let mut win = vec![0usize; 4];
+        let mut x = vec![1f32; 16];
+        winners(&g, &rows, &cols, &x, &mut win);
+        assert_eq!(win, [0, 1, 4, 5]);
+        x[10] = 2.0;
+        winners(&g, &rows, &cols, &x, &mut win);
+        assert_eq!(win, [0, 1, 4, 10]);
+        x[6] = f32::NAN;
+        x[7] = f32::NAN;
+        winners(&g, &rows, &cols, &x, &mut win);
+        assert_eq!(win, [0, 6, 4, 6]);
+    }
+
     #[test]
     fn generic_max_pool_matches_the_cpu_kernel() {
         for (h, k, s, p) in [(9, 3, 2, 1), (8, 3, 2, 1), (7, 2, 2, 0), (6, 3, 1, 1)] {
