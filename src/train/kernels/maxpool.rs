@@ -31,7 +31,7 @@ fn taps(
         .collect()
 }
 
-/// The winning index of every output of one plane (`usize::MAX` for a
+/// The winning index of every output of one plane (`u32::MAX` for a
 /// window wholly outside the image), the first one on ties, NaN winning.
 /// The window starts from its first tap and the rest are chosen without
 /// branches: a forward pass over every tap of a 224×224 stem's output.
@@ -40,32 +40,106 @@ fn winners<T: Elem>(
     rows: &[Vec<usize>],
     cols: &[Vec<usize>],
     xp: &[T],
-    out: &mut [usize],
+    out: &mut [u32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = T::as_f32(xp) {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; rows hold in-image row indices.
+            unsafe { avx512::winners(g, rows, x, out) };
+            return;
+        }
+    }
+    scalar_winners(g, rows, cols, xp, out)
+}
+
+/// [`winners`] one output at a time (any element type or CPU).
+fn scalar_winners<T: Elem>(
+    g: &Geometry,
+    rows: &[Vec<usize>],
+    cols: &[Vec<usize>],
+    xp: &[T],
+    out: &mut [u32],
 ) {
     for (oy, row) in rows.iter().enumerate() {
         let dst = &mut out[oy * g.ow..(oy + 1) * g.ow];
         let (Some(&first_row), false) = (row.first(), cols.is_empty()) else {
-            dst.fill(usize::MAX);
+            dst.fill(u32::MAX);
             continue;
         };
         for (d, col) in dst.iter_mut().zip(cols) {
             let Some(&first_col) = col.first() else {
-                *d = usize::MAX;
+                *d = u32::MAX;
                 continue;
             };
-            let mut best = first_row * g.w + first_col;
-            let mut bv = xp[best];
+            let mut best = (first_row * g.w + first_col) as u32;
+            let mut bv = xp[best as usize];
             for &iy in row {
                 let line = &xp[iy * g.w..(iy + 1) * g.w];
                 for &ix in col {
                     let v = line[ix];
                     // strictly greater, or the first NaN
                     let take = v > bv || (v.is_nan() && !bv.is_nan());
-                    best = if take { iy * g.w + ix } else { best };
+                    best = if take { (iy * g.w + ix) as u32 } else { best };
                     bv = if take { v } else { bv };
                 }
             }
             *d = best;
+        }
+    }
+}
+
+/// 16 outputs of a row at a time, each tap a masked gather.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Geometry;
+    use std::arch::x86_64::*;
+
+    /// [`super::winners`] for f32: per lane the same choice (first valid
+    /// tap, then strictly greater or the first NaN), in reading order.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn winners(g: &Geometry, rows: &[Vec<usize>], x: &[f32], out: &mut [u32]) {
+        let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let (w, ow) = (g.w as i32, g.ow);
+        let width = _mm512_set1_epi32(w);
+        for (oy, row) in rows.iter().enumerate() {
+            for ox in (0..ow).step_by(16) {
+                let inside: __mmask16 = ((1u32 << (ow - ox).min(16)) - 1) as __mmask16;
+                // input column of tap kx = 0 for each lane
+                let col0 = _mm512_sub_epi32(
+                    _mm512_mullo_epi32(
+                        _mm512_add_epi32(lane, _mm512_set1_epi32(ox as i32)),
+                        _mm512_set1_epi32(g.sw as i32),
+                    ),
+                    _mm512_set1_epi32(g.pw as i32),
+                );
+                let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+                let mut index = _mm512_set1_epi32(-1);
+                let mut seen: __mmask16 = 0;
+                for &iy in row {
+                    let line = _mm512_set1_epi32(iy as i32 * w);
+                    for kx in 0..g.kw {
+                        let col = _mm512_add_epi32(col0, _mm512_set1_epi32((kx * g.dw) as i32));
+                        let valid = inside
+                            & _mm512_cmpge_epi32_mask(col, _mm512_setzero_si512())
+                            & _mm512_cmplt_epi32_mask(col, width);
+                        let at = _mm512_add_epi32(line, col);
+                        let v = _mm512_mask_i32gather_ps::<4>(best, valid, at, x.as_ptr());
+                        let greater = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, v, best);
+                        let nan = _mm512_mask_cmp_ps_mask::<_CMP_UNORD_Q>(valid, v, v)
+                            & !_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
+                        let take = greater | nan | (valid & !seen);
+                        best = _mm512_mask_mov_ps(best, take, v);
+                        index = _mm512_mask_mov_epi32(index, take, at);
+                        seen |= valid;
+                    }
+                }
+                _mm512_mask_storeu_epi32(
+                    out.as_mut_ptr().add(oy * ow + ox) as *mut i32,
+                    inside,
+                    index,
+                );
+            }
         }
     }
 }
@@ -76,14 +150,14 @@ fn per_plane<T: Elem, U: Send>(
     x: &[T],
     out: &mut [U],
     chunk: usize,
-    f: impl Fn(usize, &[T], &[usize], &mut [U]) + Sync,
+    f: impl Fn(usize, &[T], &[u32], &mut [U]) + Sync,
 ) {
     use rayon::prelude::*;
     let rows = taps(g.oh, g.h, g.kh, g.sh, g.ph, g.dh);
     let cols = taps(g.ow, g.w, g.kw, g.sw, g.pw, g.dw);
     let plane = g.h * g.w;
     out.par_chunks_mut(chunk).enumerate().for_each_init(
-        || vec![0usize; g.oh * g.ow],
+        || vec![0u32; g.oh * g.ow],
         |win, (p, o)| {
             let xp = &x[p * plane..(p + 1) * plane];
             winners(&g, &rows, &cols, xp, win);
@@ -99,8 +173,8 @@ fn forward<T: Elem>(g: Geometry, s: &CpuStorage, l: &Layout) -> Result<(CpuStora
     let mut out = vec![T::neg_infinity(); n * g.c * oplane];
     per_plane(g, x, &mut out, oplane, |_, xp, win, o| {
         for (y, &i) in o.iter_mut().zip(win) {
-            if i != usize::MAX {
-                *y = xp[i];
+            if i != u32::MAX {
+                *y = xp[i as usize];
             }
         }
     });
@@ -124,8 +198,8 @@ fn backward<T: Elem>(
     per_plane(g, x, &mut dx, plane, |p, _, win, d| {
         let dyp = &dy[p * oplane..(p + 1) * oplane];
         for (&i, &v) in win.iter().zip(dyp) {
-            if i != usize::MAX {
-                d[i] += v;
+            if i != u32::MAX {
+                d[i as usize] += v;
             }
         }
     });
@@ -227,7 +301,7 @@ mod tests {
         let g = Geometry::new(1, 4, 4, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]);
         let rows = taps(g.oh, g.h, g.kh, g.sh, g.ph, g.dh);
         let cols = taps(g.ow, g.w, g.kw, g.sw, g.pw, g.dw);
-        let mut win = vec![0usize; 4];
+        let mut win = vec![0u32; 4];
         let mut x = vec![1f32; 16];
         winners(&g, &rows, &cols, &x, &mut win);
         assert_eq!(win, [0, 1, 4, 5]);
@@ -238,6 +312,32 @@ mod tests {
         x[7] = f32::NAN;
         winners(&g, &rows, &cols, &x, &mut win);
         assert_eq!(win, [0, 6, 4, 6]);
+    }
+
+    /// The vector path against the scalar one on a stem-sized plane full of
+    /// ties (values on a coarse grid) with a few NaNs, over the window
+    /// shapes ResNets use and an odd one.
+    #[test]
+    fn vector_winners_match_the_scalar_ones() {
+        for (h, k, s, p) in [
+            (37, 3, 2, 1),
+            (36, 3, 2, 1),
+            (35, 2, 2, 0),
+            (33, 3, 1, 1),
+            (40, 5, 3, 2),
+        ] {
+            let g = Geometry::new(1, h, h, [k, k], [s, s], [p, p, p, p], [1, 1]);
+            let rows = taps(g.oh, g.h, g.kh, g.sh, g.ph, g.dh);
+            let cols = taps(g.ow, g.w, g.kw, g.sw, g.pw, g.dw);
+            let mut x: Vec<f32> = (0..h * h).map(|i| ((i * 7919) % 5) as f32).collect();
+            for i in (0..h * h).step_by(97) {
+                x[i] = f32::NAN;
+            }
+            let (mut a, mut b) = (vec![0u32; g.oh * g.ow], vec![1u32; g.oh * g.ow]);
+            winners(&g, &rows, &cols, &x, &mut a);
+            scalar_winners(&g, &rows, &cols, &x, &mut b);
+            assert_eq!(a, b, "{h} {k} {s} {p}");
+        }
     }
 
     #[test]
