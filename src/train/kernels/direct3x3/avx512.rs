@@ -15,13 +15,24 @@ pub(super) unsafe fn conv(
     y: *mut f32,
 ) {
     let vectors = plan.vectors();
+    // every vector's masks worked out once a call, not once a tile
+    let table: Vec<[u16; 4]> = (0..vectors)
+        .map(|j| {
+            if plan.irregular() {
+                plan.lane_masks(j)
+            } else {
+                let m = plan.edge_masks(j);
+                [m[0], m[1], m[2], 0xffff]
+            }
+        })
+        .collect();
     for b in 0..cout.div_ceil(OT) {
         let wb = &wt[b * cin * 9 * OT..(b + 1) * cin * 9 * OT];
         in_runs(vectors, PT, |j, whole| {
             if whole {
-                tile::<PT>(plan, xp, cin, wb, b, cout, y, j)
+                tile::<PT>(plan, &table, xp, cin, wb, b, cout, y, j)
             } else {
-                tile::<1>(plan, xp, cin, wb, b, cout, y, j)
+                tile::<1>(plan, &table, xp, cin, wb, b, cout, y, j)
             }
         });
     }
@@ -32,6 +43,7 @@ pub(super) unsafe fn conv(
 #[inline(always)]
 unsafe fn tile<const P: usize>(
     plan: &Plan,
+    table: &[[u16; 4]],
     xp: &[f32],
     cin: usize,
     wb: &[f32],
@@ -40,7 +52,7 @@ unsafe fn tile<const P: usize>(
     y: *mut f32,
     j: usize,
 ) {
-    let masks: [[u16; 3]; P] = std::array::from_fn(|p| plan.edge_masks(j + p));
+    let masks: [[u16; 4]; P] = std::array::from_fn(|p| table[j + p]);
     let mut acc = [[_mm512_setzero_ps(); P]; OT];
     let (x0, w0) = (xp.as_ptr().add(16 * j), wb.as_ptr());
     for c in 0..cin {
@@ -62,13 +74,7 @@ unsafe fn tile<const P: usize>(
     }
     let hw = plan.oh * plan.ow;
     // a partial last vector (irregular plans) stores its lanes inside
-    let inside: [u16; P] = std::array::from_fn(|p| {
-        if plan.irregular() {
-            plan.lane_masks(j + p)[3]
-        } else {
-            0xffff
-        }
-    });
+    let inside: [u16; P] = std::array::from_fn(|p| masks[p][3]);
     for (k, row) in acc.iter().enumerate() {
         let o = b * OT + k;
         if o < cout {
@@ -181,7 +187,10 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
 
 /// [`filter_rows`] for irregular plans: masks from `table` (one per vector,
 /// [`Plan::lane_masks`]), the output gradient of a partial last vector
-/// loaded masked so lanes past the plane add nothing.
+/// loaded masked so lanes past the plane add nothing. Large planes go in
+/// bands of about [`BAND`] vectors, so the band's output gradients of O
+/// channels stay in L1 while every input channel and kernel row passes
+/// over them (a whole 56×56 plane's are 50 KB and came from L2 each time).
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn filter_table<const O: usize>(
@@ -196,36 +205,46 @@ unsafe fn filter_table<const O: usize>(
     dw: &mut [f32],
 ) {
     let hw = plan.oh * plan.ow;
-    for c in 0..cin {
-        for ky in 0..3 {
-            let taps = [
-                plan.taps[ky * 3],
-                plan.taps[ky * 3 + 1],
-                plan.taps[ky * 3 + 2],
-            ];
-            let mut acc = [[_mm512_setzero_ps(); 3]; O];
-            for i in 0..images {
-                let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
-                let di = dy.as_ptr().add((i * cout + o0) * hw);
-                for (j, masks) in table.iter().enumerate() {
-                    let mut ds = [_mm512_setzero_ps(); O];
-                    for (k, d) in ds.iter_mut().enumerate() {
-                        *d = _mm512_maskz_loadu_ps(masks[3], di.add(k * hw + 16 * j));
-                    }
-                    for kx in 0..3 {
-                        let xv = _mm512_maskz_loadu_ps(masks[kx], xc.add(16 * j + taps[kx]));
-                        for k in 0..O {
-                            acc[k][kx] = _mm512_fmadd_ps(ds[k], xv, acc[k][kx]);
+    let bands = table.len().div_ceil(BAND);
+    let per = table.len().div_ceil(bands);
+    for (band, masks_of) in table.chunks(per).enumerate() {
+        let first = band * per;
+        for c in 0..cin {
+            for ky in 0..3 {
+                let taps = [
+                    plan.taps[ky * 3],
+                    plan.taps[ky * 3 + 1],
+                    plan.taps[ky * 3 + 2],
+                ];
+                let mut acc = [[_mm512_setzero_ps(); 3]; O];
+                for i in 0..images {
+                    let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
+                    let di = dy.as_ptr().add((i * cout + o0) * hw);
+                    for (v, masks) in masks_of.iter().enumerate() {
+                        let j = first + v;
+                        let mut ds = [_mm512_setzero_ps(); O];
+                        for (k, d) in ds.iter_mut().enumerate() {
+                            *d = _mm512_maskz_loadu_ps(masks[3], di.add(k * hw + 16 * j));
+                        }
+                        for kx in 0..3 {
+                            let xv = _mm512_maskz_loadu_ps(masks[kx], xc.add(16 * j + taps[kx]));
+                            for k in 0..O {
+                                acc[k][kx] = _mm512_fmadd_ps(ds[k], xv, acc[k][kx]);
+                            }
                         }
                     }
                 }
-            }
-            for (k, a) in acc.iter().enumerate() {
-                let at = ((o0 + k) * cin + c) * 9 + ky * 3;
-                for kx in 0..3 {
-                    dw[at + kx] += _mm512_reduce_add_ps(a[kx]);
+                for (k, a) in acc.iter().enumerate() {
+                    let at = ((o0 + k) * cin + c) * 9 + ky * 3;
+                    for kx in 0..3 {
+                        dw[at + kx] += _mm512_reduce_add_ps(a[kx]);
+                    }
                 }
             }
         }
     }
 }
+
+/// Vectors per band of [`filter_table`]: O = 4 channels' output gradients
+/// of 64 vectors are 16 KB.
+const BAND: usize = 64;

@@ -290,14 +290,15 @@ impl Plan {
             ((1u32 << hw.saturating_sub(start)) - 1) as u16
         };
         let (mut first, mut last) = (0u16, 0u16);
+        let mut col = start % ow;
         for l in 0..16 {
-            let col = (start + l) % ow;
             if col == 0 {
                 first |= 1 << l;
             }
             if col == ow - 1 && self.stride == 1 {
                 last |= 1 << l;
             }
+            col = if col + 1 == ow { 0 } else { col + 1 };
         }
         [!first & inside, inside, !last & inside, inside]
     }
