@@ -96,12 +96,16 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// [`super::winners`] for f32: per lane the same choice (first valid
-    /// tap, then strictly greater or the first NaN), in reading order.
+    /// tap, then strictly greater or the first NaN), in reading order. Taps
+    /// are gathered, except at stride 2 (the ResNet stem's pool), where two
+    /// masked loads and a permute pick the even inputs.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn winners(g: &Geometry, rows: &[Vec<usize>], x: &[f32], out: &mut [u32]) {
         let lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         let (w, ow) = (g.w as i32, g.ow);
         let width = _mm512_set1_epi32(w);
+        let pairs = g.sw == 2 && g.dw == 1;
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         for (oy, row) in rows.iter().enumerate() {
             for ox in (0..ow).step_by(16) {
                 let inside: __mmask16 = ((1u32 << (ow - ox).min(16)) - 1) as __mmask16;
@@ -124,7 +128,27 @@ mod avx512 {
                             & _mm512_cmpge_epi32_mask(col, _mm512_setzero_si512())
                             & _mm512_cmplt_epi32_mask(col, width);
                         let at = _mm512_add_epi32(line, col);
-                        let v = _mm512_mask_i32gather_ps::<4>(best, valid, at, x.as_ptr());
+                        let v = if pairs {
+                            // stride 2: the 32 inputs from this tap's first
+                            // column, every other one (no gather)
+                            let start = (2 * ox + kx) as isize - g.pw as isize;
+                            let lo = (-start).clamp(0, 32) as u32;
+                            let hi = (g.w as isize - start).clamp(0, 32) as u32;
+                            let bits: u64 = if hi > lo {
+                                ((1u64 << (hi - lo)) - 1) << lo
+                            } else {
+                                0
+                            };
+                            let p = x.as_ptr().wrapping_offset((iy * g.w) as isize + start);
+                            let a = _mm512_maskz_loadu_ps(bits as __mmask16, p);
+                            let b = _mm512_maskz_loadu_ps(
+                                (bits >> 16) as __mmask16,
+                                p.wrapping_add(16),
+                            );
+                            _mm512_permutex2var_ps(a, even, b)
+                        } else {
+                            _mm512_mask_i32gather_ps::<4>(best, valid, at, x.as_ptr())
+                        };
                         let greater = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(valid, v, best);
                         let nan = _mm512_mask_cmp_ps_mask::<_CMP_UNORD_Q>(valid, v, v)
                             & !_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(best, best);
