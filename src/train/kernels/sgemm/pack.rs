@@ -57,13 +57,16 @@ pub(super) fn a_block(
 
 fn a_piece(a: &Operand, r0: usize, rows: usize, p0: usize, len: usize, panel: &mut [f32]) {
     if a.cs == 1 {
-        // row-major A: read each row's run, write it down the panel
-        for r in 0..rows {
-            let src = &a.data[(r0 + r) * a.rs + p0..][..len];
-            for (p, &v) in src.iter().enumerate() {
-                panel[p * MR + r] = v;
+        // row-major A (the filter gradient's output gradients): a transpose,
+        // 16 depth steps of every row at a time
+        let srcs: [&[f32]; MR] = std::array::from_fn(|r| {
+            if r < rows {
+                &a.data[(r0 + r) * a.rs + p0..][..len]
+            } else {
+                &[]
             }
-        }
+        });
+        transpose_into::<MR>(&srcs[..rows], len, panel);
     } else if a.rs == 1 {
         // stored transposed: each depth step's rows are contiguous
         for p in 0..len {
@@ -113,17 +116,39 @@ fn b_piece(b: &Operand, c0: usize, cols: usize, p0: usize, len: usize, panel: &m
     } else if b.rs == 1 {
         // stored transposed (the filter gradient's columns): each column's
         // depth run is contiguous
-        for c in 0..cols {
-            let src = &b.data[(c0 + c) * b.cs + p0..][..len];
-            for (p, &v) in src.iter().enumerate() {
-                panel[p * NR + c] = v;
+        let srcs: [&[f32]; NR] = std::array::from_fn(|c| {
+            if c < cols {
+                &b.data[(c0 + c) * b.cs + p0..][..len]
+            } else {
+                &[]
             }
-        }
+        });
+        transpose_into::<NR>(&srcs[..cols], len, panel);
     } else {
         for p in 0..len {
             for c in 0..cols {
                 panel[p * NR + c] = b.data[(p0 + p) * b.rs + (c0 + c) * b.cs];
             }
         }
+    }
+}
+
+/// `panel[p·W + r] = srcs[r][p]` for p < len, r < srcs.len() ≤ W: runs of
+/// the sources written across the panel. Blocks of 16 depth steps keep the
+/// reads sequential per source and the writes within a few cache lines.
+fn transpose_into<const W: usize>(srcs: &[&[f32]], len: usize, panel: &mut [f32]) {
+    const B: usize = 16;
+    let panel = &mut panel[..len * W];
+    let mut p0 = 0;
+    while p0 < len {
+        let n = B.min(len - p0);
+        let block = &mut panel[p0 * W..(p0 + n) * W];
+        for (r, src) in srcs.iter().enumerate() {
+            let run = &src[p0..p0 + n];
+            for (row, &v) in block.chunks_exact_mut(W).zip(run) {
+                row[r] = v;
+            }
+        }
+        p0 += n;
     }
 }
