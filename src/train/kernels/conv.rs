@@ -55,6 +55,13 @@ fn forward<T: Elem>(
     }
     let pointwise = g.is_pointwise();
     let packed = packed_weights(op, w, false);
+    if let (Some(p), Some(x)) = (&packed, T::as_f32(x)) {
+        let k = side_by_side(n, ll);
+        if k > 1 {
+            let y = forward_side_by_side(op, x, p, n, k);
+            return Ok((CpuStorage::F32(y), shape));
+        }
+    }
     let mut y = vec![T::default(); n * op.cout * ll];
     y.par_chunks_mut(op.cout * ll).enumerate().for_each_init(
         || vec![T::default(); if pointwise { 0 } else { kg * ll }],
@@ -101,6 +108,127 @@ fn packed_weights<T: Elem>(op: &Conv2d, w: &[T], transposed: bool) -> Option<Vec
     Some(packed)
 }
 
+/// How many images' columns go side by side in one SGEMM when an output
+/// plane is small (7×7, 14×14): one image's 49 columns fill 49 of the 64
+/// lanes of two 32-wide tiles, and the product is too thin to amortise
+/// its packing. About 512 columns a product, the batch split evenly over
+/// the threads; 1 (one image a product) for planes of 256 pixels or more.
+fn side_by_side(n: usize, ll: usize) -> usize {
+    if ll >= 256 || ll == 0 {
+        return 1;
+    }
+    let cap = 512usize.div_ceil(ll);
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = threads * n.div_ceil(threads * cap);
+    n.div_ceil(tasks).max(1)
+}
+
+/// The forward pass `k` images a product: their column matrices side by
+/// side ([kg, k·ll]), one SGEMM with the packed filters, the product's
+/// columns copied back to each image's output.
+fn forward_side_by_side(
+    op: &Conv2d,
+    x: &[f32],
+    packed: &[PackedA],
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let mut y = vec![0f32; n * op.cout * ll];
+    y.par_chunks_mut(k * op.cout * ll)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(cols, out): &mut (Vec<f32>, Vec<f32>), (t, yc)| {
+                let (b0, images) = (t * k, yc.len() / (op.cout * ll));
+                let wide = images * ll;
+                cols.resize(kg * wide, 0.0);
+                out.resize(og * wide, 0.0);
+                for grp in 0..op.groups {
+                    for i in 0..images {
+                        let xb = &x[(b0 + i) * plane..(b0 + i + 1) * plane];
+                        if g.is_pointwise() {
+                            for c in 0..cg {
+                                cols[c * wide + i * ll..][..ll]
+                                    .copy_from_slice(&xb[(grp * cg + c) * ll..][..ll]);
+                            }
+                        } else {
+                            im2col(&g, xb, grp * cg, cg, &mut cols[i * ll..], wide);
+                        }
+                    }
+                    sgemm::sgemm_packed(
+                        wide,
+                        out,
+                        &packed[grp],
+                        Operand::new(cols, kg, wide, false),
+                        false,
+                    );
+                    for i in 0..images {
+                        for o in 0..og {
+                            yc[(i * op.cout + grp * og + o) * ll..][..ll]
+                                .copy_from_slice(&out[o * wide + i * ll..][..ll]);
+                        }
+                    }
+                }
+            },
+        );
+    y
+}
+
+/// The input gradient `k` images a product: their output gradients side
+/// by side ([og, k·ll]), one SGEMM with the packed transposed filters, each
+/// image's columns added back (col2im) or, pointwise, copied.
+fn grad_input_side_by_side(
+    op: &Conv2d,
+    dy: &[f32],
+    packed: &[PackedA],
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let mut dx = vec![0f32; n * plane];
+    dx.par_chunks_mut(k * plane).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(dys, cols): &mut (Vec<f32>, Vec<f32>), (t, dxc)| {
+            let (b0, images) = (t * k, dxc.len() / plane);
+            let wide = images * ll;
+            dys.resize(og * wide, 0.0);
+            cols.resize(kg * wide, 0.0);
+            for grp in 0..op.groups {
+                for i in 0..images {
+                    for o in 0..og {
+                        let at = ((b0 + i) * op.cout + grp * og + o) * ll;
+                        dys[o * wide + i * ll..][..ll].copy_from_slice(&dy[at..at + ll]);
+                    }
+                }
+                sgemm::sgemm_packed(
+                    wide,
+                    cols,
+                    &packed[grp],
+                    Operand::new(dys, og, wide, false),
+                    false,
+                );
+                for i in 0..images {
+                    let dxb = &mut dxc[i * plane..(i + 1) * plane];
+                    if g.is_pointwise() {
+                        for c in 0..cg {
+                            dxb[(grp * cg + c) * ll..][..ll]
+                                .copy_from_slice(&cols[c * wide + i * ll..][..ll]);
+                        }
+                    } else {
+                        col2im(&g, &cols[i * ll..], grp * cg, cg, dxb, wide);
+                    }
+                }
+            }
+        },
+    );
+    dx
+}
+
 /// The column matrix of channels `c0..c0+cn` of one image: the image
 /// itself for a pointwise conv, else im2col into `buf`.
 fn columns<'a, T: Elem>(
@@ -114,7 +242,7 @@ fn columns<'a, T: Elem>(
         let plane = g.h * g.w;
         &xb[c0 * plane..(c0 + cn) * plane]
     } else {
-        im2col(g, xb, c0, cn, buf);
+        im2col(g, xb, c0, cn, buf, g.oh * g.ow);
         buf
     }
 }
@@ -168,6 +296,13 @@ fn grad_input<T: Elem>(
     }
     let pointwise = g.is_pointwise();
     let packed = packed_weights(op, w, true);
+    if let (Some(p), Some(dy)) = (&packed, T::as_f32(dy)) {
+        let k = side_by_side(n, ll);
+        if k > 1 {
+            let dx = grad_input_side_by_side(op, dy, p, n, k);
+            return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
+        }
+    }
     let mut dx = vec![T::default(); n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each_init(
         || vec![T::default(); if pointwise { 0 } else { kg * ll }],
@@ -194,7 +329,7 @@ fn grad_input<T: Elem>(
                     gemm_rm(kg, ll, og, dst, wg, true, dyg, false, false);
                 }
                 if !pointwise {
-                    col2im(&g, cols, grp * cg, cg, dxb);
+                    col2im(&g, cols, grp * cg, cg, dxb, ll);
                 }
             }
         },

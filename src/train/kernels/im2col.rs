@@ -22,9 +22,10 @@ fn span(g: &Geometry, kx: usize) -> (usize, usize, isize) {
 }
 
 /// Writes the columns of channels `c0..c0+cn` of one image `x` ([C, H, W])
-/// into `out` ([cn·kh·kw, OH·OW]); out-of-image taps are 0.
-pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T]) {
-    let ll = g.oh * g.ow;
+/// into `out` ([cn·kh·kw rows of OH·OW], rows `ld` apart: OH·OW for one
+/// image, more when several images' columns sit side by side); out-of-image
+/// taps are 0.
+pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T], ld: usize) {
     let plane = g.h * g.w;
     let zero = T::default();
     for c in 0..cn {
@@ -32,7 +33,7 @@ pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let (lo, hi, off) = span(g, kx);
-                let row = ((c * g.kh + ky) * g.kw + kx) * ll;
+                let row = ((c * g.kh + ky) * g.kw + kx) * ld;
                 for oy in 0..g.oh {
                     let dst = &mut out[row + oy * g.ow..row + (oy + 1) * g.ow];
                     let Some(iy) = g.iy(oy, ky) else {
@@ -56,17 +57,16 @@ pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T
     }
 }
 
-/// Adds the columns `cols` ([cn·kh·kw, OH·OW]) back onto channels
-/// `c0..c0+cn` of one image gradient `dx` ([C, H, W]).
-pub fn col2im<T: Elem>(g: &Geometry, cols: &[T], c0: usize, cn: usize, dx: &mut [T]) {
-    let ll = g.oh * g.ow;
+/// Adds the columns `cols` ([cn·kh·kw rows of OH·OW, `ld` apart]) back
+/// onto channels `c0..c0+cn` of one image gradient `dx` ([C, H, W]).
+pub fn col2im<T: Elem>(g: &Geometry, cols: &[T], c0: usize, cn: usize, dx: &mut [T], ld: usize) {
     let plane = g.h * g.w;
     for c in 0..cn {
         let xc = &mut dx[(c0 + c) * plane..(c0 + c + 1) * plane];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let (lo, hi, off) = span(g, kx);
-                let row = ((c * g.kh + ky) * g.kw + kx) * ll;
+                let row = ((c * g.kh + ky) * g.kw + kx) * ld;
                 for oy in 0..g.oh {
                     let Some(iy) = g.iy(oy, ky) else { continue };
                     let src = &cols[row + oy * g.ow + lo..row + oy * g.ow + hi];
