@@ -78,6 +78,13 @@ fn main() {
         ("3×3 128 @28 dw", 128, 1152, 784, false, true, true),
         ("3×3 512 @7 dw", 512, 4608, 49, false, true, true),
         ("1×1 64→256 @56 dw", 256, 64, 3136, false, true, true),
+        // ResNeXt-50 32×4d: one group of a grouped 3×3 conv per stage
+        ("group 3×3 4 @56 fwd", 4, 3136, 36, false, false, false),
+        ("group 3×3 8 @28 fwd", 8, 784, 72, false, false, false),
+        ("group 3×3 16 @14 fwd", 16, 196, 144, false, false, false),
+        ("group 3×3 32 @7 fwd", 32, 49, 288, false, false, false),
+        ("group 3×3 4 @56 dx", 36, 3136, 4, true, false, false),
+        ("group 3×3 8 @28 dw", 8, 72, 784, false, true, true),
     ];
     for &(what, m, n, k, at, bt, acc) in cases {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();

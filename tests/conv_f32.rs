@@ -3,7 +3,8 @@
 //! against the f64 path, which `train_grad.rs` checks against finite
 //! differences: output, input gradient and filter gradient, on shapes that
 //! take the im2col and pointwise paths (7×7 and 14×14 planes, batches
-//! larger than one product's image group, strides, groups, the 7×7 stem).
+//! larger than one product's image group, strides, groups of 4 and of 16
+//! channels, the 7×7 stem).
 
 use candle_core::{DType, Device, Tensor, Var};
 use sss_onnx::train::kernels::conv::Conv2d;
@@ -51,6 +52,7 @@ fn f32_kernels_match_the_f64_path() {
         (9, 40, 9, 20, 1, 1, 0, 1),
         (6, 24, 13, 48, 1, 2, 0, 1),
         (7, 32, 9, 32, 3, 2, 1, 8),
+        (4, 32, 10, 32, 3, 1, 1, 2),
         (3, 3, 19, 16, 7, 2, 3, 1),
     ];
     for &(n, c, side, cout, k, s, p, groups) in &cases {

@@ -91,10 +91,10 @@ fn forward<T: Elem>(
 /// `transposed` packs Wᵀ, the input gradient's left operand.
 fn packed_weights<T: Elem>(op: &Conv2d, w: &[T], transposed: bool) -> Option<Vec<PackedA>> {
     let w = T::as_f32(w)?;
-    if !sgemm::available() {
+    let (_, kg, og, _) = op.dims();
+    if !sgemm::suits(if transposed { kg } else { og }) {
         return None;
     }
-    let (_, kg, og, _) = op.dims();
     let packed = (0..op.groups)
         .map(|grp| {
             let wg = &w[grp * og * kg..(grp + 1) * og * kg];
@@ -380,7 +380,7 @@ fn grad_filter<T: Elem>(
     // one accumulator per worker, summed at the end; with the SGEMM, short
     // planes put several images into one product's depth, so the
     // accumulator is read and written once per slab rather than per image
-    let fast = T::as_f32(x).is_some() && sgemm::available();
+    let fast = T::as_f32(x).is_some() && sgemm::suits(og);
     let group = if fast {
         sgemm::KC.div_ceil(ll).clamp(1, 16).min(per)
     } else {

@@ -171,7 +171,7 @@ pub(crate) fn gemm_rm<T: Elem>(
     accumulate: bool,
 ) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    if sgemm::available() {
+    if sgemm::suits(m) {
         if let (Some(l), Some(r)) = (T::as_f32(lhs), T::as_f32(rhs)) {
             if let Some(d) = T::as_f32_mut(dst) {
                 let (a, b) = (

@@ -50,6 +50,14 @@ pub fn available() -> bool {
     })
 }
 
+/// Whether a product of `m` rows should take this kernel: it is on this
+/// CPU and the 14-row tiles are mostly filled. At 4 or 8 rows (one group
+/// of ResNeXt's grouped convs) most of a tile would be padding and the
+/// `gemm` crate's narrower tiles do better (benches/sgemm.rs).
+pub fn suits(m: usize) -> bool {
+    m > 8 && available()
+}
+
 /// A matrix operand in row-major storage, possibly transposed: element
 /// (i, j) of the operand is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
