@@ -68,6 +68,13 @@ pub struct Operand<'a> {
 }
 
 impl<'a> Operand<'a> {
+    /// The side of a term a packed operand replaces (never read).
+    const UNUSED: Operand<'static> = Operand {
+        data: &[],
+        rs: 0,
+        cs: 0,
+    };
+
     /// `rows × cols` stored row-major, or its transpose (stored cols × rows)
     /// when `transposed`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize, transposed: bool) -> Self {
@@ -111,11 +118,7 @@ impl PackedA {
     pub fn new(m: usize, k: usize, a: Operand) -> Self {
         let terms = [Term {
             a,
-            b: Operand {
-                data: &[],
-                rs: 0,
-                cs: 0,
-            },
+            b: Operand::UNUSED,
             k,
         }];
         let mut data = Vec::with_capacity(m.div_ceil(MR) * MR * k);
@@ -176,11 +179,7 @@ pub fn sgemm_sum(m: usize, n: usize, dst: &mut [f32], terms: &[Term], accumulate
 pub fn sgemm_packed(n: usize, dst: &mut [f32], a: &PackedA, b: Operand, accumulate: bool) {
     let (m, k) = (a.m, a.k);
     let terms = [Term {
-        a: Operand {
-            data: &[],
-            rs: 0,
-            cs: 0,
-        },
+        a: Operand::UNUSED,
         b,
         k,
     }];
