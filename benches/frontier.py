@@ -357,6 +357,8 @@ def main():
     ap.add_argument("--target-kind", default="macs", choices=["macs", "latency"],
                     help="--targets are fractions of the MACs or of the ORT latency (batch 32, 1 thread)")
     ap.add_argument("--train-only", action="store_true", help="train and record; measure in a later --skip-train run")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="training threads, both methods (measurement sets its own)")
     ap.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (batch 32: a quarter)")
     ap.add_argument("--work", default=os.path.join(ROOT, ".data", "frontier"))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "frontier"))
@@ -370,7 +372,8 @@ def main():
         plot(j["rows"], j["original"], os.path.join(a.out, f"{a.model}.svg"),
              f"{a.model}: accuracy vs ORT speed-up ({a.epochs} epoch, {when})")
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
+    os.environ["RAYON_NUM_THREADS"] = str(a.threads)  # compress's training
     a.work = os.path.join(a.work, a.model)  # one model's files never meet another's
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
