@@ -8,17 +8,11 @@ use sss_onnx::train::kernels::direct3x3::{
     conv, filter_batch, filters_forward, grad_filter, pad, Isa, Plan,
 };
 use sss_onnx::train::kernels::Geometry;
-use std::time::Instant;
+mod common;
 
+/// GMAC/s of `f`, about 2e9 multiply-adds' worth of calls.
 fn rate(macs: f64, f: impl FnMut()) -> f64 {
-    let mut f = f;
-    let reps = (2e9 / macs).max(1.0) as usize;
-    f();
-    let t = Instant::now();
-    for _ in 0..reps {
-        f();
-    }
-    macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+    common::rate(macs, 2e9, 1, f)
 }
 
 fn main() {

@@ -6,16 +6,11 @@
 //!     cargo bench --bench sgemm
 
 use sss_onnx::train::kernels::sgemm::{self, Operand};
-use std::time::Instant;
+mod common;
 
-fn rate(macs: f64, mut f: impl FnMut()) -> f64 {
-    let reps = (1e9 / macs).max(2.0) as usize;
-    f();
-    let t = Instant::now();
-    for _ in 0..reps {
-        f();
-    }
-    macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+/// GMAC/s of `f`, about 1e9 multiply-adds' worth of calls (2 at least).
+fn rate(macs: f64, f: impl FnMut()) -> f64 {
+    common::rate(macs, 1e9, 2, f)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,6 +73,9 @@ fn main() {
         ("3×3 128 @28 dw", 128, 1152, 784, false, true, true),
         ("3×3 512 @7 dw", 512, 4608, 49, false, true, true),
         ("1×1 64→256 @56 dw", 256, 64, 3136, false, true, true),
+        // the 7×7/2 stem: a depth of 147, 12 544 output pixels
+        ("7×7/2 stem fwd", 64, 12544, 147, false, false, false),
+        ("7×7/2 stem dw", 64, 147, 12544, false, true, true),
         // ResNeXt-50 32×4d: one group of a grouped 3×3 conv per stage
         ("group 3×3 4 @56 fwd", 4, 3136, 36, false, false, false),
         ("group 3×3 8 @28 fwd", 8, 784, 72, false, false, false),

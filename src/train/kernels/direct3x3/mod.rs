@@ -724,8 +724,28 @@ mod tests {
             let (xs, dys) = ([x.clone(), x2].concat(), [dy.clone(), dy2].concat());
             let mut xsp = Vec::new();
             pad(&pl, &xs, 2 * cin, &mut xsp);
-            let mut dw = vec![1f32; cout * cin * 9];
-            grad_filter(&pl, &xsp, cin, &dys, cout, 2, &mut dw);
+            // the output gradients from a 64-byte boundary and from one
+            // value past it (the AVX-512 kernels read the first in place
+            // where rows are whole vectors, else an aligned copy)
+            let mut store = vec![0f32; dys.len() + 32];
+            let at = store.as_ptr().align_offset(64).min(16);
+            let runs: Vec<Vec<f32>> = [at, at + 1]
+                .iter()
+                .map(|&off| {
+                    store[off..off + dys.len()].copy_from_slice(&dys);
+                    let mut dw = vec![1f32; cout * cin * 9];
+                    grad_filter(
+                        &pl,
+                        &xsp,
+                        cin,
+                        &store[off..off + dys.len()],
+                        cout,
+                        2,
+                        &mut dw,
+                    );
+                    dw
+                })
+                .collect();
             let mut want = vec![1f64; cout * cin * 9];
             for img in 0..2 {
                 let (x, dy) = (&xs[img * cin * h * wd..], &dys[img * cout * oh * ow..]);
@@ -745,7 +765,8 @@ mod tests {
                     }
                 }
             }
-            close(&dw, &want, &format!("dw, {what}"));
+            close(&runs[0], &want, &format!("dw, {what}, aligned"));
+            close(&runs[1], &want, &format!("dw, {what}, misaligned"));
         }
         tested
     }
