@@ -379,10 +379,13 @@ fn grad_filter<T: Elem>(
     }
     // one accumulator per worker, summed at the end; with the SGEMM, short
     // planes put several images into one product's depth, so the
-    // accumulator is read and written once per slab rather than per image
+    // accumulator is read and written once per slab rather than per image;
+    // as many images as fill one slab and no more (7×7 planes: 5 images,
+    // depth 245; 6 would make a slab of 256 and one of 38, a second pass
+    // over the accumulator for 38 steps)
     let fast = T::as_f32(x).is_some() && sgemm::suits(og);
     let group = if fast {
-        sgemm::KC.div_ceil(ll).clamp(1, 16).min(per)
+        (sgemm::KC / ll).clamp(1, 16).min(per)
     } else {
         1
     };

@@ -162,11 +162,12 @@ unsafe fn by_channel_groups(
     images: usize,
     dw: &mut [f32],
 ) {
+    if plan.irregular() {
+        return filter_table(plan, table, xp, cin, dy, pitch, cout, images, dw);
+    }
     let mut o = 0;
     while o + OF <= cout {
-        if plan.irregular() {
-            filter_table::<OF>(plan, table, xp, cin, dy, pitch, cout, images, o, dw);
-        } else if plan.ow <= 16 {
+        if plan.ow <= 16 {
             filter_rows::<OF, true>(plan, xp, cin, dy, pitch, cout, images, o, dw);
         } else {
             filter_rows::<OF, false>(plan, xp, cin, dy, pitch, cout, images, o, dw);
@@ -174,8 +175,8 @@ unsafe fn by_channel_groups(
         o += OF;
     }
     while o < cout {
-        if plan.irregular() {
-            filter_table::<1>(plan, table, xp, cin, dy, pitch, cout, images, o, dw);
+        if plan.ow <= 16 {
+            filter_rows::<1, true>(plan, xp, cin, dy, pitch, cout, images, o, dw);
         } else {
             filter_rows::<1, false>(plan, xp, cin, dy, pitch, cout, images, o, dw);
         }
@@ -188,10 +189,15 @@ unsafe fn by_channel_groups(
 /// input loads for 3·O multiply-adds. The sums run over all the images
 /// before the accumulators are reduced, so an 8×8 image's 4 vectors do not
 /// pay for 3·O horizontal sums each. SAME_MASKS: every vector has vector
-/// 0's edge masks.
+/// 0's edge masks; else rows are whole vectors, and the masks follow from
+/// the vector's column, counted along (a division per vector to find it,
+/// and the general mask rule beside it in the loop, left LLVM keeping
+/// accumulators on the stack: a third of the rate on 32-wide rows).
 // indices name the register tile's rows and columns more plainly here
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
-#[inline(always)]
+// compiled on its own, for the same reason
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
 unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
     plan: &Plan,
     xp: &[f32],
@@ -203,8 +209,9 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
     o0: usize,
     dw: &mut [f32],
 ) {
-    let vectors = plan.oh * plan.ow / 16;
+    let (ow, vectors) = (plan.ow, plan.oh * plan.ow / 16);
     let same = plan.edge_masks(0);
+    let right_edge = if plan.stride == 1 { !0x8000u16 } else { 0xffff };
     for c in 0..cin {
         for ky in 0..3 {
             let taps = [
@@ -216,8 +223,19 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
             for i in 0..images {
                 let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
                 let di = dy.as_ptr().add((i * cout + o0) * pitch);
+                let mut col = 0;
                 for j in 0..vectors {
-                    let masks = if SAME_MASKS { same } else { plan.edge_masks(j) };
+                    let masks = if SAME_MASKS {
+                        same
+                    } else {
+                        let first = if col == 0 { !1u16 } else { 0xffff };
+                        col += 16;
+                        let last = if col == ow { right_edge } else { 0xffff };
+                        if col == ow {
+                            col = 0;
+                        }
+                        [first, 0xffff, last]
+                    };
                     let mut ds = [_mm512_setzero_ps(); O];
                     for (k, d) in ds.iter_mut().enumerate() {
                         *d = _mm512_loadu_ps(di.add(k * pitch + 16 * j));
@@ -243,12 +261,16 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
 /// [`filter_rows`] for irregular plans: masks from `table` (one per vector,
 /// [`Plan::lane_masks`]), the output gradient of a partial last vector
 /// loaded masked so lanes past the plane add nothing. Large planes go in
-/// bands of about [`BAND`] vectors, so the band's output gradients of O
-/// channels stay in L1 while every input channel and kernel row passes
-/// over them (a whole 56×56 plane's are 50 KB and came from L2 each time).
-#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+/// bands of about [`BAND`] vectors; within a band, each input channel
+/// meets every group of output channels in turn, so the channel's band of
+/// input (a few KB) stays in L1 and the band's output gradients (all
+/// channels: up to a few hundred KB) in L2. Output channels outermost
+/// instead re-read the whole input from L3 once per group: 16 times an
+/// image for 64 channels, and in a training step (two cores, fresh images)
+/// that ran at 60 % of the rate measured on one core with the image cached.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn filter_table<const O: usize>(
+unsafe fn filter_table(
     plan: &Plan,
     table: &[[u16; 4]],
     xp: &[f32],
@@ -257,48 +279,104 @@ unsafe fn filter_table<const O: usize>(
     pitch: usize,
     cout: usize,
     images: usize,
-    o0: usize,
     dw: &mut [f32],
 ) {
     let bands = table.len().div_ceil(BAND);
     let per = table.len().div_ceil(bands);
-    for (band, masks_of) in table.chunks(per).enumerate() {
+    for (band, masks) in table.chunks(per).enumerate() {
         let first = band * per;
         for c in 0..cin {
-            for ky in 0..3 {
-                let taps = [
-                    plan.taps[ky * 3],
-                    plan.taps[ky * 3 + 1],
-                    plan.taps[ky * 3 + 2],
-                ];
-                let mut acc = [[_mm512_setzero_ps(); 3]; O];
-                for i in 0..images {
-                    let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
-                    let di = dy.as_ptr().add((i * cout + o0) * pitch);
-                    for (v, masks) in masks_of.iter().enumerate() {
-                        let j = first + v;
-                        let xs: [__m512; 3] = std::array::from_fn(|kx| {
-                            _mm512_maskz_loadu_ps(masks[kx], xc.add(16 * j + taps[kx]))
-                        });
-                        for (k, a) in acc.iter_mut().enumerate() {
-                            let d = _mm512_maskz_loadu_ps(masks[3], di.add(k * pitch + 16 * j));
-                            for kx in 0..3 {
-                                a[kx] = _mm512_fmadd_ps(d, xs[kx], a[kx]);
-                            }
-                        }
-                    }
-                }
-                for (k, a) in acc.iter().enumerate() {
-                    let at = ((o0 + k) * cin + c) * 9 + ky * 3;
+            let at = Band {
+                plan,
+                masks,
+                first,
+                xp,
+                cin,
+                c,
+                dy,
+                pitch,
+                cout,
+                images,
+            };
+            let mut o = 0;
+            while o + OF <= cout {
+                table_pass::<OF>(&at, o, dw);
+                o += OF;
+            }
+            while o < cout {
+                table_pass::<1>(&at, o, dw);
+                o += 1;
+            }
+        }
+    }
+}
+
+/// What one pass of [`table_pass`] reads: a band of vectors (`masks`, from
+/// vector `first`) of input channel `c`, over all images.
+struct Band<'a> {
+    plan: &'a Plan,
+    masks: &'a [[u16; 4]],
+    first: usize,
+    xp: &'a [f32],
+    cin: usize,
+    c: usize,
+    dy: &'a [f32],
+    pitch: usize,
+    cout: usize,
+    images: usize,
+}
+
+/// dw[o0..o0+O][c] += the band's share, one kernel row at a time: O×3
+/// accumulators, per 16 pixels three input loads and O output-gradient
+/// loads for 3·O multiply-adds.
+// compiled on its own, as filter_rows
+#[target_feature(enable = "avx512f")]
+#[inline(never)]
+unsafe fn table_pass<const O: usize>(at: &Band, o0: usize, dw: &mut [f32]) {
+    let Band {
+        plan,
+        masks,
+        first,
+        xp,
+        cin,
+        c,
+        dy,
+        pitch,
+        cout,
+        images,
+    } = *at;
+    for ky in 0..3 {
+        let taps = [
+            plan.taps[ky * 3],
+            plan.taps[ky * 3 + 1],
+            plan.taps[ky * 3 + 2],
+        ];
+        let mut acc = [[_mm512_setzero_ps(); 3]; O];
+        for i in 0..images {
+            let xc = xp.as_ptr().add((i * cin + c) * plan.channel);
+            let di = dy.as_ptr().add((i * cout + o0) * pitch);
+            for (v, m) in masks.iter().enumerate() {
+                let j = first + v;
+                let xs: [__m512; 3] = std::array::from_fn(|kx| {
+                    _mm512_maskz_loadu_ps(m[kx], xc.add(16 * j + taps[kx]))
+                });
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let d = _mm512_maskz_loadu_ps(m[3], di.add(k * pitch + 16 * j));
                     for kx in 0..3 {
-                        dw[at + kx] += _mm512_reduce_add_ps(a[kx]);
+                        a[kx] = _mm512_fmadd_ps(d, xs[kx], a[kx]);
                     }
                 }
+            }
+        }
+        for (k, a) in acc.iter().enumerate() {
+            let at = ((o0 + k) * cin + c) * 9 + ky * 3;
+            for (kx, v) in a.iter().enumerate() {
+                dw[at + kx] += _mm512_reduce_add_ps(*v);
             }
         }
     }
 }
 
 /// Vectors per band of [`filter_table`]: O = 4 channels' output gradients
-/// of 64 vectors are 16 KB.
+/// of 64 vectors are 16 KB (in L1 across the three kernel rows).
 const BAND: usize = 64;
