@@ -1,7 +1,7 @@
 //! The AVX-512 kernels: 16-pixel vectors over the run layout of
 //! [`Plan::runs`], row edges masked.
 
-use super::avx512_tile::{OF, OT, PT};
+use super::avx512_tile::{OB, OF, OT, PT};
 use super::{in_runs, Plan};
 use std::arch::x86_64::*;
 
@@ -299,9 +299,9 @@ unsafe fn filter_table(
                 images,
             };
             let mut o = 0;
-            while o + OF <= cout {
-                table_pass::<OF>(&at, o, dw);
-                o += OF;
+            while o + OB <= cout {
+                table_pass::<OB>(&at, o, dw);
+                o += OB;
             }
             while o < cout {
                 table_pass::<1>(&at, o, dw);
@@ -377,6 +377,6 @@ unsafe fn table_pass<const O: usize>(at: &Band, o0: usize, dw: &mut [f32]) {
     }
 }
 
-/// Vectors per band of [`filter_table`]: O = 4 channels' output gradients
-/// of 64 vectors are 16 KB (in L1 across the three kernel rows).
+/// Vectors per band of [`filter_table`]: [`OB`] = 8 channels' output
+/// gradients of 64 vectors are 32 KB (in L1 across the three kernel rows).
 const BAND: usize = 64;

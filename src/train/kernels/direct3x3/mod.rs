@@ -103,6 +103,11 @@ mod avx512_tile {
     /// Output channels per filter-gradient tile: O·3 accumulators and O
     /// output-gradient vectors (6 and 8 ran at 60–70 % of 4's rate).
     pub const OF: usize = 4;
+    /// The same over a band of vectors with masks from a table: 8·3
+    /// accumulators, the output gradients loaded one channel at a time
+    /// (three input loads and eight output-gradient loads for 24
+    /// multiply-adds, against seven for 12 with 4).
+    pub const OB: usize = 8;
 }
 
 /// Where the kernels find things in a padded image: the input's h×w, the
