@@ -264,10 +264,8 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
 /// bands of about [`BAND`] vectors; within a band, each input channel
 /// meets every group of output channels in turn, so the channel's band of
 /// input (a few KB) stays in L1 and the band's output gradients (all
-/// channels: up to a few hundred KB) in L2. Output channels outermost
-/// instead re-read the whole input from L3 once per group: 16 times an
-/// image for 64 channels, and in a training step (two cores, fresh images)
-/// that ran at 60 % of the rate measured on one core with the image cached.
+/// channels: up to a few hundred KB) in L2, and the input is read from
+/// memory once per band rather than once per group of output channels.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn filter_table(
