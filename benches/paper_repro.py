@@ -34,11 +34,13 @@ def runs(d):
         curve = [json.loads(l) for l in open(f) if l.strip()]
         log = open(f[:-6] + ".log").read() if os.path.exists(f[:-6] + ".log") else ""
         m = re.search(r"test accuracy \(candle, eval mode\): ([0-9.]+)%", log)
+        away = re.search(r"loss ran away ([0-9]+)×", log)
         lam = gate_values(f[:-6] + ".onnx") if os.path.exists(f[:-6] + ".onnx") else np.zeros(0)
         g = re.search(r"_g([0-9.e-]+)_", tag)
         rows.append({
             "tag": tag, "opt": tag.split("_")[0], "gamma": float(g.group(1)) if g else None, "curve": curve,
             "top1": float(m.group(1)) if m else None,
+            "rewinds": int(away.group(1)) if away else 0,
             "zeros": int((lam == 0).sum()), "small": int((np.abs(lam) < 1e-2).sum()), "factors": int(lam.size),
         })
     order = {o: i for i, o in enumerate(COLORS)}
@@ -49,13 +51,13 @@ def runs(d):
 def tradeoff(rows, path, title):
     """Final test top-1 against the MACs the exact zeros leave, one line per
     solver through its values of γ (the paper's accuracy–sparsity view)."""
-    w, h, l, b, t = 640, 360, 60, 40, 30
+    w, h, l, b, t = 700, 360, 60, 40, 30
     pts = [(r["curve"][-1].get("macs_ratio", 1.0), r["top1"]) for r in rows if r["curve"] and r["top1"] is not None]
     if not pts:
         return
     lo = min(a for _, a in pts) - 1
     hi = max(a for _, a in pts) + 1
-    x = lambda m: l + (w - l - 20) * m
+    x = lambda m: l + (w - l - 80) * m
     y = lambda a: h - b - (h - b - t) * (a - lo) / (hi - lo)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              f'<text x="{l}" y="18">{title}</text>',
@@ -79,7 +81,7 @@ def tradeoff(rows, path, title):
         for m, a, g in xy:
             parts.append(f'<circle cx="{x(m):.1f}" cy="{y(a):.1f}" r="4" fill="{col}"/>')
             parts.append(f'<text x="{x(m) + 6:.1f}" y="{y(a) - 5:.1f}" font-size="9" fill="{col}">γ {g:g}</text>')
-        parts.append(f'<text x="{w - 140}" y="{t + 16 * (k + 1)}" fill="{col}">{opt}</text>')
+        parts.append(f'<text x="{w - 200}" y="{h - b - 20 - 16 * (len(COLORS) - k)}" fill="{col}">{opt}</text>')
     parts.append("</svg>")
     open(path, "w").write("\n".join(parts))
 
@@ -104,7 +106,8 @@ def plot(rows, path, title):
         pts = " ".join(f"{x(c['step']):.1f},{y(c['zero_gates'] / max(c['gates'], 1)):.1f}" for c in r["curve"])
         col = COLORS.get(r["opt"], "gray")
         parts.append(f'<polyline fill="none" stroke="{col}" stroke-width="2" stroke-dasharray="{dash}" points="{pts}"/>')
-        parts.append(f'<text x="{w - 140}" y="{t + 12 * (k + 1)}" font-size="10" fill="{col}">{r["opt"]} γ {r["gamma"]:g}</text>')
+        seed = r["tag"].rsplit("_", 1)[-1]
+        parts.append(f'<text x="{w - 140}" y="{t + 12 * (k + 1)}" font-size="10" fill="{col}">{r["opt"]} γ {r["gamma"]:g} {seed}</text>')
     parts.append("</svg>")
     open(path, "w").write("\n".join(parts))
 
@@ -116,13 +119,13 @@ def main():
     a = ap.parse_args()
     rows = runs(a.dir)
     os.makedirs(a.out, exist_ok=True)
-    lines = ["| run | test top-1 | factors exactly 0 | below 0.01 | MACs the zeros imply | first exact zero at step |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| run | test top-1 | factors exactly 0 | below 0.01 | MACs the zeros imply | first exact zero at step | loss ran away (rewound, lr halved) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         last = r["curve"][-1] if r["curve"] else {}
         first = next((c["step"] for c in r["curve"] if c["zero_gates"] > 0), None)
         lines.append(f"| {r['tag']} | {r['top1']} % | {r['zeros']} / {r['factors']} | {r['small']} | "
-                     f"{last.get('macs_ratio', 1.0):.3f}× | {first if first is not None else 'never'} |")
+                     f"{last.get('macs_ratio', 1.0):.3f}× | {first if first is not None else 'never'} | {r['rewinds'] or ''} |")
     md = "\n".join(lines)
     open(os.path.join(a.out, "from_scratch.md"), "w").write(md + "\n")
     plot(rows, os.path.join(a.out, "from_scratch.svg"), "ResNet-20 from scratch: zero gate factors over the steps")
