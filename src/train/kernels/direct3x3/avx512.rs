@@ -123,9 +123,9 @@ thread_local! {
 /// `planes` output-gradient planes, each starting on a 64-byte boundary,
 /// `pitch` (a whole number of vectors) apart, zeros after each: `dy`
 /// itself where it is laid out so, else a copy in `buf`. The kernels load
-/// every output-gradient vector 3·cin times; from addresses off the
-/// cache-line grid each load touches two lines, and the filter gradient
-/// ran at about 80 % of its aligned rate. The copy is one pass.
+/// every output-gradient vector 3·cin times, and from addresses off the
+/// cache-line grid each of those loads touches two lines; the copy is one
+/// pass (docs/kernels.md has the rates).
 fn aligned_planes<'a>(
     plan: &Plan,
     dy: &'a [f32],
@@ -192,7 +192,7 @@ unsafe fn by_channel_groups(
 /// 0's edge masks; else rows are whole vectors, and the masks follow from
 /// the vector's column, counted along (a division per vector to find it,
 /// and the general mask rule beside it in the loop, left LLVM keeping
-/// accumulators on the stack: a third of the rate on 32-wide rows).
+/// accumulators on the stack).
 // indices name the register tile's rows and columns more plainly here
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 // compiled on its own, for the same reason
