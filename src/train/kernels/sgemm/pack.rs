@@ -168,9 +168,9 @@ fn transpose_scalar<const W: usize>(srcs: &[&[f32]], len: usize, panel: &mut [f3
 }
 
 /// [`transpose_into`] 16 sources × 16 depth steps at a time through the
-/// registers: 64 shuffles instead of 256 single-value stores (a value at a
-/// time, packing the filter gradient's operands cost as much as their
-/// products on short planes).
+/// registers: 64 shuffles and 16 stores instead of 256 single-value
+/// stores. It matters where a product is small next to its operands (the
+/// filter gradient of grouped convolutions: 8 rows a group).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_avx512<const W: usize>(srcs: &[&[f32]], len: usize, panel: &mut [f32]) {
