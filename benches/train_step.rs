@@ -61,11 +61,11 @@ fn main() {
     let (mut tf, mut tb, mut tu) = (0.0, 0.0, 0.0);
     for step in 0..=steps {
         let t0 = Instant::now();
-        let (logits, _) = model.forward(&x, true).unwrap();
-        let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+        let (tape, _) = model.forward_taped(&x).unwrap();
+        let loss = candle_nn::loss::cross_entropy(tape.output(), &y).unwrap();
         let _ = loss.to_scalar::<f32>().unwrap();
         let t1 = Instant::now();
-        let grads = loss.backward().unwrap();
+        let grads = tape.backward(&loss).unwrap();
         let t2 = Instant::now();
         for (name, var) in &model.vars {
             if let Some(gr) = grads.get(var.as_tensor()) {

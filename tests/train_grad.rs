@@ -7,6 +7,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use sss_onnx::graph::build::{Builder, ConvSpec};
+use sss_onnx::graph::Attr;
 use sss_onnx::graph::Graph;
 use sss_onnx::train::model::Model;
 
@@ -37,47 +38,56 @@ fn check(g: &Graph, shape: &[usize], train: bool) {
             .unwrap()
     };
     let l = (y * &r).unwrap().sum_all().unwrap();
-    let grads = l.backward().unwrap();
+    // candle's autograd, and in train mode also the training step's own
+    // backward (the tape)
+    let mut sources = vec![("autograd", l.backward().unwrap())];
+    if train {
+        let (tape, _) = m.forward_taped(x.as_tensor()).unwrap();
+        let l = (tape.output() * &r).unwrap().sum_all().unwrap();
+        sources.push(("tape", tape.backward(&l).unwrap()));
+    }
     let mut targets: Vec<(String, Var)> =
         m.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     targets.push(("input".into(), x.clone()));
     let eps = 1e-6;
     let mut checked = 0;
-    for (name, var) in targets {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"))
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let dims = var.as_tensor().dims().to_vec();
-        let n = base.len();
-        for k in 0..n.min(12) {
-            let i = (k * 7919) % n;
-            let mut p = base.clone();
-            p[i] += eps;
-            var.set(&Tensor::from_vec(p.clone(), dims.as_slice(), &Device::Cpu).unwrap())
+    for (source, grads) in &sources {
+        for (name, var) in &targets {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
                 .unwrap();
-            let up = loss(&m, x.as_tensor());
-            p[i] -= 2.0 * eps;
-            var.set(&Tensor::from_vec(p, dims.as_slice(), &Device::Cpu).unwrap())
-                .unwrap();
-            let down = loss(&m, x.as_tensor());
-            var.set(&Tensor::from_vec(base.clone(), dims.as_slice(), &Device::Cpu).unwrap())
-                .unwrap();
-            let fd = (up - down) / (2.0 * eps);
-            let tol = 1e-5 * (1.0 + fd.abs());
-            assert!(
-                (fd - g[i]).abs() <= tol,
-                "{name}[{i}]: autograd {} vs finite difference {fd}",
-                g[i]
-            );
-            checked += 1;
+            let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let dims = var.as_tensor().dims().to_vec();
+            let n = base.len();
+            for k in 0..n.min(12) {
+                let i = (k * 7919) % n;
+                let mut p = base.clone();
+                p[i] += eps;
+                var.set(&Tensor::from_vec(p.clone(), dims.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let up = loss(&m, x.as_tensor());
+                p[i] -= 2.0 * eps;
+                var.set(&Tensor::from_vec(p, dims.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let down = loss(&m, x.as_tensor());
+                var.set(&Tensor::from_vec(base.clone(), dims.as_slice(), &Device::Cpu).unwrap())
+                    .unwrap();
+                let fd = (up - down) / (2.0 * eps);
+                let tol = 1e-5 * (1.0 + fd.abs());
+                assert!(
+                    (fd - g[i]).abs() <= tol,
+                    "{name}[{i}]: {source} {} vs finite difference {fd}",
+                    g[i]
+                );
+                checked += 1;
+            }
         }
     }
-    assert!(checked > 20);
+    assert!(checked > 20 * sources.len());
 }
 
 #[test]
@@ -293,4 +303,34 @@ fn running_statistics_follow_the_momentum() {
         let mean = vals.iter().sum::<f32>() / vals.len() as f32;
         assert!((new_mean[c] - (0.9 * old_mean[c] + 0.1 * mean)).abs() < 1e-5);
     }
+}
+
+/// Nodes with no CPU kernel (LeakyRelu, a broadcasting Mul by a learned
+/// tensor, a plain Add) between kernels, a value read by a kernel and by
+/// such a node, and a weight shared by two convs: the training step's
+/// backward runs those nodes on candle's autograd and must still add every
+/// path's gradient.
+#[test]
+fn nodes_without_a_kernel_shared_values_and_a_shared_weight() {
+    let mut b = Builder::new("input", &[2, 3, 6, 6], 5);
+    let a = b.conv("input", 3, 4, 3, 1);
+    let a = b.bn(&a, 4);
+    let l = b.node("LeakyRelu", &[&a], vec![("alpha", Attr::Float(0.1))]);
+    let s = b.weight("scale", &[1, 4, 6, 1], 0.5);
+    let m = b.node("Mul", &[&l, &s], vec![]);
+    let c = b.conv(&m, 4, 4, 3, 1);
+    let w = b.graph.nodes.last().unwrap().inputs[1].clone();
+    let d = b.node(
+        "Conv",
+        &[&l, &w],
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("pads", Attr::Ints(vec![1; 4])),
+        ],
+    );
+    let sum = b.add(&c, &d);
+    let sum = b.add(&sum, &a);
+    let r = b.relu(&sum);
+    let y = b.head(&r, 4, 3);
+    check(&b.finish(&y), &[2, 3, 6, 6], true);
 }

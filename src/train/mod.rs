@@ -12,5 +12,6 @@ pub mod model;
 pub mod optim;
 pub mod options;
 pub mod schedule;
+pub mod tape;
 pub mod trainer;
 pub mod widths;

@@ -10,13 +10,14 @@ use super::kernels::channel::{AddRelu, ChannelBias, ChannelScale, Relu};
 use super::kernels::maxpool::{max_pool_generic, MaxPool};
 use super::kernels::slice::StridedSlice;
 use super::kernels::{conv::Conv2d, Geometry};
+use super::tape::{Recorder, Tape};
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
 use crate::graph::ops::conv::Window;
 use crate::graph::ops::{reduce, shape_ops};
 use crate::graph::shape::{self, node_ctx, Facts};
 use crate::graph::{Graph, Node, Tensor as GTensor};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{CustomOp1, CustomOp2, CustomOp3, DType, Device, Tensor, Var, D};
 use indexmap::IndexMap;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -189,6 +190,8 @@ pub struct Model {
     fused: bool,
     chains: HashMap<String, Chain>,
     add_relus: HashMap<String, String>,
+    /// The record of a `forward_taped` pass in progress.
+    rec: RefCell<Option<Recorder>>,
     /// Replaces every BN node's momentum in train-mode forwards when set
     /// (the recalibration's running average).
     pub stat_momentum: Option<f64>,
@@ -285,6 +288,7 @@ impl Model {
             chains: chains(graph, &consumers),
             add_relus: add_relus(graph, &consumers),
             stat_momentum: None,
+            rec: RefCell::new(None),
         };
         m.facts(1)?; // every op must be lowerable: fail now, not mid-training
         Ok(m)
@@ -309,7 +313,32 @@ impl Model {
 
     /// Runs the model; in train mode BN uses batch statistics and the new
     /// running statistics are returned (apply them with `apply_stats`).
+    /// The output carries candle's autograd graph.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, StatUpdates)> {
+        self.run(x, train)
+    }
+
+    /// A train-mode forward pass for a training step: compute the loss from
+    /// `tape.output()` and take the gradients with `tape.backward(&loss)`
+    /// (the CPU kernels' own backward, `tape.rs`; candle's autograd on
+    /// other devices).
+    pub fn forward_taped(&self, x: &Tensor) -> Result<(Tape, StatUpdates)> {
+        if !self.fused {
+            let (y, updates) = self.run(x, true)?;
+            return Ok((Tape::candle(y), updates));
+        }
+        let mut rec = Recorder::default();
+        rec.value(x, x.track_op());
+        *self.rec.borrow_mut() = Some(rec);
+        let r = self.run(x, true);
+        let rec = self.rec.borrow_mut().take();
+        let (y, updates) = r?;
+        let rec = rec.ok_or_else(|| Error::Graph("the tape was lost".into()))?;
+        let params = self.vars.values().map(|v| v.as_tensor().clone()).collect();
+        Ok((rec.finish(x, &y, params)?, updates))
+    }
+
+    fn run(&self, x: &Tensor, train: bool) -> Result<(Tensor, StatUpdates)> {
         let batch = x.dims().first().copied().unwrap_or(1);
         let facts = self.facts(batch)?;
         let mut env: HashMap<&str, Tensor> = HashMap::new();
@@ -329,42 +358,158 @@ impl Model {
             if fused_away.contains(node.outputs[0].as_str()) {
                 continue;
             }
-            if train && self.fused {
-                if let Some(chain) = self.chains.get(&node.outputs[0]) {
-                    if let Some(y) = self.bn_chain(node, chain, &env, &facts, &mut updates)? {
-                        env.insert(chain.out.as_str(), y);
-                        fused_away.insert(chain.out.as_str());
-                        fused_away.extend(chain.inner.iter().map(String::as_str));
-                        continue;
-                    }
-                }
-            }
-            if let (true, Some(relu_out)) =
-                (train && self.fused, self.add_relus.get(&node.outputs[0]))
-            {
-                let (a, b) = (
-                    self.value(&node.inputs[0], &env, &facts, node)?,
-                    self.value(&node.inputs[1], &env, &facts, node)?,
-                );
-                if a.dims() == b.dims() {
-                    let y = a
-                        .contiguous()
-                        .and_then(|a| a.apply_op2(&b.contiguous()?, AddRelu))
-                        .map_err(|err| ce(node, err))?;
-                    env.insert(relu_out.as_str(), y);
-                    fused_away.insert(relu_out.as_str());
+            let (mark, stats) = (
+                self.rec.borrow().as_ref().map(Recorder::mark),
+                updates.len(),
+            );
+            let (name, y) = self.lower(node, &env, &facts, train, &mut updates, &mut fused_away)?;
+            if let Some(mark) = mark {
+                let inputs: Vec<&Tensor> =
+                    self.node_inputs(node).filter_map(|n| env.get(n)).collect();
+                let covered = self
+                    .rec
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|r| r.covers(mark, &inputs, &y));
+                if !covered {
+                    updates.truncate(stats);
+                    let y = self.lower_locally(
+                        node,
+                        mark,
+                        &env,
+                        &facts,
+                        &mut updates,
+                        &mut fused_away,
+                    )?;
+                    env.insert(name, y);
                     continue;
                 }
             }
-            let out = self
-                .eval(node, &env, &facts, train, &mut updates)
-                .map_err(|e| e.at_node(node))?;
-            env.insert(node.outputs[0].as_str(), out);
+            env.insert(name, y);
         }
         let y = env
             .remove(self.output.as_str())
             .ok_or_else(|| Error::Graph(format!("output `{}` was not computed", self.output)))?;
         Ok((y, updates))
+    }
+
+    /// One node (with the nodes fused into it): the name of the value it
+    /// defines, and the value.
+    fn lower<'a>(
+        &'a self,
+        node: &'a Node,
+        env: &HashMap<&str, Tensor>,
+        facts: &Facts,
+        train: bool,
+        updates: &mut StatUpdates,
+        fused_away: &mut HashSet<&'a str>,
+    ) -> Result<(&'a str, Tensor)> {
+        if train && self.fused {
+            if let Some(chain) = self.chains.get(&node.outputs[0]) {
+                if let Some(y) = self.bn_chain(node, chain, env, facts, updates)? {
+                    fused_away.insert(chain.out.as_str());
+                    fused_away.extend(chain.inner.iter().map(String::as_str));
+                    return Ok((chain.out.as_str(), y));
+                }
+            }
+        }
+        if let (true, Some(relu_out)) = (train && self.fused, self.add_relus.get(&node.outputs[0]))
+        {
+            let (a, b) = (
+                self.value(&node.inputs[0], env, facts, node)?,
+                self.value(&node.inputs[1], env, facts, node)?,
+            );
+            if a.dims() == b.dims() {
+                let y = a
+                    .contiguous()
+                    .and_then(|a| self.op2(&a, &b.contiguous()?, AddRelu))
+                    .map_err(|err| ce(node, err))?;
+                fused_away.insert(relu_out.as_str());
+                return Ok((relu_out.as_str(), y));
+            }
+        }
+        let out = self
+            .eval(node, env, facts, train, updates)
+            .map_err(|e| e.at_node(node))?;
+        Ok((node.outputs[0].as_str(), out))
+    }
+
+    /// The names a node (with a fused chain's gate) reads.
+    fn node_inputs<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = &'a str> {
+        let gate = self
+            .chains
+            .get(&node.outputs[0])
+            .and_then(|c| c.gate.as_deref());
+        node.inputs
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+            .chain(gate)
+    }
+
+    /// A node the tape has no kernel for, run with candle's own autograd
+    /// on leaf copies of its activation inputs (`Recorder::local`).
+    fn lower_locally<'a>(
+        &'a self,
+        node: &'a Node,
+        mark: usize,
+        env: &HashMap<&str, Tensor>,
+        facts: &Facts,
+        updates: &mut StatUpdates,
+        fused_away: &mut HashSet<&'a str>,
+    ) -> Result<Tensor> {
+        let Some(mut rec) = self.rec.borrow_mut().take() else {
+            return Err(Error::Graph("no tape is being recorded".into()));
+        };
+        rec.truncate(mark);
+        let mut local = env.clone();
+        let mut leaves = Vec::new();
+        for name in self.node_inputs(node) {
+            if let Some(t) = env.get(name) {
+                if rec.needs(t) {
+                    let leaf = Var::from_tensor(t).map_err(|e| ce(node, e))?;
+                    local.insert(name, leaf.as_tensor().clone());
+                    leaves.push((t.clone(), leaf.as_tensor().clone()));
+                }
+            } else if let Some(v) = self.vars.get(name) {
+                leaves.push((v.as_tensor().clone(), v.as_tensor().clone()));
+            }
+        }
+        let r = self.lower(node, &local, facts, true, updates, fused_away);
+        let y = r.map(|(_, y)| rec.local(leaves, &y));
+        *self.rec.borrow_mut() = Some(rec);
+        y
+    }
+
+    /// Applies a CPU kernel, recorded when a tape is being made.
+    fn op1<O>(&self, x: &Tensor, op: O) -> candle_core::Result<Tensor>
+    where
+        O: CustomOp1 + Send + Sync + 'static,
+    {
+        match self.rec.borrow_mut().as_mut() {
+            Some(r) => r.apply1(x, op),
+            None => x.apply_op1(op),
+        }
+    }
+
+    fn op2<O>(&self, a: &Tensor, b: &Tensor, op: O) -> candle_core::Result<Tensor>
+    where
+        O: CustomOp2 + Send + Sync + 'static,
+    {
+        match self.rec.borrow_mut().as_mut() {
+            Some(r) => r.apply2(a, b, op),
+            None => a.apply_op2(b, op),
+        }
+    }
+
+    fn op3<O>(&self, a: &Tensor, b: &Tensor, c: &Tensor, op: O) -> candle_core::Result<Tensor>
+    where
+        O: CustomOp3 + Send + Sync + 'static,
+    {
+        match self.rec.borrow_mut().as_mut() {
+            Some(r) => r.apply3(a, b, c, op),
+            None => a.apply_op3(b, c, op),
+        }
     }
 
     /// Eval mode for scoring (evaluation, a distillation teacher): nothing
@@ -477,7 +622,7 @@ impl Model {
                 train,
                 updates,
             )?,
-            "Relu" if self.fused => input(0)?.contiguous().and_then(|x| x.apply_op1(Relu))?,
+            "Relu" if self.fused => input(0)?.contiguous().and_then(|x| self.op1(&x, Relu))?,
             "Relu" => input(0)?.relu()?,
             "Clip" => {
                 let bound = |i: usize, d: f32| -> Result<f32> {
@@ -510,7 +655,8 @@ impl Model {
                 match channel_operand(&a, &b) {
                     Some((x, s)) if self.fused => {
                         let s = s.flatten_all()?;
-                        x.contiguous().and_then(|x| x.apply_op2(&s, ChannelScale))?
+                        x.contiguous()
+                            .and_then(|x| self.op2(&x, &s, ChannelScale))?
                     }
                     _ => a.broadcast_mul(&b)?,
                 }
@@ -533,7 +679,7 @@ impl Model {
                 geo.oh = os[2];
                 geo.ow = os[3];
                 if self.fused {
-                    x.contiguous().and_then(|x| x.apply_op1(MaxPool(geo)))?
+                    x.contiguous().and_then(|x| self.op1(&x, MaxPool(geo)))?
                 } else {
                     // candle's max_pool2d has the wrong gradient
                     max_pool_generic(&x, &geo)?
@@ -615,7 +761,7 @@ impl Model {
                     .then(|| StridedSlice::new(x.dims(), &plan))
                     .flatten();
                 if let Some(op) = one_op {
-                    return Ok(x.contiguous().and_then(|x| x.apply_op1(op))?);
+                    return Ok(x.contiguous().and_then(|x| self.op1(&x, op))?);
                 }
                 let mut t = x.clone();
                 for (axis, &(start, step, len)) in plan.iter().enumerate() {
@@ -704,8 +850,11 @@ impl Model {
                 groups,
                 cout,
             };
-            x.contiguous()
-                .and_then(|x| x.apply_op2(&w.contiguous()?, op))?
+            let (x, w) = (x.contiguous()?, w.contiguous()?);
+            match self.rec.borrow_mut().as_mut() {
+                Some(r) => r.conv(&x, &w, op)?,
+                None => x.apply_op2(&w, op)?,
+            }
         } else {
             let sym = win.pads[0] == win.pads[2]
                 && win.pads[1] == win.pads[3]
@@ -726,7 +875,7 @@ impl Model {
             xp.conv2d(w, p, win.strides[0], win.dilations[0], groups)?
         };
         match b {
-            Some(b) if self.fused => Ok(y.apply_op2(&b.flatten_all()?, ChannelBias)?),
+            Some(b) if self.fused => Ok(self.op2(&y, &b.flatten_all()?, ChannelBias)?),
             Some(b) => Ok(y.broadcast_add(&b.reshape((1, cout, 1, 1))?)?),
             None => Ok(y),
         }
@@ -772,7 +921,7 @@ impl Model {
                 norm: Norm::Bias,
                 relu,
             };
-            return Ok(x.apply_op3(&p, &gate, op).map(Some)?);
+            return Ok(self.op3(&x, &p, &gate, op).map(Some)?);
         }
         let x = input(0)?;
         let eps = node.attr_float_or("epsilon", 1e-5)? as f64;
@@ -783,7 +932,7 @@ impl Model {
             relu,
         };
         Ok(x.contiguous()
-            .and_then(|x| x.apply_op3(&packed, &gate, op))
+            .and_then(|x| self.op3(&x, &packed, &gate, op))
             .map(Some)?)
     }
 
@@ -825,7 +974,7 @@ impl Model {
             let packed = self.batch_statistics(node, x, &p, updates)?;
             return Ok(x
                 .contiguous()
-                .and_then(|x| x.apply_op2(&packed, BatchNormTrain { eps }))?);
+                .and_then(|x| self.op2(&x, &packed, BatchNormTrain { eps }))?);
         }
         let c = p[0].dims()[0];
         let shape = (1, c, 1, 1);

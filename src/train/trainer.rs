@@ -593,7 +593,8 @@ impl Trainer {
                 .map_err(e)?;
             let x = x.to_dtype(self.model.dtype).map_err(e)?;
             let y = Tensor::new(b.labels.as_slice(), &dev).map_err(e)?;
-            let (logits, updates) = self.model.forward(&x, true)?;
+            let (tape, updates) = self.model.forward_taped(&x)?;
+            let logits = tape.output().clone();
             let loss = self.loss(&x, &logits, &y).map_err(e)?;
             let lv = loss
                 .to_dtype(DType::F64)
@@ -604,7 +605,7 @@ impl Trainer {
                     "training diverged at step {step} (loss {lv}); the last checkpoint is kept; lower --lr"
                 )));
             }
-            let grads = loss.backward().map_err(e)?;
+            let grads = tape.backward(&loss).map_err(e)?;
             for name in &names {
                 let var = self.model.vars[name].clone();
                 let Some(g) = grads.get(var.as_tensor()) else {

@@ -478,10 +478,25 @@ custom_op!(CustomOp2 for Conv2d {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
         // the network's input (a plain tensor) needs no gradient: skip the
         // first conv's input gradient, a full backward conv
-        let dx = if x.track_op() {
+        let (dx, dw) = self.backward(x, w, dy, x.track_op())?;
+        Ok((dx, Some(dw)))
+    }
+});
+
+impl Conv2d {
+    /// The input gradient (when `input_grad`) and the filter gradient, for
+    /// the output gradient `dy`.
+    pub(crate) fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        input_grad: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let dy = dy.contiguous()?;
+        let dx = if input_grad {
             Some(dy.apply_op2_no_bwd(&w.contiguous()?, &ConvGradInput(*self))?)
         } else {
             None
@@ -489,9 +504,9 @@ custom_op!(CustomOp2 for Conv2d {
         let dw = x
             .contiguous()?
             .apply_op2_no_bwd(&dy, &ConvGradFilter(*self))?;
-        Ok((dx, Some(dw)))
+        Ok((dx, dw))
     }
-});
+}
 
 custom_op!(CustomOp2 for ConvGradInput {
     name(&self) {
