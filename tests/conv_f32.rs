@@ -4,7 +4,7 @@
 //! differences: output, input gradient and filter gradient, on shapes that
 //! take the im2col and pointwise paths (7×7 and 14×14 planes, batches
 //! larger than one product's image group, strides, groups of 4 and of 16
-//! channels, the 7×7 stem).
+//! channels, the 7×7 stem, planes large enough to be cut into bands).
 
 use candle_core::{DType, Device, Tensor, Var};
 use sss_onnx::train::kernels::conv::Conv2d;
@@ -54,6 +54,10 @@ fn f32_kernels_match_the_f64_path() {
         (7, 32, 9, 32, 3, 2, 1, 8),
         (4, 32, 10, 32, 3, 1, 1, 2),
         (3, 3, 19, 16, 7, 2, 3, 1),
+        // column matrices too large for cache, run in bands of output rows
+        // (the last band short): a 7×7/2 stem, a grouped 5×5
+        (2, 3, 61, 16, 7, 2, 3, 1),
+        (2, 4, 64, 20, 5, 1, 2, 2),
     ];
     for &(n, c, side, cout, k, s, p, groups) in &cases {
         let g = Geometry::new(c, side, side, [k, k], [s, s], [p; 4], [1, 1]);

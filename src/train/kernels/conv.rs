@@ -6,7 +6,7 @@
 //! per thread). Nothing goes through conv-transpose.
 
 use super::direct3x3;
-use super::im2col::{col2im, im2col};
+use super::im2col::{col2im, im2col, im2col_rows};
 use super::sgemm::{self, Operand, PackedA, Term};
 use super::{contiguous, custom_op, gemm_rm, Elem, Geometry};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
@@ -61,6 +61,10 @@ fn forward<T: Elem>(
             let y = forward_side_by_side(op, x, p, n, k);
             return Ok((CpuStorage::F32(y), shape));
         }
+    }
+    if let (Some(p), Some(x), Some(rows)) = (&packed, T::as_f32(x), band_rows(op)) {
+        let y = forward_banded(op, x, p, n, rows);
+        return Ok((CpuStorage::F32(y), shape));
     }
     let mut y = vec![T::default(); n * op.cout * ll];
     y.par_chunks_mut(op.cout * ll).enumerate().for_each_init(
@@ -175,6 +179,106 @@ fn forward_side_by_side(
             },
         );
     y
+}
+
+/// Bytes of one band of a column matrix: with the band the product writes,
+/// well inside L2.
+const BAND_BYTES: usize = 256 << 10;
+
+/// Output rows per band when one image's column matrix is too large to
+/// stay in cache between im2col writing it and the product reading it
+/// (the 7×7 stem: 147 rows × 12 544 columns, 7.4 MB a picture); None when
+/// it fits, or for a pointwise conv (no column matrix).
+fn band_rows(op: &Conv2d) -> Option<usize> {
+    let g = op.g;
+    let (_, kg, _, ll) = op.dims();
+    let row = kg * g.ow * std::mem::size_of::<f32>();
+    if g.is_pointwise() || row == 0 || kg * ll * std::mem::size_of::<f32>() <= 2 * BAND_BYTES {
+        return None;
+    }
+    // at least 256 columns a band, for products wide enough to pay for
+    // their packing; no bands when that is most of the plane anyway
+    let rows = (BAND_BYTES / row).max(256usize.div_ceil(g.ow));
+    (2 * rows <= g.oh).then_some(rows)
+}
+
+/// The forward pass one band of output rows at a time (`band_rows`):
+/// im2col of the band, its product with the packed filters, the band
+/// copied into the output planes.
+fn forward_banded(op: &Conv2d, x: &[f32], packed: &[PackedA], n: usize, rows: usize) -> Vec<f32> {
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let len = n * op.cout * ll;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(op.cout * ll)
+        .enumerate()
+        .for_each_init(
+            || (vec![0f32; kg * rows * g.ow], vec![0f32; og * rows * g.ow]),
+            |(cols, out), (b, yb)| {
+                let xb = &x[b * plane..(b + 1) * plane];
+                for grp in 0..op.groups {
+                    for oy in (0..g.oh).step_by(rows) {
+                        let band = rows.min(g.oh - oy) * g.ow;
+                        im2col_rows(&g, xb, grp * cg, cg, oy..oy + band / g.ow, cols, band);
+                        let b = Operand::new(&cols[..kg * band], kg, band, false);
+                        sgemm::sgemm_packed(band, &mut out[..og * band], &packed[grp], b, false);
+                        for o in 0..og {
+                            let dst = &mut yb[(grp * og + o) * ll + oy * g.ow..][..band];
+                            for (d, &v) in dst.iter_mut().zip(&out[o * band..(o + 1) * band]) {
+                                d.write(v);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    // SAFETY: the bands cover every output row of every group's channels
+    // of every image, and each was written above
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// The filter gradient one band of output rows at a time (`band_rows`):
+/// per worker, dW += dy_band · cols_bandᵀ over its images and bands.
+fn grad_filter_banded(op: &Conv2d, x: &[f32], dy: &[f32], n: usize, rows: usize) -> Vec<f32> {
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let wlen = op.cout * kg;
+    let per = n.div_ceil(rayon::current_num_threads().max(1));
+    let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![0f32; wlen];
+            let mut cols = vec![0f32; kg * rows * g.ow];
+            for b in t * per..((t + 1) * per).min(n) {
+                let xb = &x[b * plane..(b + 1) * plane];
+                for grp in 0..op.groups {
+                    for oy in (0..g.oh).step_by(rows) {
+                        let band = rows.min(g.oh - oy) * g.ow;
+                        im2col_rows(&g, xb, grp * cg, cg, oy..oy + band / g.ow, &mut cols, band);
+                        // dy's band: og rows of `band` values, a plane apart
+                        let at = (b * op.cout + grp * og) * ll + oy * g.ow;
+                        let term = Term {
+                            a: Operand {
+                                data: &dy[at..],
+                                rs: ll,
+                                cs: 1,
+                            },
+                            b: Operand::new(&cols[..kg * band], band, kg, true),
+                            k: band,
+                        };
+                        let dwg = &mut dw[grp * og * kg..(grp + 1) * og * kg];
+                        sgemm::sgemm_sum(og, kg, dwg, &[term], true);
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    sum_partials(partial, wlen)
 }
 
 /// The input gradient `k` images a product: their output gradients side
@@ -384,6 +488,12 @@ fn grad_filter<T: Elem>(
     // depth 245; 6 would make a slab of 256 and one of 38, a second pass
     // over the accumulator for 38 steps)
     let fast = T::as_f32(x).is_some() && sgemm::suits(og);
+    if let (true, Some(rows), Some(x), Some(dy)) =
+        (fast, band_rows(op), T::as_f32(x), T::as_f32(dy))
+    {
+        let dw = grad_filter_banded(op, x, dy, n, rows);
+        return Ok((CpuStorage::F32(dw), shape));
+    }
     let group = if fast {
         (sgemm::KC / ll).clamp(1, 16).min(per)
     } else {

@@ -26,6 +26,21 @@ fn span(g: &Geometry, kx: usize) -> (usize, usize, isize) {
 /// image, more when several images' columns sit side by side); out-of-image
 /// taps are 0.
 pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T], ld: usize) {
+    im2col_rows(g, x, c0, cn, 0..g.oh, out, ld)
+}
+
+/// `im2col` for the output rows `rows` only: a band of the column matrix
+/// ([cn·kh·kw rows of rows.len()·OW], `ld` apart), small enough to stay in
+/// cache while a product reads it.
+pub fn im2col_rows<T: Elem>(
+    g: &Geometry,
+    x: &[T],
+    c0: usize,
+    cn: usize,
+    rows: std::ops::Range<usize>,
+    out: &mut [T],
+    ld: usize,
+) {
     let plane = g.h * g.w;
     let zero = T::default();
     for c in 0..cn {
@@ -34,8 +49,9 @@ pub fn im2col<T: Elem>(g: &Geometry, x: &[T], c0: usize, cn: usize, out: &mut [T
             for kx in 0..g.kw {
                 let (lo, hi, off) = span(g, kx);
                 let row = ((c * g.kh + ky) * g.kw + kx) * ld;
-                for oy in 0..g.oh {
-                    let dst = &mut out[row + oy * g.ow..row + (oy + 1) * g.ow];
+                for oy in rows.clone() {
+                    let at = row + (oy - rows.start) * g.ow;
+                    let dst = &mut out[at..at + g.ow];
                     let Some(iy) = g.iy(oy, ky) else {
                         dst.fill(zero);
                         continue;
