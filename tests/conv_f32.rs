@@ -54,6 +54,10 @@ fn f32_kernels_match_the_f64_path() {
         (7, 32, 9, 32, 3, 2, 1, 8),
         (4, 32, 10, 32, 3, 1, 1, 2),
         (3, 3, 19, 16, 7, 2, 3, 1),
+        // planes of 256 pixels or more, one image a product: pointwise,
+        // and a grouped 5×5 through im2col
+        (3, 24, 17, 20, 1, 1, 0, 1),
+        (2, 8, 16, 24, 5, 1, 2, 2),
         // column matrices too large for cache, run in bands of output rows
         // (the last band short): a 7×7/2 stem, a grouped 5×5
         (2, 3, 61, 16, 7, 2, 3, 1),

@@ -62,8 +62,11 @@ fn forward<T: Elem>(
             return Ok((CpuStorage::F32(y), shape));
         }
     }
-    if let (Some(p), Some(x), Some(rows)) = (&packed, T::as_f32(x), band_rows(op)) {
-        let y = forward_banded(op, x, p, n, rows);
+    if let (Some(p), Some(x)) = (&packed, T::as_f32(x)) {
+        let y = match band_rows(op) {
+            Some(rows) => forward_banded(op, x, p, n, rows),
+            None => forward_per_image(op, x, p, n),
+        };
         return Ok((CpuStorage::F32(y), shape));
     }
     let mut y = vec![T::default(); n * op.cout * ll];
@@ -179,6 +182,63 @@ fn forward_side_by_side(
             },
         );
     y
+}
+
+/// The forward pass one image a product with the packed filters, into an
+/// output never zeroed: the product stores every value (a zero fill first
+/// would be one more pass over the output, which on 1×1 convs costs as
+/// much memory traffic as the product's own).
+fn forward_per_image(op: &Conv2d, x: &[f32], packed: &[PackedA], n: usize) -> Vec<f32> {
+    let g = op.g;
+    let (cg, kg, og, ll) = op.dims();
+    let plane = g.c * g.h * g.w;
+    let len = n * op.cout * ll;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(op.cout * ll)
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; if g.is_pointwise() { 0 } else { kg * ll }],
+            |buf, (b, yb)| {
+                let xb = &x[b * plane..(b + 1) * plane];
+                for grp in 0..op.groups {
+                    let cols = columns(&g, xb, grp * cg, cg, buf);
+                    let yg = &mut yb[grp * og * ll..(grp + 1) * og * ll];
+                    let b = Operand::new(cols, kg, ll, false);
+                    sgemm::sgemm_packed_uninit(ll, yg, &packed[grp], b);
+                }
+            },
+        );
+    // SAFETY: each group's product stored all og·ll values of its slice,
+    // and the groups' slices cover every image's output
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// The input gradient of a pointwise conv, one image a product: Wᵀ·dy is
+/// the gradient itself, stored into memory never zeroed (as in
+/// `forward_per_image`).
+fn grad_input_pointwise(op: &Conv2d, dy: &[f32], packed: &[PackedA], n: usize) -> Vec<f32> {
+    let g = op.g;
+    let (cg, _, og, ll) = op.dims();
+    let plane = g.c * ll;
+    let len = n * plane;
+    let mut dx: Vec<f32> = Vec::with_capacity(len);
+    dx.spare_capacity_mut()[..len]
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(b, dxb)| {
+            for grp in 0..op.groups {
+                let at = (b * op.cout + grp * og) * ll;
+                let d = Operand::new(&dy[at..at + og * ll], og, ll, false);
+                let dst = &mut dxb[grp * cg * ll..(grp + 1) * cg * ll];
+                sgemm::sgemm_packed_uninit(ll, dst, &packed[grp], d);
+            }
+        });
+    // SAFETY: each group's product stored all cg·ll values of its slice,
+    // and the groups' slices cover every image's gradient
+    unsafe { dx.set_len(len) };
+    dx
 }
 
 /// Bytes of one band of a column matrix: with the band the product writes,
@@ -406,6 +466,10 @@ fn grad_input<T: Elem>(
             let dx = grad_input_side_by_side(op, dy, p, n, k);
             return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
         }
+    }
+    if let (Some(p), Some(dy), true) = (&packed, T::as_f32(dy), pointwise) {
+        let dx = grad_input_pointwise(op, dy, p, n);
+        return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
     }
     let mut dx = vec![T::default(); n * plane];
     dx.par_chunks_mut(plane).enumerate().for_each_init(

@@ -172,7 +172,16 @@ pub fn sgemm_sum(m: usize, n: usize, dst: &mut [f32], terms: &[Term], accumulate
         check(m, n, t.k, &t.a, &t.b);
     }
     let k = terms.iter().map(|t| t.k).sum();
-    drive(m, n, k, dst, Lhs::Terms(terms), terms, accumulate)
+    drive(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        dst.len(),
+        Lhs::Terms(terms),
+        terms,
+        accumulate,
+    )
 }
 
 /// `dst[m×n] (+)= a · b[k×n]` with A packed beforehand.
@@ -184,7 +193,16 @@ pub fn sgemm_packed(n: usize, dst: &mut [f32], a: &PackedA, b: Operand, accumula
         k,
     }];
     check(0, n, k, &terms[0].a, &b);
-    drive(m, n, k, dst, Lhs::Packed(a), &terms, accumulate)
+    drive(
+        m,
+        n,
+        k,
+        dst.as_mut_ptr(),
+        dst.len(),
+        Lhs::Packed(a),
+        &terms,
+        accumulate,
+    )
 }
 
 /// The operands must hold the elements their shapes address (m = 0 skips A).
@@ -206,23 +224,49 @@ fn check(m: usize, n: usize, k: usize, a: &Operand, b: &Operand) {
     }
 }
 
+/// `dst[m×n] = a · b` with A packed, into memory never written before
+/// (an output buffer left unzeroed): every element is stored once before
+/// any is read.
+pub fn sgemm_packed_uninit(
+    n: usize,
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    a: &PackedA,
+    b: Operand,
+) {
+    let (m, k) = (a.m, a.k);
+    let terms = [Term {
+        a: Operand::UNUSED,
+        b,
+        k,
+    }];
+    check(0, n, k, &terms[0].a, &b);
+    let (ptr, len) = (dst.as_mut_ptr().cast::<f32>(), dst.len());
+    drive(m, n, k, ptr, len, Lhs::Packed(a), &terms, false)
+}
+
+/// The blocked product into `dst` (`len` floats). Without `accumulate`
+/// the first depth slab stores every element of C before later slabs read
+/// them, so `dst` may start uninitialised.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    dst: *mut f32,
+    len: usize,
     lhs: Lhs,
     terms: &[Term],
     accumulate: bool,
 ) {
     assert!(available(), "sgemm called without AVX-512");
-    assert!(dst.len() >= m * n, "sgemm: dst too short");
+    assert!(len >= m * n, "sgemm: dst too short");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            // SAFETY: dst holds len ≥ m·n floats (asserted above)
+            unsafe { std::ptr::write_bytes(dst, 0, m * n) };
         }
         return;
     }
@@ -260,7 +304,7 @@ fn drive(
                                     kc,
                                     ap.as_ptr(),
                                     bp.as_ptr(),
-                                    dst.as_mut_ptr().add(i0 * n + j0),
+                                    dst.add(i0 * n + j0),
                                     n,
                                     rows,
                                     cols,
