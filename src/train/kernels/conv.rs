@@ -11,6 +11,7 @@ use super::sgemm::{self, Operand, PackedA, Term};
 use super::{contiguous, custom_op, gemm_rm, Elem, Geometry};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Conv2d {
@@ -184,6 +185,26 @@ fn forward_side_by_side(
     y
 }
 
+/// `n` images' results of `per` values each, computed in parallel into a
+/// buffer that is never zero-filled: `f(scratch, image, out)` must write
+/// every value of `out` (a product that stores its whole result).
+fn unzeroed_images<S>(
+    n: usize,
+    per: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let len = n * per;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(per.max(1))
+        .enumerate()
+        .for_each_init(init, |s, (b, out)| f(s, b, out));
+    // SAFETY: every caller's `f` writes all of its chunk (see each caller)
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// The forward pass one image a product with the packed filters, into an
 /// output never zeroed: the product stores every value (a zero fill first
 /// would be one more pass over the output, which on 1×1 convs costs as
@@ -192,53 +213,38 @@ fn forward_per_image(op: &Conv2d, x: &[f32], packed: &[PackedA], n: usize) -> Ve
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
-    let len = n * op.cout * ll;
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(op.cout * ll)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; if g.is_pointwise() { 0 } else { kg * ll }],
-            |buf, (b, yb)| {
-                let xb = &x[b * plane..(b + 1) * plane];
-                for grp in 0..op.groups {
-                    let cols = columns(&g, xb, grp * cg, cg, buf);
-                    let yg = &mut yb[grp * og * ll..(grp + 1) * og * ll];
-                    let b = Operand::new(cols, kg, ll, false);
-                    sgemm::sgemm_packed_uninit(ll, yg, &packed[grp], b);
-                }
-            },
-        );
-    // SAFETY: each group's product stored all og·ll values of its slice,
-    // and the groups' slices cover every image's output
-    unsafe { y.set_len(len) };
-    y
+    let buf = || vec![0f32; if g.is_pointwise() { 0 } else { kg * ll }];
+    // each group's product stores all og·ll values of its slice
+    unzeroed_images(n, op.cout * ll, buf, |buf, b, yb| {
+        let xb = &x[b * plane..(b + 1) * plane];
+        for grp in 0..op.groups {
+            let cols = columns(&g, xb, grp * cg, cg, buf);
+            let yg = &mut yb[grp * og * ll..(grp + 1) * og * ll];
+            let b = Operand::new(cols, kg, ll, false);
+            sgemm::sgemm_packed_uninit(ll, yg, &packed[grp], b);
+        }
+    })
 }
 
 /// The input gradient of a pointwise conv, one image a product: Wᵀ·dy is
 /// the gradient itself, stored into memory never zeroed (as in
 /// `forward_per_image`).
 fn grad_input_pointwise(op: &Conv2d, dy: &[f32], packed: &[PackedA], n: usize) -> Vec<f32> {
-    let g = op.g;
     let (cg, _, og, ll) = op.dims();
-    let plane = g.c * ll;
-    let len = n * plane;
-    let mut dx: Vec<f32> = Vec::with_capacity(len);
-    dx.spare_capacity_mut()[..len]
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(b, dxb)| {
+    // each group's product stores all cg·ll values of its slice
+    unzeroed_images(
+        n,
+        op.g.c * ll,
+        || (),
+        |_, b, dxb| {
             for grp in 0..op.groups {
                 let at = (b * op.cout + grp * og) * ll;
                 let d = Operand::new(&dy[at..at + og * ll], og, ll, false);
                 let dst = &mut dxb[grp * cg * ll..(grp + 1) * cg * ll];
                 sgemm::sgemm_packed_uninit(ll, dst, &packed[grp], d);
             }
-        });
-    // SAFETY: each group's product stored all cg·ll values of its slice,
-    // and the groups' slices cover every image's gradient
-    unsafe { dx.set_len(len) };
-    dx
+        },
+    )
 }
 
 /// Bytes of one band of a column matrix: with the band the product writes,
@@ -269,35 +275,25 @@ fn forward_banded(op: &Conv2d, x: &[f32], packed: &[PackedA], n: usize, rows: us
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
-    let len = n * op.cout * ll;
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(op.cout * ll)
-        .enumerate()
-        .for_each_init(
-            || (vec![0f32; kg * rows * g.ow], vec![0f32; og * rows * g.ow]),
-            |(cols, out), (b, yb)| {
-                let xb = &x[b * plane..(b + 1) * plane];
-                for grp in 0..op.groups {
-                    for oy in (0..g.oh).step_by(rows) {
-                        let band = rows.min(g.oh - oy) * g.ow;
-                        im2col_rows(&g, xb, grp * cg, cg, oy..oy + band / g.ow, cols, band);
-                        let b = Operand::new(&cols[..kg * band], kg, band, false);
-                        sgemm::sgemm_packed(band, &mut out[..og * band], &packed[grp], b, false);
-                        for o in 0..og {
-                            let dst = &mut yb[(grp * og + o) * ll + oy * g.ow..][..band];
-                            for (d, &v) in dst.iter_mut().zip(&out[o * band..(o + 1) * band]) {
-                                d.write(v);
-                            }
-                        }
+    let bufs = || (vec![0f32; kg * rows * g.ow], vec![0f32; og * rows * g.ow]);
+    // the bands cover every output row of every group's channels
+    unzeroed_images(n, op.cout * ll, bufs, |(cols, out), b, yb| {
+        let xb = &x[b * plane..(b + 1) * plane];
+        for grp in 0..op.groups {
+            for oy in (0..g.oh).step_by(rows) {
+                let band = rows.min(g.oh - oy) * g.ow;
+                im2col_rows(&g, xb, grp * cg, cg, oy..oy + band / g.ow, cols, band);
+                let b = Operand::new(&cols[..kg * band], kg, band, false);
+                sgemm::sgemm_packed(band, &mut out[..og * band], &packed[grp], b, false);
+                for o in 0..og {
+                    let dst = &mut yb[(grp * og + o) * ll + oy * g.ow..][..band];
+                    for (d, &v) in dst.iter_mut().zip(&out[o * band..(o + 1) * band]) {
+                        d.write(v);
                     }
                 }
-            },
-        );
-    // SAFETY: the bands cover every output row of every group's channels
-    // of every image, and each was written above
-    unsafe { y.set_len(len) };
-    y
+            }
+        }
+    })
 }
 
 /// The filter gradient one band of output rows at a time (`band_rows`):
@@ -421,19 +417,12 @@ fn direct_images(
     cout: usize,
     n: usize,
 ) -> Vec<f32> {
-    let (plane, out) = (cin * plan.h * plan.w, cout * plan.oh * plan.ow);
-    let len = n * out;
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len]
-        .par_chunks_mut(out)
-        .enumerate()
-        .for_each_init(Vec::new, |xp, (b, yb)| {
-            direct3x3::pad(plan, &x[b * plane..(b + 1) * plane], cin, xp);
-            direct3x3::conv_into(plan, xp, cin, wt, cout, yb);
-        });
-    // SAFETY: conv_into wrote all cout·oh·ow outputs of every image
-    unsafe { y.set_len(len) };
-    y
+    let plane = cin * plan.h * plan.w;
+    // conv_into writes all cout·oh·ow outputs of an image
+    unzeroed_images(n, cout * plan.oh * plan.ow, Vec::new, |xp, b, yb| {
+        direct3x3::pad(plan, &x[b * plane..(b + 1) * plane], cin, xp);
+        direct3x3::conv_into(plan, xp, cin, wt, cout, yb);
+    })
 }
 
 fn grad_input<T: Elem>(
