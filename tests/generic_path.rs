@@ -5,32 +5,11 @@
 //! the tested CPU path computes, up to the device's float arithmetic.
 
 mod common;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Var};
 use common::*;
 use sss_onnx::gate;
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::model::Model;
-
-fn input(shape: &[usize]) -> Tensor {
-    let a = sss_onnx::measure::inputs::normal(shape, 3);
-    Tensor::from_vec(
-        a.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-        shape,
-        &Device::Cpu,
-    )
-    .unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
 
 #[test]
 fn candle_ops_path_matches_the_custom_kernels() {
@@ -51,7 +30,7 @@ fn candle_ops_path_matches_the_custom_kernels() {
             .without_custom_kernels();
         let (_, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
         let shape: Vec<usize> = [2].into_iter().chain(shape.iter().copied()).collect();
-        let x = input(&shape);
+        let x = f64_input(&shape);
         for train in [false, true] {
             let (ya, sa) = fused.forward(&x, train).unwrap();
             let (yb, sb) = generic.forward(&x, train).unwrap();
@@ -63,7 +42,7 @@ fn candle_ops_path_matches_the_custom_kernels() {
                 assert_eq!(ka, kb);
                 assert!(max_diff(va, vb) < 1e-9, "{name}: {ka}");
             }
-            let r = input(ya.dims());
+            let r = f64_input(ya.dims());
             let ga = (&ya * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gb = (&yb * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for (k, va) in &fused.vars {

@@ -11,17 +11,6 @@ use sss_onnx::gate;
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::model::Model;
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap()
-}
-
 #[test]
 fn taped_backward_matches_autograd_on_every_fixture() {
     let mut compared = 0;
@@ -32,14 +21,7 @@ fn taped_backward_matches_autograd_on_every_fixture() {
         let m = Model::with_dtype(&g, &Device::Cpu, DType::F64).unwrap();
         let (_, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
         let shape: Vec<usize> = [2].into_iter().chain(shape.iter().copied()).collect();
-        let a = sss_onnx::measure::inputs::normal(&shape, 3);
-        let x = Tensor::from_vec(
-            a.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-            shape.as_slice(),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let x = Var::from_tensor(&x).unwrap();
+        let x = Var::from_tensor(&f64_input(&shape)).unwrap();
         let gate = m
             .vars
             .iter()

@@ -136,3 +136,26 @@ pub fn max_abs(a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Normal samples (seed 3) as an f64 candle tensor of `shape`.
+pub fn f64_input(shape: &[usize]) -> candle_core::Tensor {
+    let a = sss_onnx::measure::inputs::normal(shape, 3);
+    candle_core::Tensor::from_vec(
+        a.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
+        shape,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+}
+
+/// The largest absolute difference between two f64 tensors.
+pub fn max_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
