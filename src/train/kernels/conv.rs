@@ -612,13 +612,23 @@ fn grad_filter<T: Elem>(
     Ok((T::to_cpu_storage_owned(sum_partials(partial, wlen)), shape))
 }
 
-fn sum_partials<T: Elem>(partial: Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let mut total = vec![T::default(); len];
-    for p in partial {
-        for (a, b) in total.iter_mut().zip(p) {
-            *a += b;
+/// The workers' filter gradients summed, in parallel over slices (a
+/// ResNet's weights are megabytes: summed on one thread, the other core
+/// would wait).
+fn sum_partials<T: Elem>(mut partial: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let Some(mut total) = partial.pop() else {
+        return vec![T::default(); len];
+    };
+    total.resize(len, T::default());
+    const CHUNK: usize = 1 << 14;
+    total.par_chunks_mut(CHUNK).enumerate().for_each(|(i, t)| {
+        for p in &partial {
+            let src = p.get(i * CHUNK..).unwrap_or(&[]);
+            for (a, &b) in t.iter_mut().zip(src) {
+                *a += b;
+            }
         }
-    }
+    });
     total
 }
 
