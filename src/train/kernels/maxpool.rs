@@ -194,25 +194,14 @@ fn forward<T: Elem>(g: Geometry, s: &CpuStorage, l: &Layout) -> Result<(CpuStora
     let x = contiguous::<T>(s, l)?;
     let n = l.dims()[0];
     let oplane = g.oh * g.ow;
-    let len = n * g.c * oplane;
-    let mut out: Vec<T> = Vec::with_capacity(len);
-    per_plane(
-        g,
-        x,
-        &mut out.spare_capacity_mut()[..len],
-        oplane,
-        |_, xp, win, o| {
-            for (y, &i) in o.iter_mut().zip(win) {
-                y.write(if i != u32::MAX {
-                    xp[i as usize]
-                } else {
-                    T::neg_infinity()
-                });
+    let mut out = vec![T::neg_infinity(); n * g.c * oplane];
+    per_plane(g, x, &mut out, oplane, |_, xp, win, o| {
+        for (y, &i) in o.iter_mut().zip(win) {
+            if i != u32::MAX {
+                *y = xp[i as usize];
             }
-        },
-    );
-    // SAFETY: every plane's chunk was written in full above
-    unsafe { out.set_len(len) };
+        }
+    });
     Ok((
         T::to_cpu_storage_owned(out),
         Shape::from((n, g.c, g.oh, g.ow)),
@@ -229,31 +218,15 @@ fn backward<T: Elem>(
     let (x, dy) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
     let n = l1.dims()[0];
     let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
-    // each plane's gradient is gathered in a zeroed scratch plane (in
-    // cache) and then written out once, instead of zero-filling the whole
-    // gradient in memory first
-    let len = n * g.c * plane;
-    let mut dx: Vec<T> = Vec::with_capacity(len);
-    per_plane(
-        g,
-        x,
-        &mut dx.spare_capacity_mut()[..len],
-        plane,
-        |p, _, win, d| {
-            let dyp = &dy[p * oplane..(p + 1) * oplane];
-            let mut acc = vec![T::default(); plane];
-            for (&i, &v) in win.iter().zip(dyp) {
-                if i != u32::MAX {
-                    acc[i as usize] += v;
-                }
+    let mut dx = vec![T::default(); n * g.c * plane];
+    per_plane(g, x, &mut dx, plane, |p, _, win, d| {
+        let dyp = &dy[p * oplane..(p + 1) * oplane];
+        for (&i, &v) in win.iter().zip(dyp) {
+            if i != u32::MAX {
+                d[i as usize] += v;
             }
-            for (o, &a) in d.iter_mut().zip(&acc) {
-                o.write(a);
-            }
-        },
-    );
-    // SAFETY: every plane's chunk was written in full above
-    unsafe { dx.set_len(len) };
+        }
+    });
     Ok((T::to_cpu_storage_owned(dx), Shape::from((n, g.c, g.h, g.w))))
 }
 
