@@ -302,39 +302,31 @@ fn grad_filter_banded(op: &Conv2d, x: &[f32], dy: &[f32], n: usize, rows: usize)
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
-    let wlen = op.cout * kg;
-    let per = n.div_ceil(rayon::current_num_threads().max(1));
-    let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
-        .into_par_iter()
-        .map(|t| {
-            let mut dw = vec![0f32; wlen];
-            let mut cols = vec![0f32; kg * rows * g.ow];
-            for b in t * per..((t + 1) * per).min(n) {
-                let xb = &x[b * plane..(b + 1) * plane];
-                for grp in 0..op.groups {
-                    for oy in (0..g.oh).step_by(rows) {
-                        let band = rows.min(g.oh - oy) * g.ow;
-                        im2col_rows(&g, xb, grp * cg, cg, oy..oy + band / g.ow, &mut cols, band);
-                        // dy's band: og rows of `band` values, a plane apart
-                        let at = (b * op.cout + grp * og) * ll + oy * g.ow;
-                        let term = Term {
-                            a: Operand {
-                                data: &dy[at..],
-                                rs: ll,
-                                cs: 1,
-                            },
-                            b: Operand::new(&cols[..kg * band], band, kg, true),
-                            k: band,
-                        };
-                        let dwg = &mut dw[grp * og * kg..(grp + 1) * og * kg];
-                        sgemm::sgemm_sum(og, kg, dwg, &[term], true);
-                    }
+    summed_over_workers(n, op.cout * kg, |images, dw: &mut [f32]| {
+        let mut cols = vec![0f32; kg * rows * g.ow];
+        for b in images {
+            let xb = &x[b * plane..(b + 1) * plane];
+            for grp in 0..op.groups {
+                for oy in (0..g.oh).step_by(rows) {
+                    let band = rows.min(g.oh - oy) * g.ow;
+                    im2col_rows(&g, xb, grp * cg, cg, oy..oy + band / g.ow, &mut cols, band);
+                    // dy's band: og rows of `band` values, a plane apart
+                    let at = (b * op.cout + grp * og) * ll + oy * g.ow;
+                    let term = Term {
+                        a: Operand {
+                            data: &dy[at..],
+                            rs: ll,
+                            cs: 1,
+                        },
+                        b: Operand::new(&cols[..kg * band], band, kg, true),
+                        k: band,
+                    };
+                    let dwg = &mut dw[grp * og * kg..(grp + 1) * og * kg];
+                    sgemm::sgemm_sum(og, kg, dwg, &[term], true);
                 }
             }
-            dw
-        })
-        .collect();
-    sum_partials(partial, wlen)
+        }
+    })
 }
 
 /// The input gradient `k` images a product: their output gradients side
@@ -507,8 +499,6 @@ fn grad_filter<T: Elem>(
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
     let wlen = op.cout * kg;
-    let threads = rayon::current_num_threads().max(1);
-    let per = n.div_ceil(threads);
     let shape = Shape::from((op.cout, cg, g.kh, g.kw));
     if let (Some(plan), Some(x), Some(dy)) = (
         direct3x3::plan_for(&g, op.groups),
@@ -518,21 +508,17 @@ fn grad_filter<T: Elem>(
         // each worker pads a few small images at a time and sums them in
         // one kernel call
         let batch = direct3x3::filter_batch(&plan);
-        let partial: Vec<Vec<f32>> = (0..n.div_ceil(per))
-            .into_par_iter()
-            .map(|t| {
-                let (mut dw, mut xp) = (vec![0f32; wlen], Vec::new());
-                let (first, end) = (t * per, ((t + 1) * per).min(n));
-                for b in (first..end).step_by(batch) {
-                    let k = batch.min(end - b);
-                    direct3x3::pad(&plan, &x[b * plane..(b + k) * plane], k * g.c, &mut xp);
-                    let dyb = &dy[b * op.cout * ll..(b + k) * op.cout * ll];
-                    direct3x3::grad_filter(&plan, &xp, g.c, dyb, op.cout, k, &mut dw);
-                }
-                dw
-            })
-            .collect();
-        return Ok((CpuStorage::F32(sum_partials(partial, wlen)), shape));
+        let dw = summed_over_workers(n, wlen, |images, dw: &mut [f32]| {
+            let mut xp = Vec::new();
+            let end = images.end;
+            for b in images.step_by(batch) {
+                let k = batch.min(end - b);
+                direct3x3::pad(&plan, &x[b * plane..(b + k) * plane], k * g.c, &mut xp);
+                let dyb = &dy[b * op.cout * ll..(b + k) * op.cout * ll];
+                direct3x3::grad_filter(&plan, &xp, g.c, dyb, op.cout, k, dw);
+            }
+        });
+        return Ok((CpuStorage::F32(dw), shape));
     }
     // one accumulator per worker, summed at the end; with the SGEMM, short
     // planes put several images into one product's depth, so the
@@ -548,68 +534,86 @@ fn grad_filter<T: Elem>(
         return Ok((CpuStorage::F32(dw), shape));
     }
     let group = if fast {
-        (sgemm::KC / ll).clamp(1, 16).min(per)
+        (sgemm::KC / ll).clamp(1, 16).min(images_per_worker(n))
     } else {
         1
     };
-    let partial: Vec<Vec<T>> = (0..n.div_ceil(per))
-        .into_par_iter()
-        .map(|t| {
-            let mut dw = vec![T::default(); wlen];
-            let len = if g.is_pointwise() { 0 } else { kg * ll };
-            let mut bufs: Vec<Vec<T>> = (0..group).map(|_| vec![T::default(); len]).collect();
-            let (first, end) = (t * per, ((t + 1) * per).min(n));
-            for b0 in (first..end).step_by(group) {
-                let images = b0..(b0 + group).min(end);
-                for grp in 0..op.groups {
-                    let cols: Vec<&[T]> = bufs
-                        .iter_mut()
-                        .zip(images.clone())
-                        .map(|(buf, b)| {
-                            columns(&g, &x[b * plane..(b + 1) * plane], grp * cg, cg, buf)
+    let dw = summed_over_workers(n, wlen, |images, dw: &mut [T]| {
+        let len = if g.is_pointwise() { 0 } else { kg * ll };
+        let mut bufs: Vec<Vec<T>> = (0..group).map(|_| vec![T::default(); len]).collect();
+        let end = images.end;
+        for b0 in images.step_by(group) {
+            let images = b0..(b0 + group).min(end);
+            for grp in 0..op.groups {
+                let cols: Vec<&[T]> = bufs
+                    .iter_mut()
+                    .zip(images.clone())
+                    .map(|(buf, b)| columns(&g, &x[b * plane..(b + 1) * plane], grp * cg, cg, buf))
+                    .collect();
+                let dyg = |b: usize| {
+                    let at = (b * op.cout + grp * og) * ll;
+                    &dy[at..at + og * ll]
+                };
+                let dwg = &mut dw[grp * og * kg..(grp + 1) * og * kg];
+                // dW_g[og×kg] += Σ dy_g[og×ll] · colsᵀ[ll×kg]
+                let terms: Option<Vec<Term>> = cols
+                    .iter()
+                    .zip(images.clone())
+                    .map(|(c, b)| {
+                        Some(Term {
+                            a: Operand::new(T::as_f32(dyg(b))?, og, ll, false),
+                            b: Operand::new(T::as_f32(c)?, ll, kg, true),
+                            k: ll,
                         })
-                        .collect();
-                    let dyg = |b: usize| {
-                        let at = (b * op.cout + grp * og) * ll;
-                        &dy[at..at + og * ll]
-                    };
-                    let dwg = &mut dw[grp * og * kg..(grp + 1) * og * kg];
-                    // dW_g[og×kg] += Σ dy_g[og×ll] · colsᵀ[ll×kg]
-                    let terms: Option<Vec<Term>> = cols
-                        .iter()
-                        .zip(images.clone())
-                        .map(|(c, b)| {
-                            Some(Term {
-                                a: Operand::new(T::as_f32(dyg(b))?, og, ll, false),
-                                b: Operand::new(T::as_f32(c)?, ll, kg, true),
-                                k: ll,
-                            })
-                        })
-                        .collect();
-                    match (terms, T::as_f32_mut(dwg)) {
-                        (Some(terms), Some(d)) if fast => sgemm::sgemm_sum(og, kg, d, &terms, true),
-                        (_, _) => {
-                            for (c, b) in cols.iter().zip(images.clone()) {
-                                gemm_rm(
-                                    og,
-                                    kg,
-                                    ll,
-                                    &mut dw[grp * og * kg..(grp + 1) * og * kg],
-                                    dyg(b),
-                                    false,
-                                    c,
-                                    true,
-                                    true,
-                                );
-                            }
+                    })
+                    .collect();
+                match (terms, T::as_f32_mut(dwg)) {
+                    (Some(terms), Some(d)) if fast => sgemm::sgemm_sum(og, kg, d, &terms, true),
+                    (_, _) => {
+                        for (c, b) in cols.iter().zip(images.clone()) {
+                            gemm_rm(
+                                og,
+                                kg,
+                                ll,
+                                &mut dw[grp * og * kg..(grp + 1) * og * kg],
+                                dyg(b),
+                                false,
+                                c,
+                                true,
+                                true,
+                            );
                         }
                     }
                 }
             }
+        }
+    });
+    Ok((T::to_cpu_storage_owned(dw), shape))
+}
+
+/// The batch split evenly over the workers (at least 1 image each).
+fn images_per_worker(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// A filter gradient summed over the batch: the images split evenly over
+/// the workers, `f(images, dw)` adding one worker's share into its own
+/// zeroed accumulator, the accumulators added at the end.
+fn summed_over_workers<T: Elem>(
+    n: usize,
+    wlen: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    let per = images_per_worker(n);
+    let partial: Vec<Vec<T>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![T::default(); wlen];
+            f(t * per..((t + 1) * per).min(n), &mut dw);
             dw
         })
         .collect();
-    Ok((T::to_cpu_storage_owned(sum_partials(partial, wlen)), shape))
+    sum_partials(partial, wlen)
 }
 
 /// The workers' filter gradients summed, in parallel over slices (a
