@@ -311,26 +311,19 @@ impl Model {
         Ok(f)
     }
 
-    /// Runs the model; in train mode BN uses batch statistics and the new
-    /// running statistics are returned (apply them with `apply_stats`).
-    /// The output carries candle's autograd graph.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, StatUpdates)> {
-        self.run(x, train)
-    }
-
     /// A train-mode forward pass for a training step: compute the loss from
     /// `tape.output()` and take the gradients with `tape.backward(&loss)`
     /// (the CPU kernels' own backward, `tape.rs`; candle's autograd on
     /// other devices).
     pub fn forward_taped(&self, x: &Tensor) -> Result<(Tape, StatUpdates)> {
         if !self.fused {
-            let (y, updates) = self.run(x, true)?;
+            let (y, updates) = self.forward(x, true)?;
             return Ok((Tape::candle(y), updates));
         }
         let mut rec = Recorder::default();
         rec.value(x, x.track_op());
         *self.rec.borrow_mut() = Some(rec);
-        let r = self.run(x, true);
+        let r = self.forward(x, true);
         let rec = self.rec.borrow_mut().take();
         let (y, updates) = r?;
         let rec = rec.ok_or_else(|| Error::Graph("the tape was lost".into()))?;
@@ -338,7 +331,11 @@ impl Model {
         Ok((rec.finish(x, &y, params)?, updates))
     }
 
-    fn run(&self, x: &Tensor, train: bool) -> Result<(Tensor, StatUpdates)> {
+    /// Runs the model; in train mode BN uses batch statistics and the new
+    /// running statistics are returned (apply them with `apply_stats`).
+    /// The output carries candle's autograd graph (while `forward_taped`
+    /// records, the kernels' own record instead).
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, StatUpdates)> {
         let batch = x.dims().first().copied().unwrap_or(1);
         let facts = self.facts(batch)?;
         let mut env: HashMap<&str, Tensor> = HashMap::new();
