@@ -8,7 +8,7 @@ in ONNX Runtime at batch 1 and 32 with 1 and 2 threads, each model timed
 interleaved with the original (pairs, not more: several ORT sessions
 spinning at once on 2 cores distort each other).
 
-    .venv/bin/python benches/frontier.py --model resnet56 --out docs/frontier
+    .venv/bin/python benches/frontier.py --model resnet56 --out docs/notebook/frontier
     .venv/bin/python benches/frontier.py --model resnet20 --targets 0.75,0.5,0.35
 
 Not run by CI (tens of minutes). Needs the release binary
@@ -361,7 +361,7 @@ def main():
                     help="training threads, both methods (measurement sets its own)")
     ap.add_argument("--runs", type=int, default=200, help="timed runs at batch 1 (batch 32: a quarter)")
     ap.add_argument("--work", default=os.path.join(ROOT, ".data", "frontier"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "frontier"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "notebook", "frontier"))
     ap.add_argument("--skip-train", action="store_true", help="reuse the models in --work (re-measure only)")
     ap.add_argument("--append", action="store_true", help="add these runs to the ones in --work, then measure all")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from --out's JSON")

@@ -9,9 +9,11 @@
 //! `--save` writes the table, each case's gate values and both ratios as
 //! JSON: `tests/latency_table.rs` checks the prediction on such a recording.
 
+use sss_onnx::cost::latency as latency_table;
+use sss_onnx::cost::probe;
 use sss_onnx::gate::{self, Gate};
 use sss_onnx::graph::shape;
-use sss_onnx::measure::{bench, inputs, latency_table};
+use sss_onnx::measure::{bench, inputs};
 use sss_onnx::onnx::import;
 use sss_onnx::prune::{self, plan, predict};
 use sss_onnx::runtime;
@@ -40,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads,
         ep: runtime::Ep::Cpu,
     };
-    let table = latency_table::measure(&gated, batch, &opts, |n| eprintln!("{n}"))?;
+    let table = probe::measure(&gated, batch, &opts, |n| eprintln!("{n}"))?;
     for (what, probes, elements, ms) in &table.calibration {
         println!("calibration: {what}: probes {probes:.2} ms, block elements {elements:.0}, measured {ms:.2} ms");
     }
@@ -71,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| pruning | MACs | predicted latency | measured latency (interleaved p50) | error |");
     println!("|---|---:|---:|---:|---:|");
     let facts = shape::infer_strict(&imp.graph, 1)?;
-    let macs0 = sss_onnx::graph::cost::count(&imp.graph, &facts).macs;
+    let macs0 = sss_onnx::graph::counts::count(&imp.graph, &facts).macs;
     for (name, dead, keep) in cases {
         let mut g = gated.clone();
         for gt in &dead {
@@ -95,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let predicted = table.ratio(&predict::conv_shapes(&g, &pl));
         let (pruned, _) = prune::prune(&g)?;
         let f = shape::infer_strict(&pruned, 1)?;
-        let macs = sss_onnx::graph::cost::count(&pruned, &f).macs;
+        let macs = sss_onnx::graph::counts::count(&pruned, &f).macs;
         let label = Path::new("pruned");
         let mut sessions = vec![
             (

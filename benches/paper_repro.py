@@ -3,7 +3,7 @@ final test top-1, the gate factors that are exactly 0 and those below a
 threshold, the MACs the zeros imply, and the fraction of zero factors over
 the steps (SVG). Needs numpy and onnx (the .venv of fixtures/requirements).
 
-    .venv/bin/python benches/paper_repro.py [--dir .data/paper] [--out docs/paper]
+    .venv/bin/python benches/paper_repro.py [--dir .data/paper] [--out docs/notebook/paper]
 """
 import argparse
 import glob
@@ -115,7 +115,7 @@ def plot(rows, path, title):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default=".data/paper")
-    ap.add_argument("--out", default="docs/paper")
+    ap.add_argument("--out", default="docs/notebook/paper")
     a = ap.parse_args()
     rows = runs(a.dir)
     os.makedirs(a.out, exist_ok=True)

@@ -46,7 +46,7 @@ fn main() {
     let (g, _) =
         gate::insert(&g, &[GateKind::Channel, GateKind::Group, GateKind::Block]).expect("gates");
     let model = Model::new(&g, &Device::Cpu).expect("lowering");
-    let (_, shape) = sss_onnx::measure::inputs::image_input(&g).expect("image input");
+    let (_, shape) = sss_onnx::graph::io::image_input(&g).expect("image input");
     let x = sss_onnx::measure::inputs::normal(&[batch, shape[0], shape[1], shape[2]], 1);
     let x = Tensor::from_vec(
         x.iter().copied().collect::<Vec<f32>>(),

@@ -264,7 +264,7 @@ pub fn restore(
     let label = std::path::Path::new("<BatchNorm calibration graph>");
     let mut s = crate::runtime::open_graph(&exposed, label, opts)?;
     let n = samples.min(ds.len()).max(1);
-    let picks = crate::measure::batching::spread(ds.len(), n);
+    let picks = crate::batching::spread(ds.len(), n);
     let wanted: Vec<String> = convs
         .iter()
         .map(|&i| g.nodes[i].outputs[0].clone())

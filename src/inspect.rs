@@ -1,7 +1,7 @@
 //! What `inspect` reports about a model: ops, inputs and outputs, cost,
 //! residual blocks per stage, gateable structures and what was left out.
 
-use crate::graph::cost::{self, NodeCost};
+use crate::graph::counts::{self, NodeCost};
 use crate::graph::shape::{self, Facts};
 use crate::graph::{Dim, Graph};
 use crate::structure::{self, Analysis, GateKind};
@@ -56,7 +56,7 @@ pub fn inspect(g: &Graph, batch: usize, per_node: bool) -> Inspection {
             failures: vec![("<inputs>".into(), e.to_string())],
             ..Default::default()
         });
-    let cost = cost::count(g, &facts);
+    let cost = counts::count(g, &facts);
     let mut ops = BTreeMap::new();
     for n in &g.nodes {
         *ops.entry(n.op_type.clone()).or_insert(0) += 1;

@@ -6,8 +6,10 @@
 //! → `prune` → `runtime` / `measure` (validate, time) → `report`.
 
 pub mod alloc;
+pub mod batching;
 pub mod bn_restore;
 pub mod compress;
+pub mod cost;
 pub mod data;
 pub mod error;
 pub mod files;

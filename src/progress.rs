@@ -1,7 +1,7 @@
 //! How a long run tells its caller what it is doing: the CLI prints it on
 //! stderr, a library user may log it elsewhere or ignore it.
 
-use crate::train::trainer::Record;
+use serde::Serialize;
 
 /// Receives a run's progress. Every method has a default that does
 /// nothing, so an implementation picks what it wants.
@@ -62,4 +62,29 @@ pub fn line(r: &Record, eta: Option<&str>) -> String {
         s += &format!("  [loss ran away {}×: rewound, lr halved]", r.rewinds);
     }
     s
+}
+
+/// One line of the training curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub step: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+    pub gamma: f64,
+    pub zero_gates: usize,
+    pub gates: usize,
+    /// MACs the current zero pattern implies, over the original MACs.
+    pub macs_ratio: f64,
+    /// The latency it implies over the original's, when a latency table
+    /// steers the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ratio: Option<f64>,
+    pub images_per_s: f64,
+    /// Whether the zero pattern is locked (fine-tuning phase).
+    pub locked: bool,
+    /// Rewinds so far (the loss ran away; back to the last healthy state at
+    /// half the learning rate).
+    pub rewinds: usize,
 }

@@ -4,9 +4,9 @@
 
 mod common;
 use common::*;
+use sss_onnx::batching::spread;
 use sss_onnx::data::{self, Spec, Split};
 use sss_onnx::graph::build::Builder;
-use sss_onnx::measure::batching::spread;
 use sss_onnx::train::model::{to_ndarray, Model};
 use sss_onnx::train::options::{TrainOptions, Unset};
 use sss_onnx::train::trainer::Trainer;

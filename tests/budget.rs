@@ -52,7 +52,7 @@ fn train_with_a_dead_block(blocks_first: bool) -> (Vec<(gate::Gate, Vec<f32>)>, 
     }
     let (gated, gates) = gate::insert(&g, &[GateKind::Channel, GateKind::Block]).unwrap();
     let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
-    let (_, shape) = sss_onnx::measure::inputs::image_input(&gated).unwrap();
+    let (_, shape) = sss_onnx::graph::io::image_input(&gated).unwrap();
     let prep = Preprocess::plan(&ds, shape).unwrap();
     // one block is ~11 % of the MACs: a 0.9 target needs exactly one
     let cfg = config(6, 0.9, blocks_first);
@@ -125,7 +125,7 @@ fn the_default_budget_scales_and_the_eta_is_time_left() {
 fn the_gamma_controller_reaches_a_mac_target_without_budget_cuts() {
     let g = load(&fixture("resnet20_fmnist.legacy13.onnx"));
     let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
-    let (input, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
+    let (input, shape) = sss_onnx::graph::io::image_input(&g).unwrap();
     let prep = Preprocess::plan(&ds, shape).unwrap();
     // BatchNorm back, as `compress` does for folded exports: without it
     // γ's shrinkage of every gate at once scales the signal down block

@@ -52,7 +52,7 @@ fn compress_report_matches_independent_remeasurement() {
     let recount = |p: &std::path::Path| {
         let g = load(p);
         let f = sss_onnx::graph::shape::infer_strict(&g, 1).unwrap();
-        sss_onnx::graph::cost::count(&g, &f).macs
+        sss_onnx::graph::counts::count(&g, &f).macs
     };
     assert_eq!(r["original"]["macs"], 40_551_040u64);
     assert_eq!(r["pruned"]["macs"].as_u64().unwrap(), recount(&out));
@@ -434,7 +434,7 @@ fn target_macs_lands_within_five_percent() {
     // recounted from the file, not taken from the report
     let g = load(&out);
     let macs =
-        sss_onnx::graph::cost::count(&g, &sss_onnx::graph::shape::infer_strict(&g, 1).unwrap())
+        sss_onnx::graph::counts::count(&g, &sss_onnx::graph::shape::infer_strict(&g, 1).unwrap())
             .macs;
     assert_eq!(macs as f64, r["pruned"]["macs"].as_f64().unwrap());
 }

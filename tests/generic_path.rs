@@ -28,7 +28,7 @@ fn candle_ops_path_matches_the_custom_kernels() {
         let generic = Model::with_dtype(&g, &Device::Cpu, DType::F64)
             .unwrap()
             .without_custom_kernels();
-        let (_, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
+        let (_, shape) = sss_onnx::graph::io::image_input(&g).unwrap();
         let shape: Vec<usize> = [2].into_iter().chain(shape.iter().copied()).collect();
         let x = f64_input(&shape);
         for train in [false, true] {

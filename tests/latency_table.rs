@@ -7,10 +7,11 @@
 mod common;
 use candle_core::Device;
 use common::*;
+use sss_onnx::cost::latency::{self as latency_table, Axis, LatencyTable};
+use sss_onnx::cost::probe;
 use sss_onnx::data::{self, Preprocess, Split};
 use sss_onnx::gate;
 use sss_onnx::graph::Graph;
-use sss_onnx::measure::latency_table::{self, Axis, LatencyTable};
 use sss_onnx::prune::{plan, predict};
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::feed::Augment;
@@ -137,7 +138,7 @@ fn a_table_measured_in_ort_has_every_conv_and_fits_its_original() {
         threads: 1,
         ..ort()
     };
-    let table = latency_table::measure(&gated, 2, &opts, |_| {}).unwrap();
+    let table = probe::measure(&gated, 2, &opts, |_| {}).unwrap();
     check_structure(&table, &gated);
     // whichever fit was possible, it reproduces the original's measured time
     let m0 = table.calibration[0].3;
@@ -155,7 +156,7 @@ fn the_budget_reaches_a_latency_target_by_the_table() {
     let table: LatencyTable = serde_json::from_value(recording()["table"].clone()).unwrap();
     let (gated, gates) = gated_resnet20();
     let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
-    let (_, shape) = sss_onnx::measure::inputs::image_input(&gated).unwrap();
+    let (_, shape) = sss_onnx::graph::io::image_input(&gated).unwrap();
     let prep = Preprocess::plan(&ds, shape).unwrap();
     let cfg = Config {
         steps: 4,

@@ -70,7 +70,7 @@ fn compress_from_the_library_matches_independent_remeasurement() {
     // MACs recounted from the written file
     let g = load(&out);
     let f = sss_onnx::graph::shape::infer_strict(&g, 1).unwrap();
-    assert_eq!(r.pruned.macs, sss_onnx::graph::cost::count(&g, &f).macs);
+    assert_eq!(r.pruned.macs, sss_onnx::graph::counts::count(&g, &f).macs);
     assert_eq!(r.original.macs, 40_551_040);
     let ratio = r.pruned.macs as f64 / r.original.macs as f64;
     assert!((ratio - 0.8).abs() <= 0.05, "{ratio}");

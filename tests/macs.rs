@@ -4,11 +4,11 @@
 
 mod common;
 use sss_onnx::graph::build::{cifar_resnet, torchvision_resnet, torchvision_resnext};
-use sss_onnx::graph::{cost, shape, Graph};
+use sss_onnx::graph::{counts, shape, Graph};
 
 fn count(g: &Graph) -> (u64, u64) {
     let facts = shape::infer_strict(g, 1).unwrap();
-    let c = cost::count(g, &facts);
+    let c = counts::count(g, &facts);
     (c.macs, c.params)
 }
 
@@ -80,7 +80,7 @@ fn conv_macs_follow_the_hand_formula_on_an_export() {
         let g = common::load(&common::fixture(&format!("resnet20_a.{v}.onnx")));
         assert_eq!(count(&g).0, hand, "{v}");
         let facts = shape::infer_strict(&g, 8).unwrap();
-        assert_eq!(cost::count(&g, &facts).macs, 8 * hand, "{v} at batch 8");
+        assert_eq!(counts::count(&g, &facts).macs, 8 * hand, "{v} at batch 8");
     }
 }
 

@@ -1,6 +1,6 @@
-//! Every op in the registry (`graph::ops::OPS`) is either lowered by
-//! training, checked here against tract on a small graph that uses it, or
-//! marked inference-only, and then a model using it fails when it is
+//! Every op in the registry (`graph::ops::OPS`) either has a training
+//! lowering (`train::lower`), checked here against tract on a small graph
+//! that uses it, or has none, and then a model using it fails when it is
 //! loaded for training, with the op and node named. The registry's pruning
 //! claim (a per-channel constant passes through) is checked against
 //! `prune::collapse::step` the same way.
@@ -9,8 +9,9 @@ mod common;
 use candle_core::{Device, Tensor as Ct};
 use common::*;
 use sss_onnx::graph::build::Builder;
-use sss_onnx::graph::ops::{Training, OPS};
+use sss_onnx::graph::ops::OPS;
 use sss_onnx::graph::{Attr, Graph, Tensor};
+use sss_onnx::train::lower;
 use sss_onnx::train::model::{check_lowerable, to_ndarray, Model};
 
 const C: usize = 4;
@@ -148,22 +149,32 @@ fn candle_eval(g: &Graph, x: &ndarray::ArrayD<f32>) -> sss_onnx::Result<ndarray:
 fn every_lowered_op_computes_what_tract_computes() {
     let x = input();
     let mut checked = vec![];
-    for info in OPS.iter().filter(|i| i.training == Training::Lowered) {
-        let g = graph_using(info.op)
-            .unwrap_or_else(|| panic!("{}: lowered, but no test graph here", info.op));
-        let c = candle_eval(&g, &x).unwrap_or_else(|e| panic!("{}: {e}", info.op));
-        let mut s = sss_onnx::runtime::open_graph(&g, std::path::Path::new(info.op), &tract())
-            .unwrap_or_else(|e| panic!("{}: tract: {e}", info.op));
+    for op in lower::ops() {
+        let g = graph_using(op).unwrap_or_else(|| panic!("{op}: lowered, but no test graph here"));
+        let c = candle_eval(&g, &x).unwrap_or_else(|e| panic!("{op}: {e}"));
+        let mut s = sss_onnx::runtime::open_graph(&g, std::path::Path::new(op), &tract())
+            .unwrap_or_else(|e| panic!("{op}: tract: {e}"));
         let t = s.run(&vec![("x".into(), x.clone())]).unwrap().remove(0).1;
         assert!(
             max_abs(&c, &t) <= 1e-4,
-            "{}: candle vs tract {}",
-            info.op,
+            "{op}: candle vs tract {}",
             max_abs(&c, &t)
         );
-        checked.push(info.op);
+        checked.push(op);
     }
     assert!(checked.len() >= 25, "{checked:?}");
+}
+
+#[test]
+fn every_lowering_is_of_a_registered_op_and_unique() {
+    let mut seen = std::collections::HashSet::new();
+    for op in lower::ops() {
+        assert!(
+            OPS.iter().any(|i| i.op == op),
+            "{op}: lowered but not in OPS"
+        );
+        assert!(seen.insert(op), "{op}: lowered twice");
+    }
 }
 
 #[test]
@@ -171,9 +182,9 @@ fn an_inference_only_op_fails_at_load_naming_op_and_node() {
     let x = input();
     let mut checked = 0;
     for info in OPS {
-        let Training::InferenceOnly(_) = info.training else {
+        if lower::find(info.op).is_some() {
             continue;
-        };
+        }
         let (e, node) = match graph_using(info.op) {
             Some(g) => {
                 let node = g.nodes.last().unwrap().name.clone();

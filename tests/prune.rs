@@ -91,7 +91,7 @@ fn check(
             "{what}: pruned file {b} B not smaller than gated {a} B"
         );
     }
-    let (_, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
+    let (_, shape) = sss_onnx::graph::io::image_input(&g).unwrap();
     let mut inputs = vec![normal(&[3, shape[0], shape[1], shape[2]], seed)];
     inputs.extend(real.cloned());
     for opts in [ort(), tract()] {

@@ -19,7 +19,7 @@ fn taped_backward_matches_autograd_on_every_fixture() {
         let (g, _) =
             gate::insert(&g, &[GateKind::Channel, GateKind::Group, GateKind::Block]).unwrap();
         let m = Model::with_dtype(&g, &Device::Cpu, DType::F64).unwrap();
-        let (_, shape) = sss_onnx::measure::inputs::image_input(&g).unwrap();
+        let (_, shape) = sss_onnx::graph::io::image_input(&g).unwrap();
         let shape: Vec<usize> = [2].into_iter().chain(shape.iter().copied()).collect();
         let x = Var::from_tensor(&f64_input(&shape)).unwrap();
         let gate = m

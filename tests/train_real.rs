@@ -13,7 +13,8 @@ use sss_onnx::measure::accuracy;
 use sss_onnx::onnx::convert;
 use sss_onnx::train::model::Model;
 use sss_onnx::train::schedule::{Kind, Schedule};
-use sss_onnx::train::trainer::{self, Config, Trainer};
+use sss_onnx::train::scoring;
+use sss_onnx::train::trainer::{Config, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -59,8 +60,7 @@ fn both_accuracies(g: &Graph, test: &Dataset, prep: &Preprocess) -> (f64, f64) {
     let a = accuracy::evaluate(s.as_mut(), "input", test, prep, 500, None)
         .unwrap()
         .top1;
-    let c =
-        trainer::evaluate(&Model::new(g, &Device::Cpu).unwrap(), test, prep, 500, None).unwrap();
+    let c = scoring::top1(&Model::new(g, &Device::Cpu).unwrap(), test, prep, 500, None).unwrap();
     (a, c)
 }
 

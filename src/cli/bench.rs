@@ -4,7 +4,7 @@
 use super::common::{import_model, open_imported, RuntimeArgs};
 use super::CliResult;
 use anyhow::Context;
-use sss_onnx::graph::{cost, shape};
+use sss_onnx::graph::{counts, shape};
 use sss_onnx::measure::{bench, inputs};
 use std::path::PathBuf;
 
@@ -38,7 +38,7 @@ pub fn run(a: Args) -> CliResult {
                 .with_context(|| format!("{}: --batch {batch}", m.display()))?;
             let g = &imp.graph;
             let facts = shape::infer_strict(g, batch)?;
-            let macs = cost::count(g, &facts).macs;
+            let macs = counts::count(g, &facts).macs;
             let x = inputs::random_inputs(g, batch, 0)?;
             let s = open_imported(&imp, m, &opts)?;
             runtime_name = s.describe();

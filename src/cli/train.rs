@@ -4,16 +4,16 @@
 use super::common::{import_model, load_data, OutputArgs};
 use super::flags::{EvalArgs, TrainArgs};
 use super::CliResult;
+use sss_onnx::batching;
 use sss_onnx::data::Split;
 use sss_onnx::files::{ensure_not_input, write_atomic};
 use sss_onnx::gate;
-use sss_onnx::graph::{cost, shape};
-use sss_onnx::measure::batching;
+use sss_onnx::graph::{counts, shape};
 use sss_onnx::progress::{self, Stderr};
 use sss_onnx::structure::GateKind;
 use sss_onnx::train::fit::{fit, TrainData, Trained};
 use sss_onnx::train::options::Unset;
-use sss_onnx::train::{device, model::Model, trainer};
+use sss_onnx::train::{device, model::Model, scoring};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -74,7 +74,7 @@ pub fn run(a: Args) -> CliResult {
     imp.save(&trained, &output, a.out.choice("train"))?;
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
     let eval = a.eval.options();
-    let macs = cost::count(&trained, &shape::infer_strict(&trained, 1)?).macs;
+    let macs = counts::count(&trained, &shape::infer_strict(&trained, 1)?).macs;
     let (test, note) = batching::scored_subset(test, macs, &eval)?;
     if let Some(n) = note {
         eprintln!("{n}");
@@ -84,7 +84,7 @@ pub fn run(a: Args) -> CliResult {
         "scoring the trained model on {} test samples, {batch} at a time",
         test.len()
     );
-    let acc = trainer::evaluate(
+    let acc = scoring::top1(
         &Model::new(&trained, &candle_core::Device::Cpu)?,
         &test,
         &prep,

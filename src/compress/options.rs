@@ -3,8 +3,8 @@
 //! override the file, and the report embeds the result so a run can be
 //! repeated from its report.
 
+pub use crate::batching::EvalOptions;
 use crate::data::Spec;
-pub use crate::measure::batching::EvalOptions;
 use crate::runtime;
 use crate::structure::GateKind;
 use crate::train::options::TrainOptions;
@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Whether BatchNorm is put back after convs that had it folded in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum RestoreBn {
     /// When the model has no BatchNormalization (PyTorch's default

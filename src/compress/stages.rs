@@ -1,16 +1,17 @@
 //! `compress`'s stages, one function each, passing plain values along.
 
 use super::{model_of, Options, Outcome, RestoreBn};
+use crate::batching;
 use crate::bn_restore;
+use crate::cost::latency::LatencyTable;
+use crate::cost::probe;
 use crate::data::{self, bundled, Dataset, Fit, Preprocess, Split};
 use crate::error::{Error, Result};
 use crate::files::{ensure_not_input, write_atomic};
 use crate::gate::{self, Gate};
-use crate::graph::{cost, shape, Graph};
+use crate::graph::{counts, shape, Graph};
 use crate::measure::accuracy::{self, Accuracy};
-use crate::measure::batching;
 use crate::measure::bench::{self, Latency};
-use crate::measure::latency_table::{self, LatencyTable};
 use crate::measure::{inputs, validate};
 use crate::onnx::convert;
 use crate::onnx::import::{self, Imported, WriteChoice};
@@ -21,7 +22,7 @@ use crate::report::{self, GateValues, ModelFigures, Report, Training};
 use crate::runtime::{self, Session};
 use crate::train::fit::{self, TrainData, Trained};
 use crate::train::options::Unset;
-use crate::train::{device, model::Model, trainer};
+use crate::train::{device, model::Model, scoring};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -115,7 +116,7 @@ fn scoring(what: &str, test: &Dataset, batch: usize) -> String {
 
 /// MACs and parameters at batch 1.
 fn counts(g: &Graph) -> Result<(u64, u64)> {
-    let c = cost::count(g, &shape::infer_strict(g, 1)?);
+    let c = counts::count(g, &shape::infer_strict(g, 1)?);
     Ok((c.macs, c.params))
 }
 
@@ -123,7 +124,7 @@ fn counts(g: &Graph) -> Result<(u64, u64)> {
 /// small pad (28×28 into ≤ 36×36); a model for 64×64 or 224×224 images
 /// would learn nothing useful from it.
 fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()> {
-    let classes = inputs::output_classes(g).unwrap_or(0);
+    let classes = crate::graph::io::output_classes(g).unwrap_or(0);
     let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
     if prep.fit == Fit::Resize || !small_pad || classes != test.classes {
         return Err(Error::Invalid(format!(
@@ -187,7 +188,7 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
     // the model may score more classes than the data holds
     let classes = test
         .classes
-        .max(inputs::output_classes(g).unwrap_or(0))
+        .max(crate::graph::io::output_classes(g).unwrap_or(0))
         .max(2);
     if report::at_chance(acc.top1, classes) {
         return Err(Error::Invalid(format!(
@@ -274,7 +275,7 @@ pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Ga
                 "timing every conv at a few widths in ONNX Runtime (batch {}) for the latency target",
                 plan.opts.latency_batch
             ));
-            let t = latency_table::measure(
+            let t = probe::measure(
                 &graph,
                 plan.opts.latency_batch,
                 &latency_runtime(plan, src),
@@ -442,7 +443,7 @@ pub fn evaluate(
         batch,
     ));
     let gated_rt = accuracy::evaluate(checked.gated.as_mut(), input, test, prep, batch, None)?;
-    let gated_candle = trainer::evaluate(
+    let gated_candle = scoring::top1(
         &Model::new(&trained.run.graph, &candle_core::Device::Cpu)?,
         test,
         prep,

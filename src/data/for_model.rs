@@ -3,8 +3,8 @@
 
 use super::{bad, load, Dataset, Preprocess, Spec, Split};
 use crate::error::Result;
+use crate::graph::io::{image_input, output_classes};
 use crate::graph::Graph;
-use crate::measure::inputs::{image_input, output_classes};
 use std::path::Path;
 
 /// `split` of `dir` for `g`: the data set, its fit (`spec` over the

@@ -4,8 +4,9 @@
 pub mod attr;
 pub mod batch;
 pub mod build;
-pub mod cost;
+pub mod counts;
 pub mod fold;
+pub mod io;
 mod node_error;
 pub mod ops;
 pub mod shape;

@@ -1,47 +1,10 @@
-//! Model inputs: the declared input shape, seeded random batches.
+//! Seeded random model inputs.
 
-use crate::error::{Error, Result};
-use crate::graph::{Dim, Graph};
+use crate::error::Result;
+use crate::graph::Graph;
 use crate::runtime::Tensors;
 use ndarray::{ArrayD, IxDyn};
 use rand::{Rng, SeedableRng};
-
-/// The single image input of a classifier: its name and [C, H, W].
-pub fn image_input(g: &Graph) -> Result<(String, [usize; 3])> {
-    let inputs: Vec<_> = g.data_inputs().collect();
-    let [v] = inputs.as_slice() else {
-        return Err(Error::Invalid(format!(
-            "the model has {} inputs; one image input [N, C, H, W] is needed",
-            inputs.len()
-        )));
-    };
-    let dims: Vec<Option<usize>> = v
-        .shape
-        .as_ref()
-        .map(|s| {
-            s.iter()
-                .map(|d| match d {
-                    Dim::Fixed(x) if *x > 0 => Some(*x as usize),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    match dims.as_slice() {
-        [_, Some(c), Some(h), Some(w)] => Ok((v.name.clone(), [*c, *h, *w])),
-        _ => Err(Error::Invalid(format!(
-            "input `{}` is not [N, C, H, W] with fixed C, H, W",
-            v.name
-        ))),
-    }
-}
-
-/// The number of classes a classifier's first output gives (its last
-/// dimension), if the graph says.
-pub fn output_classes(g: &Graph) -> Option<usize> {
-    let facts = crate::graph::shape::infer_strict(g, 1).ok()?;
-    facts.shape(&g.outputs.first()?.name)?.last().copied()
-}
 
 /// Standard-normal values (Box–Muller), reproducible from `seed`.
 pub fn normal(shape: &[usize], seed: u64) -> ArrayD<f32> {

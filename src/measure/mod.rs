@@ -2,8 +2,6 @@
 //! labelled data set, and latency, each on a runtime from `runtime`.
 
 pub mod accuracy;
-pub mod batching;
 pub mod bench;
 pub mod inputs;
-pub mod latency_table;
 pub mod validate;

@@ -124,7 +124,7 @@ pub fn validate(
         .collect::<Result<_>>()?;
     let mut real_samples = 0;
     if let Some((ds, prep, n)) = plan.real {
-        let (name, _) = super::inputs::image_input(g)?;
+        let (name, _) = crate::graph::io::image_input(g)?;
         let n = n.min(ds.len());
         for start in (0..n).step_by(plan.batch.max(1)) {
             let idx: Vec<usize> = (start..(start + plan.batch).min(n)).collect();

@@ -11,7 +11,7 @@ mod surgery;
 
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
-use crate::graph::{cost, shape, Attr, Dim, Graph, Node, Tensor};
+use crate::graph::{counts, shape, Attr, Dim, Graph, Node, Tensor};
 use crate::structure::BranchConv;
 use ndarray::{ArrayD, IxDyn};
 use plan::{BlockFate, BlockPlan, ConvGate, Plan};
@@ -65,7 +65,7 @@ pub struct PruneReport {
 
 fn counts(g: &Graph) -> Result<Counts> {
     let facts = shape::infer_strict(g, 1)?;
-    let c = cost::count(g, &facts);
+    let c = counts::count(g, &facts);
     Ok(Counts {
         macs: c.macs,
         params: c.params,

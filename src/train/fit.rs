@@ -6,10 +6,10 @@
 use super::options::{TrainOptions, Unset};
 use super::trainer::{Config, Record, Stop, Trainer};
 use super::{checkpoint, device, model::Model, schedule};
+use crate::cost::latency::LatencyTable;
 use crate::data::{self, Dataset, Preprocess, Spec, Split};
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::measure::latency_table::LatencyTable;
 use crate::progress::Progress;
 use std::io::Write;
 use std::path::Path;
@@ -92,11 +92,11 @@ pub fn fit(
     ));
     let batch = opts
         .batch_size
-        .unwrap_or_else(|| crate::measure::batching::train_batch(graph));
-    if opts.batch_size.is_none() && batch < crate::measure::batching::TRAIN_BATCH {
+        .unwrap_or_else(|| crate::batching::train_batch(graph));
+    if opts.batch_size.is_none() && batch < crate::batching::TRAIN_BATCH {
         progress.note(&format!(
             "batch {batch}: the most whose activations fit {} GiB (--batch-size to change)",
-            crate::measure::batching::TRAIN_BUDGET >> 30
+            crate::batching::TRAIN_BUDGET >> 30
         ));
     }
     let mut cfg = opts.config(batch, ds.len(), unset, target.fraction);
@@ -165,9 +165,7 @@ pub fn fit(
         None if settled => 0,
         None => {
             let facts = crate::graph::shape::infer_strict(graph, 1)?;
-            crate::measure::batching::recalibration_samples(
-                crate::graph::cost::count(graph, &facts).macs,
-            )
+            crate::batching::recalibration_samples(crate::graph::counts::count(graph, &facts).macs)
         }
     };
     let batches = trainer.recalibrate_bn(&ds, &prep, samples)?;

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The order in which a MAC budget deletes structures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum BudgetOrder {
     /// Whole residual blocks by importance, then channels and groups for the

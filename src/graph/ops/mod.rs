@@ -1,10 +1,11 @@
 //! One op, one place: every ONNX op the tool knows has one entry in `OPS`:
 //! its rule (shape and constant inference, MAC count, which inputs are
 //! parameters), its role on a residual branch's path (structure analysis),
-//! whether pruning can carry a per-channel constant through it (collapsing
-//! a deleted branch), and whether training lowers it. The stages look ops
-//! up here; `tests/op_coverage.rs` checks each claim against the stage that
-//! acts on it.
+//! and whether pruning can carry a per-channel constant through it
+//! (collapsing a deleted branch). How training computes an op is its
+//! lowering, in `train::lower` (an op without one is inference-only).
+//! `tests/op_coverage.rs` checks each claim against the stage that acts on
+//! it.
 
 pub mod constant;
 pub mod conv;
@@ -97,15 +98,6 @@ pub enum PathRole {
     ConstOperand { commutes: bool },
 }
 
-/// Whether training lowers an op to candle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Training {
-    Lowered,
-    /// Evaluated only by the runtimes (or folded into constants at import
-    /// when its inputs are constant); the reason is said in the error.
-    InferenceOnly(&'static str),
-}
-
 /// Everything the tool knows about one op.
 pub struct OpInfo {
     pub op: &'static str,
@@ -114,112 +106,114 @@ pub struct OpInfo {
     /// Pruning can push a per-channel constant through it
     /// (`prune::collapse::step`).
     pub collapses: bool,
-    pub training: Training,
+    /// Shape arithmetic (Shape, Gather, Cast, ...): evaluated at import or
+    /// by shape inference when its inputs are constant, never trained.
+    pub shape_arithmetic: bool,
 }
 
-const NO_GRAD: Training = Training::InferenceOnly("no training lowering");
-const SHAPE_ONLY: Training =
-    Training::InferenceOnly("shape arithmetic; training needs it folded into constants");
-
 macro_rules! op {
-    ($op:literal, $rule:expr, $path:expr, $collapses:expr, $training:expr) => {
+    ($op:literal, $rule:expr, $path:expr, $collapses:expr) => {
         OpInfo {
             op: $op,
             rule: &$rule,
             path: $path,
             collapses: $collapses,
-            training: $training,
+            shape_arithmetic: false,
+        }
+    };
+    ($op:literal, $rule:expr, $path:expr, $collapses:expr, SHAPE) => {
+        OpInfo {
+            op: $op,
+            rule: &$rule,
+            path: $path,
+            collapses: $collapses,
+            shape_arithmetic: true,
         }
     };
 }
 
 use PathRole::{ConstOperand, ConvInput, First, Stop};
-use Training::Lowered;
 
 /// The registry: one line per op.
 pub static OPS: &[OpInfo] = &[
-    op!("Conv", conv::Conv, ConvInput, true, Lowered),
-    op!("BatchNormalization", norm::BatchNorm, First, true, Lowered),
-    op!("Relu", elementwise::Unary, First, true, Lowered),
-    op!("Clip", elementwise::Unary, First, true, Lowered),
-    op!("LeakyRelu", elementwise::Unary, First, true, Lowered),
-    op!("Identity", elementwise::Identity, First, true, Lowered),
-    op!("Dropout", elementwise::Unary, Stop, false, Lowered),
-    op!("Sigmoid", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Softmax", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Neg", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Sqrt", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Exp", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Tanh", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("HardSigmoid", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("HardSwish", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Erf", elementwise::Unary, Stop, false, NO_GRAD),
-    op!("Abs", elementwise::Unary, Stop, false, NO_GRAD),
+    op!("Conv", conv::Conv, ConvInput, true),
+    op!("BatchNormalization", norm::BatchNorm, First, true),
+    op!("Relu", elementwise::Unary, First, true),
+    op!("Clip", elementwise::Unary, First, true),
+    op!("LeakyRelu", elementwise::Unary, First, true),
+    op!("Identity", elementwise::Identity, First, true),
+    op!("Dropout", elementwise::Unary, Stop, false),
+    op!("Sigmoid", elementwise::Unary, Stop, false),
+    op!("Softmax", elementwise::Unary, Stop, false),
+    op!("Neg", elementwise::Unary, Stop, false),
+    op!("Sqrt", elementwise::Unary, Stop, false),
+    op!("Exp", elementwise::Unary, Stop, false),
+    op!("Tanh", elementwise::Unary, Stop, false),
+    op!("HardSigmoid", elementwise::Unary, Stop, false),
+    op!("HardSwish", elementwise::Unary, Stop, false),
+    op!("Erf", elementwise::Unary, Stop, false),
+    op!("Abs", elementwise::Unary, Stop, false),
     op!(
         "Add",
         elementwise::Broadcast,
         ConstOperand { commutes: true },
-        false,
-        Lowered
+        false
     ),
-    op!("Sum", elementwise::Broadcast, Stop, false, Lowered),
+    op!("Sum", elementwise::Broadcast, Stop, false),
     op!(
         "Sub",
         elementwise::Broadcast,
         ConstOperand { commutes: false },
-        false,
-        Lowered
+        false
     ),
     op!(
         "Mul",
         elementwise::Broadcast,
         ConstOperand { commutes: true },
-        true,
-        Lowered
+        true
     ),
     op!(
         "Div",
         elementwise::Broadcast,
         ConstOperand { commutes: false },
-        false,
-        Lowered
+        false
     ),
-    op!("Pow", elementwise::Broadcast, Stop, false, NO_GRAD),
-    op!("Max", elementwise::Broadcast, Stop, false, NO_GRAD),
-    op!("Min", elementwise::Broadcast, Stop, false, NO_GRAD),
-    op!("Equal", elementwise::Broadcast, Stop, false, SHAPE_ONLY),
-    op!("Where", elementwise::Broadcast, Stop, false, SHAPE_ONLY),
-    op!("MaxPool", pool::Pool, Stop, false, Lowered),
-    op!("AveragePool", pool::Pool, First, false, Lowered),
-    op!("GlobalAveragePool", pool::GlobalPool, Stop, false, Lowered),
-    op!("GlobalMaxPool", pool::GlobalPool, Stop, false, NO_GRAD),
-    op!("ReduceMean", reduce::Reduce, Stop, false, Lowered),
-    op!("ReduceSum", reduce::Reduce, Stop, false, NO_GRAD),
-    op!("ReduceMax", reduce::Reduce, Stop, false, NO_GRAD),
-    op!("Gemm", linear::Gemm, Stop, false, Lowered),
-    op!("MatMul", linear::MatMul, Stop, false, Lowered),
-    op!("Flatten", shape_ops::Flatten, Stop, false, Lowered),
-    op!("Reshape", shape_ops::Reshape, Stop, false, Lowered),
-    op!("Squeeze", shape_ops::Squeeze, Stop, false, Lowered),
-    op!("Unsqueeze", shape_ops::Unsqueeze, Stop, false, Lowered),
-    op!("Transpose", shape_ops::Transpose, Stop, false, Lowered),
-    op!("Concat", shape_ops::Concat, Stop, false, Lowered),
-    op!("Slice", shape_ops::Slice, First, false, Lowered),
-    op!("Pad", shape_ops::Pad, First, false, Lowered),
-    op!("Gather", shape_ops::Gather, Stop, false, SHAPE_ONLY),
-    op!("Shape", shape_ops::Shape, Stop, false, SHAPE_ONLY),
-    op!("Cast", shape_ops::Cast, Stop, false, SHAPE_ONLY),
-    op!("CastLike", shape_ops::CastLike, Stop, false, SHAPE_ONLY),
-    op!("Expand", shape_ops::Expand, Stop, false, SHAPE_ONLY),
-    op!("Range", shape_ops::Range, Stop, false, SHAPE_ONLY),
+    op!("Pow", elementwise::Broadcast, Stop, false),
+    op!("Max", elementwise::Broadcast, Stop, false),
+    op!("Min", elementwise::Broadcast, Stop, false),
+    op!("Equal", elementwise::Broadcast, Stop, false, SHAPE),
+    op!("Where", elementwise::Broadcast, Stop, false, SHAPE),
+    op!("MaxPool", pool::Pool, Stop, false),
+    op!("AveragePool", pool::Pool, First, false),
+    op!("GlobalAveragePool", pool::GlobalPool, Stop, false),
+    op!("GlobalMaxPool", pool::GlobalPool, Stop, false),
+    op!("ReduceMean", reduce::Reduce, Stop, false),
+    op!("ReduceSum", reduce::Reduce, Stop, false),
+    op!("ReduceMax", reduce::Reduce, Stop, false),
+    op!("Gemm", linear::Gemm, Stop, false),
+    op!("MatMul", linear::MatMul, Stop, false),
+    op!("Flatten", shape_ops::Flatten, Stop, false),
+    op!("Reshape", shape_ops::Reshape, Stop, false),
+    op!("Squeeze", shape_ops::Squeeze, Stop, false),
+    op!("Unsqueeze", shape_ops::Unsqueeze, Stop, false),
+    op!("Transpose", shape_ops::Transpose, Stop, false),
+    op!("Concat", shape_ops::Concat, Stop, false),
+    op!("Slice", shape_ops::Slice, First, false),
+    op!("Pad", shape_ops::Pad, First, false),
+    op!("Gather", shape_ops::Gather, Stop, false, SHAPE),
+    op!("Shape", shape_ops::Shape, Stop, false, SHAPE),
+    op!("Cast", shape_ops::Cast, Stop, false, SHAPE),
+    op!("CastLike", shape_ops::CastLike, Stop, false, SHAPE),
+    op!("Expand", shape_ops::Expand, Stop, false, SHAPE),
+    op!("Range", shape_ops::Range, Stop, false, SHAPE),
     op!(
         "ConstantOfShape",
         shape_ops::ConstantOfShape,
         Stop,
         false,
-        SHAPE_ONLY
+        SHAPE
     ),
-    op!("Constant", constant::Constant, Stop, false, SHAPE_ONLY),
+    op!("Constant", constant::Constant, Stop, false, SHAPE),
 ];
 
 /// What the tool knows about a node's op; `None` for ops of other domains

@@ -36,9 +36,8 @@ pub fn soft_threshold(z: &Tensor, a: f64) -> Result<Tensor> {
     pos - neg
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum GateOptimizer {
     /// The paper's modified stochastic APG (exact zeros).

@@ -1,0 +1,60 @@
+//! Elementwise activations.
+
+use super::{Cx, Lowering};
+use crate::error::Result;
+use crate::train::kernels::channel::Relu;
+use candle_core::Tensor;
+
+pub(super) const LOWERINGS: &[Lowering] = &[
+    Lowering {
+        op: "Relu",
+        run: relu,
+    },
+    Lowering {
+        op: "Clip",
+        run: clip,
+    },
+    Lowering {
+        op: "LeakyRelu",
+        run: leaky_relu,
+    },
+    Lowering {
+        op: "Identity",
+        run: identity,
+    },
+    Lowering {
+        op: "Dropout",
+        run: identity,
+    },
+];
+
+fn relu(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    if cx.fused() {
+        return Ok(x.contiguous().and_then(|x| cx.op1(&x, Relu))?);
+    }
+    Ok(x.relu()?)
+}
+
+fn clip(cx: &mut Cx) -> Result<Tensor> {
+    let bound = |i: usize, attr: &str, d: f32| -> Result<f32> {
+        match cx.node.input(i) {
+            Some(_) => cx.scalar_input(i),
+            None => cx.node.attr_float_or(attr, d),
+        }
+    };
+    let (lo, hi) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+    Ok(cx.input(0)?.clamp(lo, hi)?)
+}
+
+fn leaky_relu(cx: &mut Cx) -> Result<Tensor> {
+    let a = cx.node.attr_float_or("alpha", 0.01)? as f64;
+    let x = cx.input(0)?;
+    Ok((x.relu()? - (x.neg()?.relu()? * a)?)?)
+}
+
+/// Identity, and Dropout (training a pruned net without it: the export's
+/// Dropout is inference-mode).
+fn identity(cx: &mut Cx) -> Result<Tensor> {
+    cx.input(0)
+}

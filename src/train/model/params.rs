@@ -1,0 +1,33 @@
+//! Which initializers training learns and which are BatchNorm statistics.
+
+use crate::gate::GATE_PREFIX;
+use crate::graph::{Graph, Tensor};
+use std::collections::HashSet;
+
+/// (learned, statistics): conv and fully connected weights and biases, BN
+/// scale and shift and SSS gates are learned; BN running means and
+/// variances are state that train-mode passes update. Every other float
+/// initializer is a constant.
+pub(crate) fn roles(g: &Graph) -> (HashSet<String>, HashSet<String>) {
+    let (mut learned, mut stats) = (HashSet::new(), HashSet::new());
+    for n in &g.nodes {
+        let learned_at: &[usize] = match n.op_type.as_str() {
+            "Conv" | "Gemm" => &[1, 2],
+            "BatchNormalization" => &[1, 2],
+            "MatMul" => &[0, 1],
+            _ => &[],
+        };
+        for (i, name) in n.inputs.iter().enumerate() {
+            let is_float = matches!(g.initializers.get(name), Some(Tensor::F32(_)));
+            if !is_float {
+                continue;
+            }
+            if learned_at.contains(&i) || name.starts_with(GATE_PREFIX) {
+                learned.insert(name.clone());
+            } else if n.op_type == "BatchNormalization" && (i == 3 || i == 4) {
+                stats.insert(name.clone());
+            }
+        }
+    }
+    (learned, stats)
+}

@@ -1,0 +1,43 @@
+//! Top-1 accuracy of the candle model itself (eval mode), beside the
+//! runtimes' scoring in `measure::accuracy`: the two agree on a correctly
+//! lowered model.
+
+use super::model::Model;
+use crate::data::{Dataset, Preprocess};
+use crate::error::{Error, Result};
+use candle_core::{Tensor, D};
+
+/// Top-1 accuracy of the candle model in eval mode on the first `limit` samples.
+pub fn top1(
+    model: &Model,
+    ds: &Dataset,
+    prep: &Preprocess,
+    batch: usize,
+    limit: Option<usize>,
+) -> Result<f64> {
+    let n = limit.unwrap_or(ds.len()).min(ds.len());
+    let mut correct = 0;
+    for start in (0..n).step_by(batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+        let x = prep.batch(ds, &idx)?;
+        let e = |err: candle_core::Error| Error::during("evaluation", err);
+        let t = Tensor::from_vec(
+            x.iter().copied().collect::<Vec<f32>>(),
+            x.shape(),
+            &model.device,
+        )
+        .and_then(|t| t.to_dtype(model.dtype))
+        .map_err(e)?;
+        let y = model.infer(&t)?;
+        let pred = y
+            .argmax(D::Minus1)
+            .and_then(|p| p.to_vec1::<u32>())
+            .map_err(e)?;
+        correct += pred
+            .iter()
+            .zip(&idx)
+            .filter(|(p, &i)| **p == ds.labels[i])
+            .count();
+    }
+    Ok(correct as f64 / n.max(1) as f64)
+}
