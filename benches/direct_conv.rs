@@ -5,7 +5,7 @@
 //!     cargo bench --bench direct_conv
 
 use sss_onnx::train::kernels::direct3x3::{
-    conv, filter_batch, filters_forward, grad_filter, pad, Isa, Plan,
+    conv, filter_batch, filters_forward, grad_filter, pad, Isa, Layout,
 };
 use sss_onnx::train::kernels::Geometry;
 mod common;
@@ -42,7 +42,7 @@ fn main() {
             (128, 256, 28, 2),
         ] {
             let g = Geometry::new(cin, h, h, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
-            let Some(plan) = Plan::with_isa(&g, isa) else {
+            let Some(plan) = Layout::with_isa(&g, isa) else {
                 continue;
             };
             let out = cout * plan.oh * plan.ow;

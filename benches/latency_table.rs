@@ -132,7 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(path) = save {
         let out = serde_json::json!({
-            "model": model, "machine": "see docs/latency.md", "table": table, "cases": recorded,
+            "model": model, "machine": "see docs/notebook/latency.md", "table": table, "cases": recorded,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
         println!("wrote {path}");

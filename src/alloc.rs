@@ -11,7 +11,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Keeps freed pages committed instead of purging them after mimalloc's
 /// default 10 ms: between two steps of a training loop the same sizes come
 /// back, and a purged page costs a page fault plus the kernel zeroing it on
-/// reuse, a visible share of a training step (docs/kernels.md). Memory
+/// reuse, a visible share of a training step (docs/notebook/kernels.md). Memory
 /// stays at the peak of one step.
 /// Has no effect unless mimalloc is the global allocator.
 pub fn keep_freed_pages() {

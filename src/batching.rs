@@ -85,7 +85,7 @@ pub const TRAIN_BUDGET: u64 = 8 << 30;
 /// the saved inputs of every op plus the gradients in flight. On the graph
 /// as trained the sum also counts gate products and restored BatchNorms
 /// that the fused kernels never materialise, so it overstates what is
-/// held; the factor is set from measured peaks (`docs/imagenet.md`).
+/// held; the factor is set from measured peaks (`docs/notebook/imagenet.md`).
 const TRAIN_FACTOR: f64 = 1.5;
 
 /// The training batch for `g` when none is given: [`TRAIN_BATCH`], or the

@@ -2,7 +2,7 @@
 //! checked against hand-computed values.
 
 mod common;
-use sss_onnx::data::{self, Fit, Preprocess, Split};
+use sss_onnx::data::{self, Preprocess, Sizing, Split};
 use std::io::Write;
 
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
@@ -207,7 +207,7 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
     .unwrap();
     let ds = data::load(d.path(), Split::Test).unwrap();
     let p = Preprocess::plan(&ds, [3, 4, 4]).unwrap();
-    assert_eq!(p.fit, Fit::Pad);
+    assert_eq!(p.sizing, Sizing::Pad);
     let x = p.batch(&ds, &[0]).unwrap();
     assert_eq!(x.shape(), &[1, 3, 4, 4]);
     // (51/255 - 0.2)/0.5 = 0 ; (255/255 - 0.2)/0.5 = 1.6 ; centred at offset 1;
@@ -233,7 +233,7 @@ fn fit_pads_copies_channels_and_normalises_by_hand() {
     // larger than the input: resized (antialiased) and cropped to 1×1, the
     // image's mean
     let p = Preprocess::plan(&ds, [1, 1, 1]).unwrap();
-    assert_eq!(p.fit, Fit::Resize);
+    assert_eq!(p.sizing, Sizing::Resize);
     let y = p.batch(&ds, &[0]).unwrap();
     let mean = pixels
         .iter()

@@ -102,7 +102,7 @@ fn compress_from_the_library_matches_independent_remeasurement() {
     let gated = load_file(&gated_path);
     let mut sg = runtime::open(&gated_path, &tract).unwrap();
     let mut sp = runtime::open_file(&out, &tract).unwrap();
-    let plan = validate::Plan {
+    let plan = validate::Check {
         pairing: None,
         random_batches: 2,
         batch: 4,
@@ -133,8 +133,8 @@ fn an_evaluation_limit_scores_a_spread_subset_in_small_batches() {
     let r = compress::run_with(&o, &mut sss_onnx::progress::Quiet, &AtomicBool::new(false))
         .unwrap_or_else(|e| panic!("{e}"))
         .report;
-    assert_eq!(r.data["test_samples"], 250);
-    assert_eq!(r.data["test_split_samples"], 1000);
+    assert_eq!(r.data.test_samples, 250);
+    assert_eq!(r.data.test_split_samples, 1000);
     assert!(sss_onnx::report::markdown(&r).contains("250 of 1000 test samples"));
     // the original re-scored in tract on every 4th sample (all classes),
     // not the first 250

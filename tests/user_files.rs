@@ -480,7 +480,7 @@ fn a_copied_binary_finds_the_bundled_data_or_says_how() {
 
 #[test]
 fn outcome_checks_refuse_a_missed_band_and_chance_accuracy() {
-    use sss_onnx::report::outcome_problem;
+    use sss_onnx::compress::accept::outcome_problem;
     // 50 % asked: 47 % and 54 % are inside ±5 %, 44 % and 56 % are not
     assert!(outcome_problem(Some(0.5), 100, 47, 0.9, 10).is_none());
     assert!(outcome_problem(Some(0.5), 100, 54, 0.9, 10).is_none());

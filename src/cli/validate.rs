@@ -4,7 +4,7 @@
 use super::common::{import_model, load_data, open_imported, PrepArgs, RuntimeArgs};
 use super::{CliResult, Failure};
 use sss_onnx::data::Split;
-use sss_onnx::measure::validate::{validate, Pairing, Plan};
+use sss_onnx::measure::validate::{validate, Check, Pairing};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -50,7 +50,7 @@ pub fn run(a: Args) -> CliResult {
         Some(dir) => Some(load_data(dir, Split::Test, g, &a.prep)?),
         None => None,
     };
-    let plan = Plan {
+    let check = Check {
         pairing: Some(&pairing),
         random_batches: a.inputs,
         batch: a.batch,
@@ -59,7 +59,7 @@ pub fn run(a: Args) -> CliResult {
         atol: a.atol,
         rtol: a.rtol,
     };
-    let v = validate(g, sa.as_mut(), sb.as_mut(), &plan)?;
+    let v = validate(g, sa.as_mut(), sb.as_mut(), &check)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

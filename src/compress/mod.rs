@@ -1,5 +1,7 @@
 //! The whole pipeline as a library call: import → gate → train (APG) →
-//! prune → validate → evaluate → bench → report.
+//! prune → validate → score → bench → report. `options` is what it can be
+//! told and its resolution, `accept` when a result is refused, `stages` one
+//! function per stage.
 //!
 //! ```no_run
 //! use sss_onnx::compress::{self, Options};
@@ -13,15 +15,16 @@
 //! println!("{:.1} % fewer MACs", outcome.report.macs_reduction * 100.0);
 //! ```
 
+pub mod accept;
 mod options;
 pub mod recipe;
 mod stages;
 
 pub use options::{
-    BenchOptions, EvalOptions, Options, RestoreBn, WriteOptions, DEFAULT_TARGET_MACS,
+    BenchOptions, EvalOptions, Options, Resolved, RestoreBn, WriteOptions, DEFAULT_TARGET_MACS,
 };
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::progress::{Progress, Quiet};
 use crate::report::Report;
 use std::path::PathBuf;
@@ -46,7 +49,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 /// written only when the result is accepted (exact, on target, above
 /// chance, within `max_drop`); otherwise `Error::Rejected`.
 pub fn run_with(opts: &Options, progress: &mut dyn Progress, stop: &AtomicBool) -> Result<Outcome> {
-    let plan = stages::Plan::new(opts)?;
+    let plan = Resolved::new(opts)?;
     const STAGES: usize = 8;
     progress.stage(1, STAGES, "import");
     let source = stages::import(&plan, progress)?;
@@ -59,17 +62,10 @@ pub fn run_with(opts: &Options, progress: &mut dyn Progress, stop: &AtomicBool) 
     progress.stage(5, STAGES, "validate (pruned vs trained gated model)");
     let checked = stages::validate(&plan, &source, &trained, &pruned, progress)?;
     progress.stage(6, STAGES, "evaluate");
-    let scored = stages::evaluate(&plan, &source, &trained, &pruned, checked, progress)?;
+    let scored = stages::score(&plan, &source, &trained, &pruned, checked, progress)?;
     stages::write_model(&plan, &source, &pruned)?;
     progress.stage(7, STAGES, "bench (interleaved, original vs pruned)");
     let latency = stages::bench(&plan, &source, &pruned, scored.macs)?;
     progress.stage(8, STAGES, "report");
     stages::report(&plan, &source, &gated, trained, pruned, scored, latency)
-}
-
-/// The model `opts` names, or an error saying it names none.
-fn model_of(opts: &Options) -> Result<PathBuf> {
-    opts.model.clone().ok_or_else(|| {
-        Error::Invalid("no model given (the command's argument or `model` in the recipe)".into())
-    })
 }

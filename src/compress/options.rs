@@ -5,8 +5,11 @@
 
 pub use crate::batching::EvalOptions;
 use crate::data::Spec;
+use crate::error::{Error, Result};
+use crate::files::ensure_not_input;
 use crate::runtime;
 use crate::structure::GateKind;
+use crate::train::device;
 use crate::train::options::TrainOptions;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -170,4 +173,70 @@ mod none_or_number {
             ))),
         }
     }
+}
+
+/// The run's inputs, resolved and checked before any work: the model,
+/// where outputs and checkpoints go, targets in range, a device that can
+/// be had.
+pub struct Resolved {
+    pub opts: Options,
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub checkpoints: PathBuf,
+}
+
+impl Resolved {
+    pub fn new(opts: &Options) -> Result<Resolved> {
+        let model = model_of(opts)?;
+        // a device that cannot be had is an error before any work
+        device::pick(&opts.train.device)?;
+        let output = opts
+            .output
+            .clone()
+            .unwrap_or_else(|| model.with_extension("sss.onnx"));
+        ensure_not_input(&output, &model)?;
+        let checkpoints = opts
+            .train
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| output.with_extension("ckpt"));
+        if let Some(t) = opts.target_macs {
+            if !(0.01..1.0).contains(&t) {
+                return Err(Error::Invalid(format!(
+                    "target MACs {t} must lie in (0, 1)"
+                )));
+            }
+        }
+        let mut resolved = opts.clone();
+        if let Some(t) = opts.target_latency {
+            if !(0.01..1.0).contains(&t) {
+                return Err(Error::Invalid(format!(
+                    "target latency {t} must lie in (0, 1)"
+                )));
+            }
+            if opts.runtime.kind == crate::runtime::Kind::Tract {
+                return Err(Error::Invalid(
+                    "a latency target is timed in ONNX Runtime: it cannot be used with runtime tract".into(),
+                ));
+            }
+            if opts.latency_batch == 0 {
+                return Err(Error::Invalid("latency batch 0: give at least 1".into()));
+            }
+        }
+        resolved.model = Some(model.clone());
+        resolved.output = Some(output.clone());
+        Ok(Resolved {
+            opts: resolved,
+            model,
+            output,
+            checkpoints,
+        })
+    }
+}
+
+/// The model `opts` names, or an error saying it names none.
+pub(super) fn model_of(opts: &Options) -> Result<PathBuf> {
+    opts.model.clone().ok_or_else(|| {
+        Error::Invalid("no model given (the command's argument or `model` in the recipe)".into())
+    })
 }

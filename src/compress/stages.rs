@@ -1,13 +1,16 @@
 //! `compress`'s stages, one function each, passing plain values along.
 
-use super::{model_of, Options, Outcome, RestoreBn};
+use super::accept;
+use super::options::Resolved;
+use super::{Outcome, RestoreBn};
 use crate::batching;
 use crate::bn_restore;
 use crate::cost::latency::LatencyTable;
 use crate::cost::probe;
-use crate::data::{self, bundled, Dataset, Fit, Preprocess, Split};
+use crate::cost::Cost;
+use crate::data::{self, bundled, Dataset, Preprocess, Sizing, Split};
 use crate::error::{Error, Result};
-use crate::files::{ensure_not_input, write_atomic};
+use crate::files::write_atomic;
 use crate::gate::{self, Gate};
 use crate::graph::{counts, shape, Graph};
 use crate::measure::accuracy::{self, Accuracy};
@@ -18,72 +21,17 @@ use crate::onnx::import::{self, Imported, WriteChoice};
 use crate::onnx::WriteOptions;
 use crate::progress::Progress;
 use crate::prune::{self, PruneReport};
-use crate::report::{self, GateValues, ModelFigures, Report, Training};
+use crate::report::{
+    self, DataSummary, GateValues, LatencyTarget, ModelFigures, Report, Settings, Training,
+};
 use crate::runtime::{self, Session};
 use crate::train::fit::{self, TrainData, Trained};
 use crate::train::options::Unset;
-use crate::train::{device, model::Model, scoring};
+use crate::train::{model::Model, scoring};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The run's inputs, resolved and checked before any work.
-pub struct Plan {
-    pub opts: Options,
-    pub model: PathBuf,
-    pub output: PathBuf,
-    pub checkpoints: PathBuf,
-}
-
-impl Plan {
-    pub fn new(opts: &Options) -> Result<Plan> {
-        let model = model_of(opts)?;
-        // a device that cannot be had is an error before any work
-        device::pick(&opts.train.device)?;
-        let output = opts
-            .output
-            .clone()
-            .unwrap_or_else(|| model.with_extension("sss.onnx"));
-        ensure_not_input(&output, &model)?;
-        let checkpoints = opts
-            .train
-            .checkpoint_dir
-            .clone()
-            .unwrap_or_else(|| output.with_extension("ckpt"));
-        if let Some(t) = opts.target_macs {
-            if !(0.01..1.0).contains(&t) {
-                return Err(Error::Invalid(format!(
-                    "target MACs {t} must lie in (0, 1)"
-                )));
-            }
-        }
-        let mut resolved = opts.clone();
-        if let Some(t) = opts.target_latency {
-            if !(0.01..1.0).contains(&t) {
-                return Err(Error::Invalid(format!(
-                    "target latency {t} must lie in (0, 1)"
-                )));
-            }
-            if opts.runtime.kind == crate::runtime::Kind::Tract {
-                return Err(Error::Invalid(
-                    "a latency target is timed in ONNX Runtime: it cannot be used with runtime tract".into(),
-                ));
-            }
-            if opts.latency_batch == 0 {
-                return Err(Error::Invalid("latency batch 0: give at least 1".into()));
-            }
-        }
-        resolved.model = Some(model.clone());
-        resolved.output = Some(output.clone());
-        Ok(Plan {
-            opts: resolved,
-            model,
-            output,
-            checkpoints,
-        })
-    }
-}
 
 /// The original model and the figures everything is compared with.
 pub struct Source {
@@ -126,7 +74,7 @@ fn counts(g: &Graph) -> Result<(u64, u64)> {
 fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()> {
     let classes = crate::graph::io::output_classes(g).unwrap_or(0);
     let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
-    if prep.fit == Fit::Resize || !small_pad || classes != test.classes {
+    if prep.sizing == Sizing::Resize || !small_pad || classes != test.classes {
         return Err(Error::Invalid(format!(
             "no data given, and the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): pass --data DIR (or `data` in the recipe)",
             prep.to
@@ -135,7 +83,7 @@ fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()>
     Ok(())
 }
 
-pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
+pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
     let path = &plan.model;
     let imp = import::import(path)?;
     for n in imp.notes(path) {
@@ -190,17 +138,7 @@ pub fn import(plan: &Plan, progress: &mut dyn Progress) -> Result<Source> {
         .classes
         .max(crate::graph::io::output_classes(g).unwrap_or(0))
         .max(2);
-    if report::at_chance(acc.top1, classes) {
-        return Err(Error::Invalid(format!(
-            "{} scores {:.2} % top-1 on {} ({} classes: chance is {:.1} %): the data, its labels or its preprocessing do not match the model ({}; see --mean/--std/--resize/--center-crop/--channel-order), and a model at chance cannot show what pruning costs",
-            path.display(),
-            acc.top1 * 100.0,
-            data_dir.display(),
-            classes,
-            100.0 / classes as f64,
-            prep.describe()
-        )));
-    }
+    accept::original_scores(path, &data_dir, acc.top1, classes, &prep.describe())?;
     Ok(Source {
         imp,
         data_dir,
@@ -230,7 +168,7 @@ pub struct Gated {
     pub latency: Option<Arc<LatencyTable>>,
 }
 
-pub fn gate(plan: &Plan, src: &Source, progress: &mut dyn Progress) -> Result<Gated> {
+pub fn gate(plan: &Resolved, src: &Source, progress: &mut dyn Progress) -> Result<Gated> {
     let g = &src.imp.graph;
     let restore = match plan.opts.restore_bn {
         RestoreBn::Auto => bn_restore::is_bn_folded(g),
@@ -302,7 +240,7 @@ pub struct TrainedRun {
 }
 
 pub fn train(
-    plan: &Plan,
+    plan: &Resolved,
     src: &Source,
     gated: &mut Gated,
     progress: &mut dyn Progress,
@@ -311,7 +249,7 @@ pub fn train(
     let mut t = plan.opts.train.clone();
     if t.lock_at.is_none() {
         // with a target most of the run is fine-tuning after the budget's
-        // deletions (0.3 kept more accuracy than 0.5: docs/)
+        // deletions (0.3 kept more accuracy than 0.5: docs/notebook/budget.md)
         t.lock_at = Some(if plan.opts.target().is_some() {
             0.3
         } else {
@@ -354,7 +292,7 @@ pub struct Pruned {
 }
 
 pub fn prune(
-    plan: &Plan,
+    plan: &Resolved,
     gated: &Gated,
     trained: &TrainedRun,
     progress: &mut dyn Progress,
@@ -383,7 +321,7 @@ pub struct Checked {
 }
 
 pub fn validate(
-    plan: &Plan,
+    plan: &Resolved,
     src: &Source,
     trained: &TrainedRun,
     pruned: &Pruned,
@@ -392,7 +330,7 @@ pub fn validate(
     // both written with a symbolic batch: the runtime opens the files
     let mut sg = runtime::open(&trained.gated_path, &src.runtime)?;
     let mut sp = runtime::open(&pruned.path, &src.runtime)?;
-    let check = validate::Plan {
+    let check = validate::Check {
         pairing: None,
         random_batches: 4,
         batch: 8,
@@ -402,14 +340,7 @@ pub fn validate(
         rtol: 1e-4,
     };
     let v = validate::validate(&trained.run.graph, sg.as_mut(), sp.as_mut(), &check)?;
-    let worst = v.outputs.iter().map(|d| d.max_abs).fold(0.0, f64::max);
-    if !v.passed {
-        return Err(Error::Rejected(format!(
-            "the pruned model differs from the trained gated model by {worst:.3e} (> 1e-4); nothing written to {}; both models are in {}",
-            plan.output.display(),
-            plan.checkpoints.display()
-        )));
-    }
+    let worst = accept::exact(plan, &v)?;
     progress.note(&format!("exact: max abs diff {worst:.2e}"));
     Ok(Checked {
         validation: v,
@@ -428,8 +359,8 @@ pub struct Scored {
     pub params: u64,
 }
 
-pub fn evaluate(
-    plan: &Plan,
+pub fn score(
+    plan: &Resolved,
     src: &Source,
     trained: &TrainedRun,
     pruned: &Pruned,
@@ -458,27 +389,12 @@ pub fn evaluate(
         gated_candle * 100.0
     ));
     let (macs, params) = counts(&pruned.graph)?;
-    let drop_pt = (src.accuracy.top1 - acc.top1) * 100.0;
-    let too_much =
-        plan.opts.max_drop.filter(|&m| drop_pt > m).map(|m| {
-            format!("top-1 fell by {drop_pt:.2} pt, more than the allowed max_drop {m} pt")
-        });
-    if let Some(why) = too_much.or_else(|| {
-        // a latency target is checked against the prediction by the
-        // budget; the measurement is reported beside it, not judged (a
-        // shared machine's timings move by more than the tolerance)
-        let macs_target = plan
-            .opts
-            .target_macs
-            .filter(|_| plan.opts.target_latency.is_none());
-        report::outcome_problem(macs_target, src.macs, macs, acc.top1, src.classes)
-    }) {
-        return Err(Error::Rejected(format!(
-            "{why}; nothing written to {}; the trained models are in {}",
-            plan.output.display(),
-            plan.checkpoints.display()
-        )));
-    }
+    accept::outcome(
+        plan,
+        (src.macs, macs),
+        (src.accuracy.top1, acc.top1),
+        src.classes,
+    )?;
     Ok(Scored {
         validation: checked.validation,
         gated_top1_runtime: gated_rt.top1,
@@ -490,60 +406,68 @@ pub fn evaluate(
 }
 
 /// The latency target, the table's prediction for the trained pattern and
-/// how the table was made (`null` without a latency target).
-fn latency_settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Value {
+/// how the table was made (`None` without a latency target).
+fn latency_target(plan: &Resolved, gated: &Gated, trained: &TrainedRun) -> Option<LatencyTarget> {
     let (Some(target), Some(table)) = (plan.opts.target_latency, &gated.latency) else {
-        return serde_json::Value::Null;
+        return None;
     };
-    let g = &trained.run.graph;
-    let predicted = crate::prune::plan::plan(g)
-        .map(|p| table.ratio(&crate::prune::predict::conv_shapes(g, &p)))
-        .ok();
-    serde_json::json!({
-        "target": target,
-        "batch": table.batch,
-        "threads": table.threads,
-        "predicted": predicted,
-        "original_ms": table.model_ms(),
-        "fit": table.fit,
-        "calibration": table.calibration,
-        "timed_convs": table.convs.len(),
-        "seconds": table.seconds,
+    let cost = crate::cost::Latency {
+        table: table.clone(),
+    };
+    Some(LatencyTarget {
+        target,
+        batch: table.batch,
+        threads: table.threads,
+        predicted: cost.ratio(&trained.run.graph).ok(),
+        measured: None,
+        original_ms: table.model_ms(),
+        fit: table.fit,
+        calibration: table.calibration.clone(),
+        timed_convs: table.convs.len(),
+        seconds: table.seconds,
     })
 }
 
 /// The settings the run resolved (what the report and the model's
 /// metadata state beside the recipe).
-fn settings(plan: &Plan, gated: &Gated, trained: &TrainedRun) -> serde_json::Value {
+fn settings(plan: &Resolved, gated: &Gated, trained: &TrainedRun) -> Settings {
     let cfg = &trained.run.cfg;
-    serde_json::json!({
-        "structures": plan.opts.structures.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-        "target_macs": plan.opts.target_macs.filter(|_| plan.opts.target_latency.is_none()),
-        "latency_target": latency_settings(plan, gated, trained),
-        "gamma_start": cfg.gamma,
-        "gate_optimizer": cfg.gate_optimizer,
-        "gate_lr": cfg.gate_lr,
-        "lock_at": cfg.lock_at,
-        "rank": cfg.rank,
-        "budget_steps": cfg.budget_steps,
-        "selection": cfg.selection,
-        "blocks_first": cfg.blocks_first,
-        "steps": cfg.steps,
-        "batch_size": cfg.batch,
-        "lr": cfg.schedule.base,
-        "schedule": cfg.schedule.kind,
-        "momentum": cfg.momentum,
-        "weight_decay": cfg.weight_decay,
-        "seed": cfg.seed,
-        "augment": format!("{:?}", cfg.augment),
-        "threads": plan.opts.runtime.threads,
-        "restore_bn": gated.restored_bn,
-        "preprocess": plan.opts.preprocess,
-    })
+    Settings {
+        structures: plan
+            .opts
+            .structures
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect(),
+        target_macs: plan
+            .opts
+            .target_macs
+            .filter(|_| plan.opts.target_latency.is_none()),
+        latency_target: latency_target(plan, gated, trained),
+        gamma_start: cfg.gamma,
+        gate_optimizer: cfg.gate_optimizer,
+        gate_lr: cfg.gate_lr,
+        lock_at: cfg.lock_at,
+        rank: cfg.rank,
+        budget_steps: cfg.budget_steps,
+        selection: cfg.selection,
+        blocks_first: cfg.blocks_first,
+        steps: cfg.steps,
+        batch_size: cfg.batch,
+        lr: cfg.schedule.base,
+        schedule: cfg.schedule.kind,
+        momentum: cfg.momentum,
+        weight_decay: cfg.weight_decay,
+        seed: cfg.seed,
+        augment: format!("{:?}", cfg.augment),
+        threads: plan.opts.runtime.threads,
+        restore_bn: gated.restored_bn,
+        preprocess: plan.opts.preprocess.clone(),
+    }
 }
 
 /// Writes the pruned model (only once it is accepted).
-pub fn write_model(plan: &Plan, src: &Source, pruned: &Pruned) -> Result<()> {
+pub fn write_model(plan: &Resolved, src: &Source, pruned: &Pruned) -> Result<()> {
     let choice = WriteChoice {
         command: "compress",
         recipe: Some(super::recipe::to_toml(&plan.opts)),
@@ -564,14 +488,19 @@ pub struct Latencies {
 
 /// The runtime a latency target is timed on: the run's, at the target's
 /// thread count.
-fn latency_runtime(plan: &Plan, src: &Source) -> runtime::Options {
+fn latency_runtime(plan: &Resolved, src: &Source) -> runtime::Options {
     runtime::Options {
         threads: plan.opts.latency_threads,
         ..src.runtime.clone()
     }
 }
 
-pub fn bench(plan: &Plan, src: &Source, pruned: &Pruned, macs_pruned: u64) -> Result<Latencies> {
+pub fn bench(
+    plan: &Resolved,
+    src: &Source,
+    pruned: &Pruned,
+    macs_pruned: u64,
+) -> Result<Latencies> {
     let mut out = Latencies {
         original: vec![],
         pruned: vec![],
@@ -641,7 +570,7 @@ fn figures(
 }
 
 pub fn report(
-    plan: &Plan,
+    plan: &Resolved,
     src: &Source,
     gated: &Gated,
     trained: TrainedRun,
@@ -660,8 +589,8 @@ pub fn report(
         })
         .collect();
     let mut settings = settings(plan, gated, &trained);
-    if let Some(m) = latency.target_measured {
-        settings["latency_target"]["measured"] = serde_json::json!(m);
+    if let Some(lt) = settings.latency_target.as_mut() {
+        lt.measured = latency.target_measured;
     }
     let run = trained.run;
     let curve = run.records;
@@ -673,11 +602,13 @@ pub fn report(
         runtime: src.runtime_name.clone(),
         recipe: serde_json::to_value(&plan.opts).unwrap_or_default(),
         settings,
-        data: serde_json::json!({
-            "dir": src.data_dir, "name": src.test.name, "test_samples": src.test.len(),
-            "test_split_samples": src.test_split_samples,
-            "preprocess": src.prep.describe(),
-        }),
+        data: DataSummary {
+            dir: src.data_dir.clone(),
+            name: src.test.name.clone(),
+            test_samples: src.test.len(),
+            test_split_samples: src.test_split_samples,
+            preprocess: src.prep.describe(),
+        },
         original: figures(&plan.model, (src.macs, src.params), acc0, latency.original),
         pruned: figures(
             &plan.output,

@@ -7,14 +7,14 @@
 
 pub mod bundled;
 mod cifar;
-mod fit;
 mod folder;
 mod for_model;
 mod idx;
 pub mod pickle;
+mod preprocess;
 
-pub use fit::{ChannelOrder, Fit, PadValue, Preprocess, Size, Spec};
 pub use for_model::load_for;
+pub use preprocess::{ChannelOrder, PadValue, Preprocess, Size, Sizing, Spec};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

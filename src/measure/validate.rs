@@ -87,7 +87,8 @@ impl Pairing {
     }
 }
 
-pub struct Plan<'a> {
+/// What a validation feeds both models and how close they must agree.
+pub struct Check<'a> {
     /// `None`: the second model has the first's input and output names.
     pub pairing: Option<&'a Pairing>,
     pub random_batches: usize,
@@ -115,38 +116,38 @@ pub fn validate(
     g: &Graph,
     a: &mut dyn Session,
     b: &mut dyn Session,
-    plan: &Plan,
+    check: &Check,
 ) -> Result<Validation> {
-    let mut batches: Vec<Tensors> = (0..plan.random_batches)
+    let mut batches: Vec<Tensors> = (0..check.random_batches)
         .map(|i| {
-            super::inputs::random_inputs(g, plan.batch, plan.seed.wrapping_add(1000 * i as u64))
+            super::inputs::random_inputs(g, check.batch, check.seed.wrapping_add(1000 * i as u64))
         })
         .collect::<Result<_>>()?;
     let mut real_samples = 0;
-    if let Some((ds, prep, n)) = plan.real {
+    if let Some((ds, prep, n)) = check.real {
         let (name, _) = crate::graph::io::image_input(g)?;
         let n = n.min(ds.len());
-        for start in (0..n).step_by(plan.batch.max(1)) {
-            let idx: Vec<usize> = (start..(start + plan.batch).min(n)).collect();
+        for start in (0..n).step_by(check.batch.max(1)) {
+            let idx: Vec<usize> = (start..(start + check.batch).min(n)).collect();
             batches.push(vec![(name.clone(), prep.batch(ds, &idx)?)]);
         }
         real_samples = n;
     }
     let mut worst = Vec::new();
     for inputs in &batches {
-        let (ya, yb) = match plan.pairing {
+        let (ya, yb) = match check.pairing {
             Some(p) => (a.run(inputs)?, p.reorder(b.run(&p.rename(inputs))?)),
             None => (a.run(inputs)?, b.run(inputs)?),
         };
         merge(&mut worst, compare::diff(&ya, &yb).map_err(Error::Invalid)?);
     }
-    let passed = compare::within(&worst, plan.atol, plan.rtol);
+    let passed = compare::within(&worst, check.atol, check.rtol);
     Ok(Validation {
         runtime: a.describe(),
-        random_batches: plan.random_batches,
+        random_batches: check.random_batches,
         real_samples,
-        atol: plan.atol,
-        rtol: plan.rtol,
+        atol: check.atol,
+        rtol: check.rtol,
         outputs: worst,
         passed,
     })

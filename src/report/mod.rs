@@ -3,10 +3,14 @@
 
 pub mod svg;
 
+use crate::cost::latency::Coefficients;
+use crate::data::Spec;
 use crate::measure::bench::Latency;
 use crate::measure::validate::Validation;
 use crate::prune::PruneReport;
-use crate::train::trainer::Record;
+use crate::train::optim::GateOptimizer;
+use crate::train::schedule::Kind;
+use crate::train::trainer::{Rank, Record, Selection};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +55,66 @@ pub struct Training {
     pub rewinds: usize,
 }
 
+/// A latency target, the table's prediction for the trained pattern and
+/// how the table was made.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyTarget {
+    pub target: f64,
+    pub batch: usize,
+    pub threads: usize,
+    /// The table's predicted ratio for the trained zero pattern.
+    pub predicted: Option<f64>,
+    /// The pruned model's p50 over the original's, timed interleaved at
+    /// the target's batch and threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<f64>,
+    pub original_ms: f64,
+    pub fit: Coefficients,
+    /// The whole models the fit used: (what, Σ probe ms, Σ block
+    /// elements, measured ms).
+    pub calibration: Vec<(String, f64, f64, f64)>,
+    pub timed_convs: usize,
+    pub seconds: f64,
+}
+
+/// The settings a run resolved (stated beside the recipe).
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub structures: Vec<String>,
+    pub target_macs: Option<f64>,
+    pub latency_target: Option<LatencyTarget>,
+    pub gamma_start: f64,
+    pub gate_optimizer: GateOptimizer,
+    pub gate_lr: Option<f64>,
+    pub lock_at: Option<f64>,
+    pub rank: Rank,
+    pub budget_steps: usize,
+    pub selection: Selection,
+    pub blocks_first: bool,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub schedule: Kind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    pub augment: String,
+    pub threads: usize,
+    pub restore_bn: bool,
+    pub preprocess: Spec,
+}
+
+/// The data a run scored on.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSummary {
+    pub dir: std::path::PathBuf,
+    pub name: String,
+    /// Test samples scored (a spread subset of a large split).
+    pub test_samples: usize,
+    pub test_split_samples: usize,
+    pub preprocess: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub tool: String,
@@ -58,8 +122,8 @@ pub struct Report {
     pub runtime: String,
     /// The recipe the run was given (`compress --config` reads it back).
     pub recipe: serde_json::Value,
-    pub settings: serde_json::Value,
-    pub data: serde_json::Value,
+    pub settings: Settings,
+    pub data: DataSummary,
     pub original: ModelFigures,
     pub pruned: ModelFigures,
     pub macs_reduction: f64,
@@ -107,13 +171,11 @@ pub fn markdown(r: &Report) -> String {
         p.file_bytes as f64 / 1e6,
         pct(1.0 - p.file_bytes as f64 / o.file_bytes.max(1) as f64)
     ));
-    let scored = match (
-        r.data.get("test_samples").and_then(|v| v.as_u64()),
-        r.data.get("test_split_samples").and_then(|v| v.as_u64()),
-    ) {
-        (Some(n), Some(all)) if n < all => format!(" ({n} of {all} test samples)"),
-        (Some(n), _) => format!(" ({n} test samples)"),
-        _ => String::new(),
+    let (n, all) = (r.data.test_samples, r.data.test_split_samples);
+    let scored = if n < all {
+        format!(" ({n} of {all} test samples)")
+    } else {
+        format!(" ({n} test samples)")
     };
     s.push_str(&format!(
         "| top-1 accuracy{scored} | {} | {} | {:+.2} pt |\n",
@@ -127,26 +189,21 @@ pub fn markdown(r: &Report) -> String {
             a.batch, a.p50_ms, b.p50_ms, b.speedup_vs_first
         ));
     }
-    if let Some(lt) = r.settings.get("latency_target").filter(|v| !v.is_null()) {
-        let ratio = |k: &str| {
-            lt[k]
-                .as_f64()
-                .map(|v| format!("{v:.3}×"))
-                .unwrap_or_else(|| "-".into())
-        };
-        let threads = match lt["threads"].as_u64() {
-            Some(0) | None => "the runtime's default threads".to_string(),
-            Some(1) => "1 thread".to_string(),
-            Some(n) => format!("{n} threads"),
+    if let Some(lt) = &r.settings.latency_target {
+        let ratio = |v: Option<f64>| v.map(|v| format!("{v:.3}×")).unwrap_or_else(|| "-".into());
+        let threads = match lt.threads {
+            0 => "the runtime's default threads".to_string(),
+            1 => "1 thread".to_string(),
+            n => format!("{n} threads"),
         };
         s.push_str(&format!(
             "\nLatency target {:.2} of the original (ONNX Runtime, batch {}, {threads}): predicted {}, measured {} (interleaved p50; table of {} convs timed in {:.0} s).\n",
-            lt["target"].as_f64().unwrap_or(0.0),
-            lt["batch"].as_u64().unwrap_or(0),
-            ratio("predicted"),
-            ratio("measured"),
-            lt["timed_convs"].as_u64().unwrap_or(0),
-            lt["seconds"].as_f64().unwrap_or(0.0),
+            lt.target,
+            lt.batch,
+            ratio(lt.predicted),
+            ratio(lt.measured),
+            lt.timed_convs,
+            lt.seconds,
         ));
     }
     let pr = &r.pruning;
@@ -218,7 +275,7 @@ pub fn plots(r: &Report) -> Vec<(String, String)> {
         .collect();
     let curve = svg::curve(&svg::Curve {
         points: &points,
-        target_macs: r.settings["target_macs"].as_f64(),
+        target_macs: r.settings.target_macs,
         budget_steps: &budget_steps,
         lock: r.training.locked_at.map(|s| s as f64),
         original_top1: r.original.top1,
@@ -226,42 +283,4 @@ pub fn plots(r: &Report) -> Vec<(String, String)> {
     });
     let blocks = svg::blocks(&r.pruning.blocks);
     vec![("curve".into(), curve), ("gates".into(), blocks)]
-}
-
-/// Why a finished run is not a success: MACs outside the asked band
-/// (±5 % of the original's) or accuracy at chance.
-/// Top-1 up to this many times chance counts as chance.
-pub const CHANCE_FACTOR: f64 = 1.5;
-
-/// Whether `top1` over `classes` classes is no better than guessing.
-pub fn at_chance(top1: f64, classes: usize) -> bool {
-    top1 <= CHANCE_FACTOR / classes.max(2) as f64
-}
-
-pub fn outcome_problem(
-    target: Option<f64>,
-    macs0: u64,
-    macs1: u64,
-    top1: f64,
-    classes: usize,
-) -> Option<String> {
-    let ratio = macs1 as f64 / macs0.max(1) as f64;
-    if let Some(t) = target {
-        if (ratio - t).abs() > 0.05 {
-            return Some(format!(
-                "the pruned model has {:.1} % of the MACs, outside the asked {:.0} ± 5 %",
-                ratio * 100.0,
-                t * 100.0
-            ));
-        }
-    }
-    let chance = 1.0 / classes as f64;
-    if at_chance(top1, classes) {
-        return Some(format!(
-            "the pruned model's top-1 {:.2} % is at chance ({:.1} % for {classes} classes)",
-            top1 * 100.0,
-            chance * 100.0
-        ));
-    }
-    None
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 /// 0.9^100 ≈ 3·10⁻⁵ of what they were at the lock after 100 steps, but
 /// after 20 still 12 % of the network before its deletions; past the
 /// threshold re-estimating only adds sampling noise (measurements:
-/// `docs/imagenet.md`, `docs/frontier.md`).
+/// `docs/notebook/imagenet.md`, `docs/notebook/frontier.md`).
 pub const RECALIBRATE_BELOW: usize = 100;
 
 /// What a training run produced.

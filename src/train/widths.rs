@@ -1,6 +1,6 @@
 //! Channel counts a runtime runs fast. ONNX Runtime's CPU convolutions
 //! block channels (8 or 16 to a vector): a conv left with 62 input channels
-//! ran 2× slower than one with 64 (docs/latency.md). With a latency target
+//! ran 2× slower than one with 64 (docs/notebook/latency.md). With a latency target
 //! the budget removes channels in chunks that leave each gate at a width
 //! the latency table timed, so every prediction is a measured point.
 

@@ -402,7 +402,7 @@ fn columns<'a, T: Elem>(
 /// The direct 3×3 convolution of n images [cin, h, w] in parallel (cin is
 /// the conv's output channels for the input gradient, which convolves dy).
 fn direct_images(
-    plan: &direct3x3::Plan,
+    plan: &direct3x3::Layout,
     x: &[f32],
     cin: usize,
     wt: &[f32],

@@ -1,10 +1,10 @@
 use super::avx2_tile::{OT, PT};
-use super::{in_runs, Plan};
+use super::{in_runs, Layout};
 use std::arch::x86_64::*;
 
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn conv(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     wt: &[f32],
@@ -28,7 +28,7 @@ pub(super) unsafe fn conv(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn tile<const P: usize>(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     wb: &[f32],
@@ -74,7 +74,7 @@ unsafe fn tile<const P: usize>(
 
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn grad_filter(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     dy: &[f32],
@@ -104,7 +104,7 @@ pub(super) unsafe fn grad_filter(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn filter_rows<const O: usize>(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     dy: &[f32],

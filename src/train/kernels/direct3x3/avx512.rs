@@ -1,13 +1,13 @@
 //! The AVX-512 kernels: 16-pixel vectors over the run layout of
-//! [`Plan::runs`], row edges masked.
+//! [`Layout::runs`], row edges masked.
 
 use super::avx512_tile::{OB, OF, OT, PT};
-use super::{in_runs, Plan};
+use super::{in_runs, Layout};
 use std::arch::x86_64::*;
 
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn conv(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     wt: &[f32],
@@ -42,7 +42,7 @@ pub(super) unsafe fn conv(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn tile<const P: usize>(
-    plan: &Plan,
+    plan: &Layout,
     table: &[[u16; 4]],
     xp: &[f32],
     cin: usize,
@@ -87,7 +87,7 @@ unsafe fn tile<const P: usize>(
 
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn grad_filter(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     dy: &[f32],
@@ -125,9 +125,9 @@ thread_local! {
 /// itself where it is laid out so, else a copy in `buf`. The kernels load
 /// every output-gradient vector 3·cin times, and from addresses off the
 /// cache-line grid each of those loads touches two lines; the copy is one
-/// pass (docs/kernels.md has the rates).
+/// pass (docs/notebook/kernels.md has the rates).
 fn aligned_planes<'a>(
-    plan: &Plan,
+    plan: &Layout,
     dy: &'a [f32],
     planes: usize,
     buf: &'a mut Vec<f32>,
@@ -152,7 +152,7 @@ fn aligned_planes<'a>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn by_channel_groups(
-    plan: &Plan,
+    plan: &Layout,
     table: &[[u16; 4]],
     xp: &[f32],
     cin: usize,
@@ -199,7 +199,7 @@ unsafe fn by_channel_groups(
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
 unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     dy: &[f32],
@@ -259,7 +259,7 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
 }
 
 /// [`filter_rows`] for irregular plans: masks from `table` (one per vector,
-/// [`Plan::lane_masks`]), the output gradient of a partial last vector
+/// [`Layout::lane_masks`]), the output gradient of a partial last vector
 /// loaded masked so lanes past the plane add nothing. Large planes go in
 /// bands of about [`BAND`] vectors; within a band, each input channel
 /// meets every group of output channels in turn, so the channel's band of
@@ -269,7 +269,7 @@ unsafe fn filter_rows<const O: usize, const SAME_MASKS: bool>(
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn filter_table(
-    plan: &Plan,
+    plan: &Layout,
     table: &[[u16; 4]],
     xp: &[f32],
     cin: usize,
@@ -312,7 +312,7 @@ unsafe fn filter_table(
 /// What one pass of [`table_pass`] reads: a band of vectors (`masks`, from
 /// vector `first`) of input channel `c`, over all images.
 struct Band<'a> {
-    plan: &'a Plan,
+    plan: &'a Layout,
     masks: &'a [[u16; 4]],
     first: usize,
     xp: &'a [f32],

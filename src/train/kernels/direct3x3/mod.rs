@@ -113,7 +113,7 @@ mod avx512_tile {
 /// Where the kernels find things in a padded image: the input's h×w, the
 /// output's oh×ow, the stride, and the offsets the padded layout gives.
 #[derive(Debug, Clone, Copy)]
-pub struct Plan {
+pub struct Layout {
     pub h: usize,
     pub w: usize,
     pub stride: usize,
@@ -131,11 +131,11 @@ pub struct Plan {
     taps: [usize; 9],
 }
 
-impl Plan {
+impl Layout {
     /// The plan for a conv geometry with this instruction set's layout, if
     /// its kernels handle the shape (on any CPU; [`plan_for`] adds the
     /// CPU check).
-    pub fn with_isa(g: &Geometry, isa: Isa) -> Option<Plan> {
+    pub fn with_isa(g: &Geometry, isa: Isa) -> Option<Layout> {
         let square_3x3 = (g.kh, g.kw, g.ph, g.pw, g.dh, g.dw) == (3, 3, 1, 1, 1, 1)
             && g.sh == g.sw
             && g.ow > 0
@@ -156,12 +156,12 @@ impl Plan {
     }
 
     /// The AVX2 layout: every row padded on both sides.
-    fn rows(h: usize, w: usize, stride: usize) -> Option<Plan> {
+    fn rows(h: usize, w: usize, stride: usize) -> Option<Layout> {
         let (oh, ow) = (h / stride, w / stride);
         if !ow.is_multiple_of(8) {
             return None;
         }
-        let plan = |row, channel, out_row, taps| Plan {
+        let plan = |row, channel, out_row, taps| Layout {
             h,
             w,
             stride,
@@ -200,7 +200,7 @@ impl Plan {
     /// Output (oy, ox) reads input row 2oy + ky − 1 (ky 0: odd row oy − 1,
     /// 1: even row oy, 2: odd row oy) and column 2ox + kx − 1 (kx 0: odd
     /// column ox − 1, 1: even ox, 2: odd ox).
-    fn runs(h: usize, w: usize, stride: usize) -> Option<Plan> {
+    fn runs(h: usize, w: usize, stride: usize) -> Option<Layout> {
         let (oh, ow) = (h / stride, w / stride);
         // other widths work out each vector's lane masks (see lane_masks);
         // a last vector mostly off the plane wastes most of its lanes, so
@@ -209,7 +209,7 @@ impl Plan {
         if !regular && oh * ow < 128 {
             return None;
         }
-        let plan = |channel, taps| Plan {
+        let plan = |channel, taps| Layout {
             h,
             w,
             stride,
@@ -285,7 +285,7 @@ impl Plan {
     }
 
     /// AVX-512, output vector j of any width, lane by lane: the masks of
-    /// column taps kx 0, 1, 2 (as [`Plan::edge_masks`]) and, last, the
+    /// column taps kx 0, 1, 2 (as [`Layout::edge_masks`]) and, last, the
     /// lanes inside the output plane; every mask leaves out lanes past it.
     pub(super) fn lane_masks(&self, j: usize) -> [u16; 4] {
         let (ow, hw, start) = (self.ow, self.oh * self.ow, 16 * j);
@@ -317,21 +317,23 @@ impl Plan {
 /// The plan when the direct kernels compute this convolution's output and
 /// filter gradient on this CPU: the best instruction set that handles the
 /// shape.
-pub fn plan_for(g: &Geometry, groups: usize) -> Option<Plan> {
+pub fn plan_for(g: &Geometry, groups: usize) -> Option<Layout> {
     if groups != 1 {
         return None;
     }
-    Isa::usable().iter().find_map(|&isa| Plan::with_isa(g, isa))
+    Isa::usable()
+        .iter()
+        .find_map(|&isa| Layout::with_isa(g, isa))
 }
 
 /// The plan when they also compute its input gradient (stride 1 only).
-pub fn plan_for_input_grad(g: &Geometry, groups: usize) -> Option<Plan> {
+pub fn plan_for_input_grad(g: &Geometry, groups: usize) -> Option<Layout> {
     plan_for(g, groups).filter(|p| p.stride == 1)
 }
 
 /// Copies `c` planes of h×w into `out` in the plan's padded layout.
 /// Writes every element, so a reused buffer is not cleared first.
-pub fn pad(plan: &Plan, x: &[f32], c: usize, out: &mut Vec<f32>) {
+pub fn pad(plan: &Layout, x: &[f32], c: usize, out: &mut Vec<f32>) {
     out.resize(plan.padded_len(c), 0.0);
     let (h, w) = (plan.h, plan.w);
     for ci in 0..c {
@@ -352,7 +354,7 @@ pub fn pad(plan: &Plan, x: &[f32], c: usize, out: &mut Vec<f32>) {
 }
 
 /// AVX2, stride 1: a zero border all round.
-fn pad_rows(plan: &Plan, x: &[f32], p: &mut [f32]) {
+fn pad_rows(plan: &Layout, x: &[f32], p: &mut [f32]) {
     let (h, w, wp) = (plan.h, plan.w, plan.row);
     p[..wp].fill(0.0);
     p[(h + 1) * wp..].fill(0.0);
@@ -367,7 +369,7 @@ fn pad_rows(plan: &Plan, x: &[f32], p: &mut [f32]) {
 /// AVX2, stride 2: padded column j = input column j − 1 (w is even): the
 /// even plane holds j = 0, 2, …, w → [0, x1, x3, …, x(w−1)], the odd one
 /// j = 1, 3, …, w + 1 → [x0, x2, …, x(w−2), 0].
-fn pad_rows_split(plan: &Plan, x: &[f32], p: &mut [f32]) {
+fn pad_rows_split(plan: &Layout, x: &[f32], p: &mut [f32]) {
     let (h, w, r) = (plan.h, plan.w, plan.row);
     let plane = (h + 2) * r;
     let (even, odd) = p.split_at_mut(plane);
@@ -387,9 +389,9 @@ fn pad_rows_split(plan: &Plan, x: &[f32], p: &mut [f32]) {
     }
 }
 
-/// AVX-512, stride 2: the four parity planes of [`Plan::runs`], each a
+/// AVX-512, stride 2: the four parity planes of [`Layout::runs`], each a
 /// guard, a zero row and oh rows of ow.
-fn pad_parity_planes(plan: &Plan, x: &[f32], p: &mut [f32]) {
+fn pad_parity_planes(plan: &Layout, x: &[f32], p: &mut [f32]) {
     let (w, oh, ow) = (plan.w, plan.oh, plan.ow);
     let plane = 1 + (oh + 1) * ow;
     for (q, dst) in p.chunks_exact_mut(plane).enumerate() {
@@ -426,7 +428,7 @@ fn in_runs(total: usize, run: usize, mut f: impl FnMut(usize, bool)) {
 /// kernels: blocks of output channels, then input channel, tap, and the
 /// block's channels innermost (the kernel broadcasts them one after
 /// another); missing channels are 0.
-pub fn filters_forward(plan: &Plan, w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+pub fn filters_forward(plan: &Layout, w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     block(plan.isa.tile_channels(), cout, cin, |o, c, t| {
         w[(o * cin + c) * 9 + t]
     })
@@ -434,7 +436,7 @@ pub fn filters_forward(plan: &Plan, w: &[f32], cout: usize, cin: usize) -> Vec<f
 
 /// The filters of the input-gradient convolution: output and input
 /// channels swapped and the taps flipped, `w'[c][o][t] = w[o][c][8 − t]`.
-pub fn filters_backward(plan: &Plan, w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+pub fn filters_backward(plan: &Layout, w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     block(plan.isa.tile_channels(), cin, cout, |c, o, t| {
         w[(o * cin + c) * 9 + (8 - t)]
     })
@@ -466,7 +468,7 @@ fn block(
 /// One image: `y` [cout, oh, ow] = the convolution of the padded input
 /// `xp` (from [`pad`], cin channels) with blocked filters `wt` (from
 /// `filters_*`).
-pub fn conv(plan: &Plan, xp: &[f32], cin: usize, wt: &[f32], cout: usize, y: &mut [f32]) {
+pub fn conv(plan: &Layout, xp: &[f32], cin: usize, wt: &[f32], cout: usize, y: &mut [f32]) {
     // SAFETY: initialised f32s viewed as possibly-uninitialised ones; the
     // kernel only writes (valid f32s) through the view.
     let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
@@ -477,7 +479,7 @@ pub fn conv(plan: &Plan, xp: &[f32], cin: usize, wt: &[f32], cout: usize, y: &mu
 /// outputs is written (stored whole, never read), so the caller need not
 /// zero a buffer the kernel overwrites anyway.
 pub fn conv_into(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     wt: &[f32],
@@ -508,7 +510,7 @@ pub fn conv_into(
 /// 3·cout·cin horizontal sums), no more (32×32 images, 8 a call, ran at
 /// 70 % of one a call: each channel's output gradients no longer stay in
 /// cache between the kernel rows).
-pub fn filter_batch(plan: &Plan) -> usize {
+pub fn filter_batch(plan: &Layout) -> usize {
     512usize.div_ceil(plan.oh * plan.ow).clamp(1, 8)
 }
 
@@ -518,7 +520,7 @@ pub fn filter_batch(plan: &Plan) -> usize {
 /// Several images a call let the kernels sum longer before reducing their
 /// vector accumulators (an 8×8 image alone is 4 vectors).
 pub fn grad_filter(
-    plan: &Plan,
+    plan: &Layout,
     xp: &[f32],
     cin: usize,
     dy: &[f32],
@@ -609,9 +611,9 @@ mod tests {
         }
     }
 
-    fn plan(isa: Isa, c: usize, h: usize, w: usize, s: usize) -> Option<Plan> {
+    fn plan(isa: Isa, c: usize, h: usize, w: usize, s: usize) -> Option<Layout> {
         let g = Geometry::new(c, h, w, [3, 3], [s, s], [1, 1, 1, 1], [1, 1]);
-        Plan::with_isa(&g, isa)
+        Layout::with_isa(&g, isa)
     }
 
     /// Forward, input gradient (stride 1) and filter gradient against the

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Fit {
+/// How images are brought to the input's size.
+pub enum Sizing {
     Same,
     Pad,
     Resize,
@@ -178,7 +179,7 @@ impl Spec {
 #[derive(Debug, Clone, Serialize)]
 pub struct Preprocess {
     pub channels: String,
-    pub fit: Fit,
+    pub sizing: Sizing,
     /// The first image's [C, H, W] (images of a folder may differ).
     pub from: [usize; 3],
     pub to: [usize; 3],
@@ -277,16 +278,16 @@ impl Preprocess {
                 ds.name
             )));
         }
-        let fit = if resize.is_some() || crop.is_some() {
-            Fit::Resize
+        let sizing = if resize.is_some() || crop.is_some() {
+            Sizing::Resize
         } else if (sh, sw) == (h, w) {
-            Fit::Same
+            Sizing::Same
         } else {
-            Fit::Pad
+            Sizing::Pad
         };
         Ok(Preprocess {
             channels,
-            fit,
+            sizing,
             from: [ds.channels, sh, sw],
             to: input,
             resize,
@@ -309,7 +310,7 @@ impl Preprocess {
         if let Some((a, b)) = self.center_crop {
             steps.push(format!("centre crop {a}x{b}"));
         }
-        if self.fit == Fit::Pad || self.resize.is_some() || self.center_crop.is_some() {
+        if self.sizing == Sizing::Pad || self.resize.is_some() || self.center_crop.is_some() {
             steps.push(format!("pad to the input with {}", self.pad_value));
         }
         steps.push("/255".into());
