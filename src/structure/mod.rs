@@ -3,10 +3,13 @@
 //! identity, projection or subsample-and-pad shortcut), the channels of the
 //! convolutions inside each branch, and the groups of grouped convolutions.
 //! Everything that looks like a candidate but cannot be proven safe is listed
-//! with the reason, and left alone by the later stages.
+//! with the reason, and left alone by the later stages. `blocks` finds the
+//! residual blocks; each kind of structure inside them is a pattern of its
+//! own (`patterns`).
 
 mod blocks;
-mod branch;
+mod path;
+pub mod patterns;
 
 use crate::graph::Graph;
 use serde::Serialize;
@@ -120,30 +123,28 @@ impl Analysis {
 
 /// Analyses `g`: blocks, gateable structures, and what was left out.
 pub fn analyse(g: &Graph) -> Analysis {
-    let (blocks, mut skipped) = find_blocks(g);
-    let mut gateable = Vec::new();
-    for b in &blocks {
-        branch::gateable_in_block(g, b, &mut gateable, &mut skipped);
+    let (blocks, skipped) = find_blocks(g);
+    let mut found = patterns::Found {
+        skipped,
+        ..Default::default()
+    };
+    for p in patterns::PATTERNS {
+        p.find(g, &blocks, &mut found);
     }
-    // The residual stream: every Add of a stage ties the channels of its
-    // inputs together; SSS (the paper) does not gate them.
-    for stage in 0..blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0) {
-        let n = blocks.iter().filter(|b| b.stage == stage).count();
-        let c = blocks
-            .iter()
-            .find(|b| b.stage == stage)
-            .map(|b| b.out_channels)
-            .unwrap_or(0);
-        skipped.push(Skipped {
-            what: format!("stage {stage} residual-stream channels ({c})"),
-            reason: format!(
-                "coupled across the {n} Adds of the stage; not gated by SSS (deleting one would need all of them at once)"
-            ),
-        });
-    }
+    // gates in graph order: by block, its block gate first, then its convs
+    let position = |s: &Gateable| -> (usize, usize) {
+        let b = &blocks[s.block];
+        let at = s
+            .conv
+            .as_ref()
+            .and_then(|c| b.convs.iter().position(|x| &x.conv == c))
+            .map_or(0, |i| i + 1);
+        (s.block, at)
+    };
+    found.gateable.sort_by_key(position);
     Analysis {
         blocks,
-        gateable,
-        skipped,
+        gateable: found.gateable,
+        skipped: found.skipped,
     }
 }
