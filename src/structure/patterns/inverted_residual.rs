@@ -16,7 +16,10 @@ impl Pattern for InvertedResidual {
     }
 
     fn find(&self, _g: &Graph, blocks: &[Block], found: &mut Found) {
-        for b in blocks.iter().filter(|b| b.convs.iter().any(|c| c.depthwise)) {
+        for b in blocks
+            .iter()
+            .filter(|b| b.convs.iter().any(|c| c.depthwise))
+        {
             found.claimed.insert(b.id);
             found.skipped.push(Skipped {
                 what: format!("block {} channels", b.id),
