@@ -1,8 +1,9 @@
 //! Gradients of the lowered model against central finite differences, in
 //! f64: conv (stride, padding, groups, depthwise), max-pool 3×3/2 pad 1 (where
 //! candle's own backward is wrong), BN in train mode, gates, the option-A
-//! Slice + Pad shortcut, and an ImageNet-style stem with a ResNeXt
-//! bottleneck (7×7/2 stem, pointwise and strided 1×1 convs, 32-group-style
+//! Slice + Pad shortcut, the activations of MobileNet and EfficientNet
+//! (Sigmoid, HardSigmoid, HardSwish, SiLU as x·Sigmoid(x)), and an
+//! ImageNet-style stem with a ResNeXt bottleneck (7×7/2 stem, pointwise and strided 1×1 convs, 32-group-style
 //! grouped 3×3, global average pool).
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -333,4 +334,38 @@ fn nodes_without_a_kernel_shared_values_and_a_shared_weight() {
     let r = b.relu(&sum);
     let y = b.head(&r, 4, 3);
     check(&b.finish(&y), &[2, 3, 6, 6], true);
+}
+
+/// conv → BN → `act` → conv, in train and eval mode: the activation's
+/// gradient against finite differences.
+fn activation_graph(act: &str) -> Graph {
+    let mut b = Builder::new("x", &[-1, 3, 6, 6], 21);
+    let y = b.conv("x", 3, 4, 3, 1);
+    let y = b.bn(&y, 4);
+    let y = match act {
+        "SiLU" => {
+            let s = b.node("Sigmoid", &[&y], vec![]);
+            b.node("Mul", &[&y, &s], vec![])
+        }
+        "HardSigmoid" => b.node(
+            "HardSigmoid",
+            &[&y],
+            vec![
+                ("alpha", Attr::Float(1.0 / 6.0)),
+                ("beta", Attr::Float(0.5)),
+            ],
+        ),
+        op => b.node(op, &[&y], vec![]),
+    };
+    let y = b.conv(&y, 4, 2, 1, 1);
+    b.finish(&y)
+}
+
+#[test]
+fn sigmoid_hard_sigmoid_hard_swish_and_silu() {
+    for act in ["Sigmoid", "HardSigmoid", "HardSwish", "SiLU"] {
+        let g = activation_graph(act);
+        check(&g, &[2, 3, 6, 6], true);
+        check(&g, &[2, 3, 6, 6], false);
+    }
 }

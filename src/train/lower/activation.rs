@@ -26,6 +26,18 @@ pub(super) const LOWERINGS: &[Lowering] = &[
         op: "Dropout",
         run: identity,
     },
+    Lowering {
+        op: "Sigmoid",
+        run: sigmoid,
+    },
+    Lowering {
+        op: "HardSigmoid",
+        run: hard_sigmoid,
+    },
+    Lowering {
+        op: "HardSwish",
+        run: hard_swish,
+    },
 ];
 
 fn relu(cx: &mut Cx) -> Result<Tensor> {
@@ -57,4 +69,24 @@ fn leaky_relu(cx: &mut Cx) -> Result<Tensor> {
 /// Dropout is inference-mode).
 fn identity(cx: &mut Cx) -> Result<Tensor> {
     cx.input(0)
+}
+
+/// 1 / (1 + e^−x): the SE gate of EfficientNet and, times x, SiLU.
+fn sigmoid(cx: &mut Cx) -> Result<Tensor> {
+    Ok((cx.input(0)?.neg()?.exp()? + 1.0)?.recip()?)
+}
+
+/// max(0, min(1, αx + β)), α = 0.2 and β = 0.5 unless the node says
+/// (PyTorch exports α = 1/6).
+fn hard_sigmoid(cx: &mut Cx) -> Result<Tensor> {
+    let alpha = cx.node.attr_float_or("alpha", 0.2)? as f64;
+    let beta = cx.node.attr_float_or("beta", 0.5)? as f64;
+    Ok(cx.input(0)?.affine(alpha, beta)?.clamp(0f32, 1f32)?)
+}
+
+/// x · max(0, min(1, x/6 + 1/2)) (MobileNetV3).
+fn hard_swish(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    let gate = x.affine(1.0 / 6.0, 0.5)?.clamp(0f32, 1f32)?;
+    Ok((x * gate)?)
 }
