@@ -94,9 +94,6 @@ impl Trainer {
 
     /// A budget step: set to 0 the least important factors (by `cfg.rank`),
     /// one at a time, skipping any whose removal would undershoot the band,
-
-    /// A budget step: set to 0 the least important factors (by `cfg.rank`),
-    /// one at a time, skipping any whose removal would undershoot the band,
     /// until the implied cost reaches `target`; then every zero (APG's too)
     /// is frozen. Returns how many factors the budget zeroed.
     pub(super) fn enforce_budget(&mut self, target: f64) -> Result<usize> {
@@ -167,9 +164,6 @@ impl Trainer {
         }
         Ok(f.iter().map(|v| v.abs() as f64).collect())
     }
-
-    /// Zeroes, in every gate with allowed widths whose alive count (after
-    /// APG's zeros) lies between two, its least important factors down to
 
     /// Zeroes, in every gate with allowed widths whose alive count (after
     /// APG's zeros) lies between two, its least important factors down to

@@ -409,7 +409,7 @@ impl Trainer {
                 self.guard.restart();
                 self.take_snapshot().map_err(e)?;
             }
-            if (step + 1) % STEER_EVERY == 0 {
+            if (step + 1).is_multiple_of(STEER_EVERY) {
                 let ratio = self.target_ratio()?;
                 reached = ratio <= target * 1.02;
                 // with a lock the budget steps meet the target

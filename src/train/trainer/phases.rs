@@ -38,11 +38,6 @@ pub(super) fn phase_lr(
     }
 }
 
-/// Whether budget step `cuts + 1` (of `budget_steps`) is due after `step`,
-/// and the MAC fraction it aims at. The steps are spread evenly over the
-/// first phase, the last at the lock, and the aims follow a cubic (most of
-/// the cut early, while the net is most redundant; finer ones later), as
-
 #[cfg(test)]
 mod tests {
     use super::super::budget::aim;

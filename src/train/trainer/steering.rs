@@ -67,8 +67,6 @@ impl Trainer {
         Ok(())
     }
 
-    /// Fraction of the original MACs the current zero pattern implies, and
-
     /// The target controller of single-phase runs (APG's own zeros do the
     /// selecting): γ is steered so the ratio the zeros imply follows a
     /// glide path to the target (`steer_aim`). `now`: (the ratio now, the
