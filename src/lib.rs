@@ -1,9 +1,12 @@
-//! sss-onnx: Sparse Structure Selection for exported ONNX ResNets.
+//! sss-onnx: Sparse Structure Selection for exported ONNX networks.
 //!
 //! `compress::run` is the whole pipeline; its stages are plain functions
 //! over the IR: `onnx` (files, protobuf ⇄ IR, import) → `graph` (the IR and
-//! its op registry) → `structure` (what can be deleted) → `gate` → `train`
-//! → `prune` → `runtime` / `measure` (validate, time) → `report`.
+//! its op registry) → `structure` (what can be deleted, one pattern a
+//! file) → `gate` → `train` (one lowering per op, steered by a `cost`) →
+//! `prune` → `runtime` / `measure` (validate, time) → `report`.
+//! `docs/pipeline.md` walks through it; the library builds without the
+//! command line (`--no-default-features`).
 
 pub mod alloc;
 pub mod batching;

@@ -165,6 +165,33 @@ fn whole_stages_and_empty_branches() {
 }
 
 #[test]
+fn inverted_residuals_prune_exactly() {
+    // MobileNetV2 at a quarter of its widths, 32×32: expansion channels are
+    // groups of the depthwise convs (their expand and project convs cut
+    // with them); stages, empty branches and random patterns
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mobilenet_v2.onnx");
+    let g = sss_onnx::graph::build::mobilenet_v2(8, 6, 32, 10, 3);
+    convert::save(&g, &p, &Default::default()).unwrap();
+    let a = sss_onnx::structure::analyse(&load(&p));
+    assert_eq!((a.blocks.len(), a.stages()), (10, 5));
+    let mut groups = 0;
+    for (j, prob) in [0.3, 0.7].into_iter().enumerate() {
+        groups += check(&p, Pattern::Random(prob), 40 + j as u64, None).groups_removed;
+    }
+    assert!(groups > 0);
+    for s in 0..a.stages() {
+        let r = check(&p, Pattern::Stage(s), 50 + s as u64, None);
+        assert!(!r.blocks_removed.is_empty(), "stage {s}");
+    }
+    for b in [0, 3] {
+        let r = check(&p, Pattern::EmptyBranch(b), 5, None);
+        let gone = r.blocks_removed.len() + r.blocks_replaced_by_constant.len();
+        assert!(gone >= 1, "block {b}: {r:?}");
+    }
+}
+
+#[test]
 fn all_ones_gives_back_the_original() {
     for p in fixtures() {
         let g = load(&p);

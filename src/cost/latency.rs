@@ -253,7 +253,7 @@ pub fn axes(g: &Graph, plan: &Plan) -> HashMap<String, Axis> {
         for (i, cg) in bp.convs.iter().enumerate() {
             let Some(cg) = cg else { continue };
             let this = convs[i].conv.clone();
-            if cg.span > 1 {
+            if cg.is_group() {
                 out.entry(this).or_default().2 = true;
                 if i > 0 {
                     out.entry(convs[i - 1].conv.clone()).or_default().1 = true;

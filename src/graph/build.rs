@@ -323,3 +323,74 @@ fn torchvision_net(
     let out = b.head(&x, cin, classes);
     b.finish(&out)
 }
+
+impl Builder {
+    /// ReLU6 as PyTorch exports it: Clip(x, 0, 6) with bound inputs.
+    pub fn relu6(&mut self, x: &str) -> String {
+        let lo = self.scalar("clip_min", 0.0);
+        let hi = self.scalar("clip_max", 6.0);
+        self.node("Clip", &[x, &lo, &hi], vec![])
+    }
+
+    /// A scalar float initializer.
+    pub fn scalar(&mut self, base: &str, v: f32) -> String {
+        let name = self.weight(base, &[], 1.0);
+        if let Some(Tensor::F32(a)) = self.graph.initializers.get_mut(&name) {
+            a.fill(v);
+        }
+        name
+    }
+}
+
+/// torchvision's `mobilenet_v2` at `width` (the stem's channels; 32 in the
+/// paper) and `expansion` (6): the inverted-residual table (t, c, n, s) of
+/// Sandler et al. with every width scaled by `width / 32`, ReLU6 as Clip,
+/// and an input of `size`×`size`.
+pub fn mobilenet_v2(width: usize, expansion: usize, size: i64, classes: usize, seed: u64) -> Graph {
+    let scale = |c: usize| (c * width / 32).max(1);
+    let mut b = Builder::new("input", &[-1, 3, size, size], seed);
+    let stem = scale(32);
+    let mut x = b.conv_with("input", ConvSpec::plain(3, stem, 3, 2, 1));
+    x = b.bn(&x, stem);
+    x = b.relu6(&x);
+    let mut cin = stem;
+    let table = [
+        (1, 16, 1, 1),
+        (expansion, 24, 2, 2),
+        (expansion, 32, 3, 2),
+        (expansion, 64, 4, 2),
+        (expansion, 96, 3, 1),
+        (expansion, 160, 3, 2),
+        (expansion, 320, 1, 1),
+    ];
+    for (t, c, n, s) in table {
+        let cout = scale(c);
+        for j in 0..n {
+            let stride = if j == 0 { s } else { 1 };
+            let hidden = cin * t;
+            let mut y = x.clone();
+            if t != 1 {
+                y = b.conv(&y, cin, hidden, 1, 1);
+                y = b.bn(&y, hidden);
+                y = b.relu6(&y);
+            }
+            y = b.conv_with(&y, ConvSpec::plain(hidden, hidden, 3, stride, hidden));
+            y = b.bn(&y, hidden);
+            y = b.relu6(&y);
+            y = b.conv(&y, hidden, cout, 1, 1);
+            y = b.bn(&y, cout);
+            x = if stride == 1 && cin == cout {
+                b.add(&x, &y)
+            } else {
+                y
+            };
+            cin = cout;
+        }
+    }
+    let last = scale(1280).max(1280 * width / 32);
+    x = b.conv(&x, cin, last, 1, 1);
+    x = b.bn(&x, last);
+    x = b.relu6(&x);
+    let out = b.head(&x, last, classes);
+    b.finish(&out)
+}

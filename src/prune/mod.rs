@@ -153,7 +153,7 @@ fn stages(plan: &Plan, r: &PruneReport) -> Vec<StageSummary> {
             } else {
                 cg.keep.iter().filter(|k| !**k).count()
             };
-            if cg.span > 1 {
+            if cg.is_group() {
                 st.groups += cg.keep.len();
                 st.groups_removed += removed;
             } else {
@@ -315,7 +315,7 @@ fn prune_conv(
         .iter()
         .flat_map(|&u| u * cg.span..(u + 1) * cg.span)
         .collect();
-    if cg.span > 1 {
+    if cg.is_group() {
         // a group: its filters, its input channels (the previous conv's
         // outputs) and the next conv's inputs go; `group` shrinks
         let prev = prev

@@ -22,6 +22,15 @@ pub struct ConvGate {
     pub span: usize,
 }
 
+impl ConvGate {
+    /// A group gate: deleting a factor deletes a group of the conv, with
+    /// the input channels it reads (a depthwise conv's groups are single
+    /// channels, so `span` alone cannot tell).
+    pub fn is_group(&self) -> bool {
+        self.gate.kind == GateKind::Group
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockFate {
@@ -131,7 +140,7 @@ fn decide_collapse(g: &Graph, b: &Block, i: usize, bp: &mut BlockPlan) {
                 "block {}: conv `{}` has every factor 0 but what follows is position-dependent; one zeroed {} kept",
                 b.id,
                 b.convs[i].conv_name,
-                if bp.convs[i].as_ref().is_some_and(|c| c.span > 1) { "group" } else { "channel" }
+                if bp.convs[i].as_ref().is_some_and(|c| c.is_group()) { "group" } else { "channel" }
             ));
         }
     }

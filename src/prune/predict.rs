@@ -60,7 +60,7 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
                     let kept = cg.factors.iter().filter(|&&f| f != 0.0).count();
                     let this = b.convs[i].conv.as_str();
                     let next = b.convs.get(i + 1).map(|c| c.conv.as_str());
-                    if cg.span == 1 {
+                    if !cg.is_group() {
                         if let Some(x) = convs.get_mut(this) {
                             x.cout = kept;
                         }

@@ -156,9 +156,19 @@ pub fn find_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
             [r] if g.nodes[*r].op_type == "Relu" => Some(g.nodes[*r].outputs[0].clone()),
             _ => None,
         });
+        // a stage is a run of blocks at one resolution and width: a new one
+        // starts at a shortcut that changes them, or where the block does
+        // not read the previous block's output (a block without a shortcut
+        // came between, as in MobileNets)
+        let input = &walks[bi].stop;
         let stage = match blocks.last() {
             None => 0,
-            Some(prev) if shortcut != Shortcut::Identity => prev.stage + 1,
+            Some(prev)
+                if shortcut != Shortcut::Identity
+                    || (prev.add != *input && prev.post_relu.as_ref() != Some(input)) =>
+            {
+                prev.stage + 1
+            }
             Some(prev) => prev.stage,
         };
         blocks.push(Block {
