@@ -19,9 +19,17 @@ fn blocks_are_found_in_every_export_style() {
         ("resnet20_black", 9, 3),
         ("resnet56_fmnist", 27, 3),
     ];
+    // the other families have tests of their own below
+    let others = ["mobilenet_v2"];
     for p in fixtures() {
+        if others.contains(&arch(&p).as_str()) {
+            continue;
+        }
         let a = analyse(&load(&p));
-        let (_, blocks, stages) = expect.iter().find(|e| e.0 == arch(&p)).unwrap();
+        let (_, blocks, stages) = expect
+            .iter()
+            .find(|e| e.0 == arch(&p))
+            .unwrap_or_else(|| panic!("{}: no expectation", p.display()));
         assert_eq!(a.blocks.len(), *blocks, "{}", p.display());
         assert_eq!(a.stages(), *stages, "{}", p.display());
         assert!(
@@ -142,4 +150,72 @@ fn inspect_cli_reports_blocks_and_left_out_structures() {
     let per = v["per_node"].as_array().unwrap();
     let sum: u64 = per.iter().map(|n| n["macs"].as_u64().unwrap()).sum();
     assert_eq!(sum, v["macs"].as_u64().unwrap());
+}
+
+/// torchvision's `_make_divisible(v, 8)`: channel counts of a MobileNet at
+/// a width multiplier.
+fn divisible8(v: f64) -> usize {
+    let d = 8.0;
+    let n = (((v + d / 2.0) / d).floor() * d).max(d);
+    (if n < 0.9 * v { n + d } else { n }) as usize
+}
+
+#[test]
+fn mobilenet_v2_exports_gate_expansion_channels_as_torchvision_defines_them() {
+    // torchvision's inverted-residual table (t, c, n, s) at width 0.25:
+    // a block has a shortcut where stride is 1 and width is kept; its
+    // expansion (t ≠ 1) is one group gate per channel of the depthwise conv
+    let width = 0.25;
+    let table = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ];
+    let mut cin = divisible8(32.0 * width);
+    let (mut residual, mut expansions, mut plain) = (0, vec![], 0);
+    for (t, c, n, s) in table {
+        let cout = divisible8(c as f64 * width);
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            if stride == 1 && cin == cout {
+                residual += 1;
+                if t != 1 {
+                    expansions.push(cin * t);
+                } else {
+                    plain += 1;
+                }
+            }
+            cin = cout;
+        }
+    }
+    assert_eq!((residual, plain), (11, 1));
+    for v in ["legacy13", "legacy17bn", "dynamo18"] {
+        let p = fixture(&format!("mobilenet_v2.{v}.onnx"));
+        let a = analyse(&load(&p));
+        assert_eq!(a.blocks.len(), residual, "{v}");
+        assert_eq!(a.count(GateKind::Block), residual, "{v}");
+        assert_eq!(a.count(GateKind::Channel), 0, "{v}");
+        let groups: Vec<usize> = a
+            .gateable
+            .iter()
+            .filter(|g| g.kind == GateKind::Group)
+            .map(|g| g.count)
+            .collect();
+        assert_eq!(groups, expansions, "{v}");
+        // stages by resolution and width: 8 channels at three resolutions
+        // (16 and 24 round to 8 at this width), then 16, 24 and 40
+        assert_eq!(a.stages(), 6, "{v}");
+        // the block without an expansion is listed with its reason
+        assert!(
+            a.skipped
+                .iter()
+                .any(|s| s.reason.contains("reads the block input")),
+            "{v}: {:?}",
+            a.skipped
+        );
+    }
 }
