@@ -4,7 +4,8 @@
 //! differences: output, input gradient and filter gradient, on shapes that
 //! take the im2col and pointwise paths (7×7 and 14×14 planes, batches
 //! larger than one product's image group, strides, groups of 4 and of 16
-//! channels, the 7×7 stem, planes large enough to be cut into bands).
+//! channels, the 7×7 stem, planes large enough to be cut into bands,
+//! depthwise 3×3, 5×5 and 7×7).
 
 use candle_core::{DType, Device, Tensor, Var};
 use sss_onnx::train::kernels::conv::Conv2d;
@@ -62,6 +63,12 @@ fn f32_kernels_match_the_f64_path() {
         // (the last band short): a 7×7/2 stem, a grouped 5×5
         (2, 3, 61, 16, 7, 2, 3, 1),
         (2, 4, 64, 20, 5, 1, 2, 2),
+        // depthwise (one filter per channel: its own kernels) 3×3, 5×5
+        // and 7×7, stride 1 and 2
+        (4, 24, 16, 24, 3, 1, 1, 24),
+        (3, 16, 15, 16, 3, 2, 1, 16),
+        (2, 12, 14, 12, 5, 2, 2, 12),
+        (2, 8, 13, 8, 7, 1, 3, 8),
     ];
     for &(n, c, side, cout, k, s, p, groups) in &cases {
         let g = Geometry::new(c, side, side, [k, k], [s, s], [p; 4], [1, 1]);

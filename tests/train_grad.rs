@@ -2,7 +2,8 @@
 //! f64: conv (stride, padding, groups, depthwise), max-pool 3×3/2 pad 1 (where
 //! candle's own backward is wrong), BN in train mode, gates, the option-A
 //! Slice + Pad shortcut, the activations of MobileNet and EfficientNet
-//! (Sigmoid, HardSigmoid, HardSwish, SiLU as x·Sigmoid(x)), and an
+//! (Sigmoid, HardSigmoid, HardSwish, SiLU as x·Sigmoid(x), ReLU6 as
+//! Clip's own kernel), and an
 //! ImageNet-style stem with a ResNeXt bottleneck (7×7/2 stem, pointwise and strided 1×1 convs, 32-group-style
 //! grouped 3×3, global average pool).
 
@@ -347,6 +348,7 @@ fn activation_graph(act: &str) -> Graph {
             let s = b.node("Sigmoid", &[&y], vec![]);
             b.node("Mul", &[&y, &s], vec![])
         }
+        "ReLU6" => b.relu6(&y),
         "HardSigmoid" => b.node(
             "HardSigmoid",
             &[&y],
@@ -362,8 +364,8 @@ fn activation_graph(act: &str) -> Graph {
 }
 
 #[test]
-fn sigmoid_hard_sigmoid_hard_swish_and_silu() {
-    for act in ["Sigmoid", "HardSigmoid", "HardSwish", "SiLU"] {
+fn sigmoid_hard_sigmoid_hard_swish_silu_and_relu6() {
+    for act in ["Sigmoid", "HardSigmoid", "HardSwish", "SiLU", "ReLU6"] {
         let g = activation_graph(act);
         check(&g, &[2, 3, 6, 6], true);
         check(&g, &[2, 3, 6, 6], false);

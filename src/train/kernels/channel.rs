@@ -13,6 +13,14 @@ pub struct ChannelScale;
 pub struct ChannelBias;
 /// x → max(x, 0).
 pub struct Relu;
+/// x → min(max(x, lo), hi): Clip, ReLU6 as exported.
+#[derive(Debug, Clone, Copy)]
+pub struct Clamp {
+    pub lo: f64,
+    pub hi: f64,
+}
+/// (dy, y) → dy where lo < y < hi.
+struct ClampGrad(Clamp);
 /// (a, b) → max(a + b, 0): a residual sum and the ReLU after it, one pass
 /// forward and one gradient (shared by both inputs) backward.
 pub struct AddRelu;
@@ -103,6 +111,36 @@ fn relu<T: Elem>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
             .map(move |&v| if v > zero { v } else { zero })
     });
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
+}
+
+fn clamp<T: Elem>(op: &Clamp, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+    let x = contiguous::<T>(s, l)?;
+    let (lo, hi) = (T::from_f64(op.lo), T::from_f64(op.hi));
+    let y = par_build(x.len(), CHUNK, |i| {
+        x[i * CHUNK..(i * CHUNK + CHUNK).min(x.len())]
+            .iter()
+            .map(move |&v| if v < lo { lo } else if v > hi { hi } else { v })
+    });
+    Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
+}
+
+fn clamp_grad<T: Elem>(
+    op: &ClampGrad,
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (dy, y) = (contiguous::<T>(s1, l1)?, contiguous::<T>(s2, l2)?);
+    let (lo, hi, zero) = (T::from_f64(op.0.lo), T::from_f64(op.0.hi), T::default());
+    let dx = par_build(dy.len(), CHUNK, |i| {
+        let r = i * CHUNK..(i * CHUNK + CHUNK).min(dy.len());
+        dy[r.clone()]
+            .iter()
+            .zip(&y[r])
+            .map(move |(&g, &y)| if y > lo && y < hi { g } else { zero })
+    });
+    Ok((T::to_cpu_storage_owned(dx), l1.shape().clone()))
 }
 
 fn add_relu<T: Elem>(
@@ -218,6 +256,27 @@ custom_op!(CustomOp1 for Relu {
                 .apply_op2_no_bwd(&y.contiguous()?, &ReluGrad)?,
         ))
     }
+});
+
+custom_op!(CustomOp1 for Clamp {
+    name(&self) {
+        "sss-clamp"
+    }
+    fwd(s: l) => clamp(self, s, l);
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            dy.contiguous()?
+                .apply_op2_no_bwd(&y.contiguous()?, &ClampGrad(*self))?,
+        ))
+    }
+});
+
+custom_op!(CustomOp2 for ClampGrad {
+    name(&self) {
+        "sss-clamp-grad"
+    }
+    fwd(s1: l1, s2: l2) => clamp_grad(self, s1, l1, s2, l2);
 });
 
 custom_op!(CustomOp2 for AddRelu {

@@ -5,7 +5,7 @@
 //! gradient (GEMM of the output gradient with the columns, summed over images
 //! per thread). Nothing goes through conv-transpose.
 
-use super::direct3x3;
+use super::{depthwise, direct3x3};
 use super::im2col::{col2im, im2col, im2col_rows};
 use super::sgemm::{self, Operand, PackedA, Term};
 use super::{contiguous, custom_op, gemm_rm, Elem, Geometry};
@@ -45,6 +45,13 @@ fn forward<T: Elem>(
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let shape = Shape::from((n, op.cout, g.oh, g.ow));
+    if let (true, Some(x), Some(w)) = (
+        depthwise::applies(&g, op.groups, op.cout),
+        T::as_f32(x),
+        T::as_f32(w),
+    ) {
+        return Ok((CpuStorage::F32(depthwise::forward(&g, x, w, n)), shape));
+    }
     if let (Some(plan), Some(x), Some(w)) = (
         direct3x3::plan_for(&g, op.groups),
         T::as_f32(x),
@@ -429,6 +436,14 @@ fn grad_input<T: Elem>(
     let g = op.g;
     let (cg, kg, og, ll) = op.dims();
     let plane = g.c * g.h * g.w;
+    if let (true, Some(dy), Some(w)) = (
+        depthwise::applies(&g, op.groups, op.cout),
+        T::as_f32(dy),
+        T::as_f32(w),
+    ) {
+        let dx = depthwise::grad_input(&g, dy, w, n);
+        return Ok((CpuStorage::F32(dx), Shape::from((n, g.c, g.h, g.w))));
+    }
     if let (Some(plan), Some(dy), Some(w)) = (
         direct3x3::plan_for_input_grad(&g, op.groups),
         T::as_f32(dy),
@@ -500,6 +515,13 @@ fn grad_filter<T: Elem>(
     let plane = g.c * g.h * g.w;
     let wlen = op.cout * kg;
     let shape = Shape::from((op.cout, cg, g.kh, g.kw));
+    if let (true, Some(x), Some(dy)) = (
+        depthwise::applies(&g, op.groups, op.cout),
+        T::as_f32(x),
+        T::as_f32(dy),
+    ) {
+        return Ok((CpuStorage::F32(depthwise::grad_filter(&g, x, dy, n)), shape));
+    }
     if let (Some(plan), Some(x), Some(dy)) = (
         direct3x3::plan_for(&g, op.groups),
         T::as_f32(x),
@@ -640,7 +662,9 @@ custom_op!(CustomOp2 for Conv2d {
     name(&self) {
         // the path in the name, for the benchmark's table (f64 always
         // takes im2col; these names describe f32 training)
-        if direct3x3::plan_for(&self.g, self.groups).is_some() {
+        if depthwise::applies(&self.g, self.groups, self.cout) {
+            "sss-conv2d depthwise"
+        } else if direct3x3::plan_for(&self.g, self.groups).is_some() {
             "sss-conv2d direct"
         } else {
             "sss-conv2d im2col"
@@ -687,7 +711,9 @@ impl Conv2d {
 
 custom_op!(CustomOp2 for ConvGradInput {
     name(&self) {
-        if direct3x3::plan_for_input_grad(&self.0.g, self.0.groups).is_some() {
+        if depthwise::applies(&self.0.g, self.0.groups, self.0.cout) {
+            "sss-conv2d-grad-input depthwise"
+        } else if direct3x3::plan_for_input_grad(&self.0.g, self.0.groups).is_some() {
             "sss-conv2d-grad-input direct"
         } else {
             "sss-conv2d-grad-input im2col"
@@ -698,7 +724,9 @@ custom_op!(CustomOp2 for ConvGradInput {
 
 custom_op!(CustomOp2 for ConvGradFilter {
     name(&self) {
-        if direct3x3::plan_for(&self.0.g, self.0.groups).is_some() {
+        if depthwise::applies(&self.0.g, self.0.groups, self.0.cout) {
+            "sss-conv2d-grad-filter depthwise"
+        } else if direct3x3::plan_for(&self.0.g, self.0.groups).is_some() {
             "sss-conv2d-grad-filter direct"
         } else {
             "sss-conv2d-grad-filter im2col"

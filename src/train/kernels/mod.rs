@@ -7,6 +7,7 @@ pub mod batchnorm;
 pub mod bn_chain;
 pub mod channel;
 pub mod conv;
+pub mod depthwise;
 pub mod direct3x3;
 pub mod im2col;
 pub mod maxpool;

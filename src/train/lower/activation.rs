@@ -2,7 +2,7 @@
 
 use super::{Cx, Lowering};
 use crate::error::Result;
-use crate::train::kernels::channel::Relu;
+use crate::train::kernels::channel::{Clamp, Relu};
 use candle_core::Tensor;
 
 pub(super) const LOWERINGS: &[Lowering] = &[
@@ -56,7 +56,15 @@ fn clip(cx: &mut Cx) -> Result<Tensor> {
         }
     };
     let (lo, hi) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
-    Ok(cx.input(0)?.clamp(lo, hi)?)
+    let x = cx.input(0)?;
+    if cx.fused() {
+        let op = Clamp {
+            lo: lo as f64,
+            hi: hi as f64,
+        };
+        return Ok(x.contiguous().and_then(|x| cx.op1(&x, op))?);
+    }
+    Ok(x.clamp(lo, hi)?)
 }
 
 fn leaky_relu(cx: &mut Cx) -> Result<Tensor> {
