@@ -88,6 +88,7 @@ pub fn measure(
     let blocks: Vec<BlockRest> = plan
         .blocks
         .iter()
+        .filter(|bp| bp.block.shortcut != crate::structure::Shortcut::Absent)
         .filter_map(|bp| {
             let first = bp.block.convs.first()?;
             let s = facts.shape(&bp.block.add)?;

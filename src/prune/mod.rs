@@ -12,7 +12,7 @@ mod surgery;
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
 use crate::graph::{counts, shape, Attr, Dim, Graph, Node, Tensor};
-use crate::structure::BranchConv;
+use crate::structure::{BranchConv, Shortcut};
 use ndarray::{ArrayD, IxDyn};
 use plan::{BlockFate, BlockPlan, ConvGate, Plan};
 use predict::Counts;
@@ -143,7 +143,8 @@ fn stages(plan: &Plan, r: &PruneReport) -> Vec<StageSummary> {
             });
         }
         let st = &mut out[s];
-        st.blocks += 1;
+        // blocks that could go: those with a shortcut
+        st.blocks += (bp.block.shortcut != Shortcut::Absent) as usize;
         let gone = r.blocks_removed.contains(&bp.block.id)
             || r.blocks_replaced_by_constant.contains(&bp.block.id);
         st.blocks_removed += gone as usize;

@@ -122,8 +122,11 @@ fn decide_collapse(g: &Graph, b: &Block, i: usize, bp: &mut BlockPlan) {
         .iter()
         .position(|&n| g.nodes[n].outputs[0] == gate_out)
         .map(|p| p + 1);
-    let constant =
-        after.and_then(|a| constant_through(g, &path[a..], vec![0.0; b.convs[i].out_channels]));
+    // without a shortcut the block's output is the network's path: it
+    // cannot go, whatever it computes
+    let constant = after
+        .filter(|_| b.shortcut != structure::Shortcut::Absent)
+        .and_then(|a| constant_through(g, &path[a..], vec![0.0; b.convs[i].out_channels]));
     match constant {
         Some(c) if c.iter().all(|&v| v == 0.0) => bp.fate = BlockFate::Deleted,
         Some(c) => {
@@ -137,7 +140,7 @@ fn decide_collapse(g: &Graph, b: &Block, i: usize, bp: &mut BlockPlan) {
                 cg.keep[0] = true;
             }
             bp.note = Some(format!(
-                "block {}: conv `{}` has every factor 0 but what follows is position-dependent; one zeroed {} kept",
+                "block {}: conv `{}` has every factor 0 but the block cannot go (no shortcut) or what follows is position-dependent; one zeroed {} kept",
                 b.id,
                 b.convs[i].conv_name,
                 if bp.convs[i].as_ref().is_some_and(|c| c.is_group()) { "group" } else { "channel" }

@@ -57,7 +57,8 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
             BlockFate::Kept => {
                 for (i, cg) in bp.convs.iter().enumerate() {
                     let Some(cg) = cg else { continue };
-                    let kept = cg.factors.iter().filter(|&&f| f != 0.0).count();
+                    // the plan's decision (a channel it keeps zeroed counts)
+                    let kept = cg.keep.iter().filter(|&&k| k).count();
                     let this = b.convs[i].conv.as_str();
                     let next = b.convs.get(i + 1).map(|c| c.conv.as_str());
                     if !cg.is_group() {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 /// Ops a branch or shortcut may pass through, with the input that carries
 /// the data. Mul/Div/Add only with a constant other operand (gates, scales).
-fn data_input(g: &Graph, n: &Node) -> Option<usize> {
+pub(super) fn data_input(g: &Graph, n: &Node) -> Option<usize> {
     use crate::graph::ops::{self, PathRole};
     let is_const = |i: usize| n.input(i).is_some_and(|v| g.constant(v).is_some());
     match ops::info(n)?.path {
@@ -101,8 +101,48 @@ fn classify(g: &Graph, path: &[usize]) -> Side {
     Side::Branch
 }
 
-/// Finds the residual blocks of `g` in topological order, with stages.
+/// Finds the blocks of `g` in graph order, with stages: residual blocks,
+/// and depthwise convs between two pointwise convs without a shortcut
+/// (`Shortcut::Absent`: MobileNets' blocks that change width or
+/// resolution).
 pub fn find_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
+    let (mut blocks, skipped) = residual_blocks(g);
+    let taken: std::collections::HashSet<String> = blocks
+        .iter()
+        .flat_map(|b| b.convs.iter().map(|c| c.conv.clone()))
+        .collect();
+    blocks.extend(super::chains::find(g, &taken));
+    // graph order: by the position of the node producing each block's output
+    let position: HashMap<&str, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    blocks.sort_by_key(|b| position.get(b.add.as_str()).copied().unwrap_or(usize::MAX));
+    for i in 0..blocks.len() {
+        blocks[i].id = i;
+        // a stage is a run of blocks at one resolution and width: a new one
+        // starts at a shortcut that changes them (or a block without one),
+        // or where the block does not read the previous block's output
+        blocks[i].stage = match i.checked_sub(1).map(|p| &blocks[p]) {
+            None => 0,
+            Some(prev)
+                if blocks[i].shortcut != Shortcut::Identity
+                    || (prev.add != blocks[i].input
+                        && prev.post_relu.as_ref() != Some(&blocks[i].input)) =>
+            {
+                prev.stage + 1
+            }
+            Some(prev) => prev.stage,
+        };
+    }
+    (blocks, skipped)
+}
+
+/// The residual blocks: every Add whose inputs meet at one value, one side
+/// a convolutional branch, the other a shortcut.
+fn residual_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
     let prod = g.producers();
     let cons = g.consumers();
     let mut blocks: Vec<Block> = Vec::new();
@@ -156,24 +196,9 @@ pub fn find_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
             [r] if g.nodes[*r].op_type == "Relu" => Some(g.nodes[*r].outputs[0].clone()),
             _ => None,
         });
-        // a stage is a run of blocks at one resolution and width: a new one
-        // starts at a shortcut that changes them, or where the block does
-        // not read the previous block's output (a block without a shortcut
-        // came between, as in MobileNets)
-        let input = &walks[bi].stop;
-        let stage = match blocks.last() {
-            None => 0,
-            Some(prev)
-                if shortcut != Shortcut::Identity
-                    || (prev.add != *input && prev.post_relu.as_ref() != Some(input)) =>
-            {
-                prev.stage + 1
-            }
-            Some(prev) => prev.stage,
-        };
         blocks.push(Block {
             id: blocks.len(),
-            stage,
+            stage: 0,
             add: add_out,
             add_name: n.display_name(),
             input: walks[bi].stop.clone(),
@@ -187,7 +212,11 @@ pub fn find_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
     (blocks, skipped)
 }
 
-fn branch_convs(g: &Graph, path: &[usize], cons: &HashMap<&str, Vec<usize>>) -> Vec<BranchConv> {
+pub(super) fn branch_convs(
+    g: &Graph,
+    path: &[usize],
+    cons: &HashMap<&str, Vec<usize>>,
+) -> Vec<BranchConv> {
     let mut out = Vec::new();
     for (k, &i) in path.iter().enumerate() {
         let n = &g.nodes[i];

@@ -8,6 +8,7 @@
 //! own (`patterns`).
 
 mod blocks;
+mod chains;
 mod path;
 pub mod patterns;
 
@@ -29,6 +30,9 @@ pub enum Shortcut {
     Projection,
     /// CIFAR "option A": strided Slice then zero Pad of the channels.
     SubsamplePad,
+    /// None: a block that changes width or resolution without a shortcut
+    /// (its channels can go, the block cannot).
+    Absent,
 }
 
 /// One convolution inside a residual branch, with the nodes that follow it
@@ -50,7 +54,8 @@ pub struct BranchConv {
 pub struct Block {
     pub id: usize,
     pub stage: usize,
-    /// The Add's output value and node name.
+    /// The Add's output value and node name (the block's output; without
+    /// a shortcut, its last node's).
     pub add: String,
     pub add_name: String,
     pub input: String,

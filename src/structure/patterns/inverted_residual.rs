@@ -54,13 +54,6 @@ impl Pattern for InvertedResidual {
                     }),
                 }
             }
-            // the expand conv's own channels are the depthwise gate's
-            if let Some(e) = b.convs.first().filter(|e| !e.depthwise) {
-                found.skipped.push(Skipped {
-                    what: format!("block {} conv `{}` output", b.id, e.conv_name),
-                    reason: "expansion channels: gated with the depthwise conv they feed".into(),
-                });
-            }
         }
     }
 }
@@ -73,19 +66,33 @@ mod tests {
 
     #[test]
     fn one_gate_per_expansion_channel_of_each_residual_inverted_block() {
-        // MobileNetV2: 17 inverted residuals, 10 with a shortcut; at width
-        // 32 their expansions are 144, 192 ×2, 384 ×3, 576 ×2, 960 ×2
+        // MobileNetV2: 17 inverted residuals, 10 with a shortcut; those
+        // with an expansion (t = 6) gate its hidden channels, 6 × the
+        // block's input width of the paper's table; the first (t = 1, no
+        // shortcut) gates its depthwise conv's 32 channels with the stem
+        // conv that alone feeds them
         let g = mobilenet_v2(32, 6, 64, 10, 0);
         let (blocks, _) = find_blocks(&g);
-        assert_eq!(blocks.len(), 10);
-        // stages by resolution and width: 24, 32, 64, 96, 160 channels
+        assert_eq!(blocks.len(), 17);
+        let with_shortcut = blocks
+            .iter()
+            .filter(|b| b.shortcut != crate::structure::Shortcut::Absent)
+            .count();
+        assert_eq!(with_shortcut, 10);
+        // stages: the paper's seven rows (16, 24, 32, 64, 96, 160, 320)
         let stages: Vec<usize> = blocks.iter().map(|b| b.stage).collect();
-        assert_eq!(stages, [0, 1, 1, 2, 2, 2, 3, 3, 4, 4]);
+        assert_eq!(stages, [0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6]);
         let mut f = Found::default();
         InvertedResidual.find(&g, &blocks, &mut f);
         let counts: Vec<usize> = f.gateable.iter().map(|gt| gt.count).collect();
-        assert_eq!(counts, [144, 192, 192, 384, 384, 384, 576, 576, 960, 960]);
+        let inputs = [
+            16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160,
+        ];
+        let mut expected = vec![32];
+        expected.extend(inputs.map(|c| 6 * c));
+        assert_eq!(counts, expected);
         assert!(f.gateable.iter().all(|gt| gt.kind == GateKind::Group));
-        assert_eq!(f.claimed.len(), 10);
+        assert_eq!(f.claimed.len(), 17);
+        assert!(f.skipped.is_empty(), "{:?}", f.skipped);
     }
 }

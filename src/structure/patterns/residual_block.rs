@@ -1,10 +1,10 @@
 //! Whole residual blocks: one gate on the branch of every block with a
-//! convolutional branch (the shortcut stays, so a deleted branch leaves
-//! the identity, the projection or the subsample-and-pad).
+//! convolutional branch and a shortcut (the shortcut stays, so a deleted
+//! branch leaves the identity, the projection or the subsample-and-pad).
 
 use super::{Found, Pattern};
 use crate::graph::Graph;
-use crate::structure::{Block, GateKind, Gateable};
+use crate::structure::{Block, GateKind, Gateable, Shortcut};
 
 pub struct ResidualBlock;
 
@@ -14,7 +14,8 @@ impl Pattern for ResidualBlock {
     }
 
     fn find(&self, _g: &Graph, blocks: &[Block], found: &mut Found) {
-        for b in blocks.iter().filter(|b| !b.convs.is_empty()) {
+        let deletable = |b: &&Block| !b.convs.is_empty() && b.shortcut != Shortcut::Absent;
+        for b in blocks.iter().filter(deletable) {
             found.gateable.push(Gateable {
                 kind: GateKind::Block,
                 block: b.id,

@@ -4,7 +4,7 @@
 
 use super::{Found, Pattern};
 use crate::graph::Graph;
-use crate::structure::{Block, Skipped};
+use crate::structure::{Block, Shortcut, Skipped};
 
 pub struct ResidualStream;
 
@@ -16,7 +16,13 @@ impl Pattern for ResidualStream {
     fn find(&self, _g: &Graph, blocks: &[Block], found: &mut Found) {
         let stages = blocks.iter().map(|b| b.stage + 1).max().unwrap_or(0);
         for stage in 0..stages {
-            let n = blocks.iter().filter(|b| b.stage == stage).count();
+            let n = blocks
+                .iter()
+                .filter(|b| b.stage == stage && b.shortcut != Shortcut::Absent)
+                .count();
+            if n == 0 {
+                continue;
+            }
             let c = blocks
                 .iter()
                 .find(|b| b.stage == stage)

@@ -119,7 +119,15 @@ fn clamp<T: Elem>(op: &Clamp, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage,
     let y = par_build(x.len(), CHUNK, |i| {
         x[i * CHUNK..(i * CHUNK + CHUNK).min(x.len())]
             .iter()
-            .map(move |&v| if v < lo { lo } else if v > hi { hi } else { v })
+            .map(move |&v| {
+                if v < lo {
+                    lo
+                } else if v > hi {
+                    hi
+                } else {
+                    v
+                }
+            })
     });
     Ok((T::to_cpu_storage_owned(y), l.shape().clone()))
 }

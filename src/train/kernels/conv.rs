@@ -5,10 +5,10 @@
 //! gradient (GEMM of the output gradient with the columns, summed over images
 //! per thread). Nothing goes through conv-transpose.
 
-use super::{depthwise, direct3x3};
 use super::im2col::{col2im, im2col, im2col_rows};
 use super::sgemm::{self, Operand, PackedA, Term};
 use super::{contiguous, custom_op, gemm_rm, Elem, Geometry};
+use super::{depthwise, direct3x3};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;

@@ -18,7 +18,10 @@ fn columns(g: &Geometry, kx: usize) -> (usize, usize) {
     // largest ox with ox·s + off ≤ w − 1, plus one
     let last = g.w as isize - 1 - off;
     let hi = if last < 0 { 0 } else { last / s + 1 };
-    (lo.max(0) as usize, (hi as usize).min(g.ow).max(lo.max(0) as usize))
+    (
+        lo.max(0) as usize,
+        (hi as usize).min(g.ow).max(lo.max(0) as usize),
+    )
 }
 
 /// The input row of output row `oy` and kernel row `ky`, if inside.
@@ -202,7 +205,12 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], n: usize) -> Vec<f32> {
             for (j, yp) in ys.chunks_mut(plane_out).enumerate() {
                 let p = t * per + j;
                 let c = p % g.c;
-                f(g, &x[p * plane_in..(p + 1) * plane_in], &w[c * k..(c + 1) * k], yp);
+                f(
+                    g,
+                    &x[p * plane_in..(p + 1) * plane_in],
+                    &w[c * k..(c + 1) * k],
+                    yp,
+                );
             }
         });
     y
@@ -220,7 +228,12 @@ pub fn grad_input(g: &Geometry, dy: &[f32], w: &[f32], n: usize) -> Vec<f32> {
             for (j, dxp) in dxs.chunks_mut(plane_in).enumerate() {
                 let p = t * per + j;
                 let c = p % g.c;
-                f(g, &dy[p * plane_out..(p + 1) * plane_out], &w[c * k..(c + 1) * k], dxp);
+                f(
+                    g,
+                    &dy[p * plane_out..(p + 1) * plane_out],
+                    &w[c * k..(c + 1) * k],
+                    dxp,
+                );
             }
         });
     dx
@@ -282,20 +295,34 @@ mod tests {
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0 - 0.5)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0
+                    - 0.5
+            })
             .collect()
     }
 
     #[test]
     fn forward_matches_the_definition_for_kernels_strides_and_padding() {
-        for &(k, s, p, side) in &[(3, 1, 1, 9), (3, 2, 1, 9), (5, 1, 2, 11), (5, 2, 2, 10), (7, 1, 3, 14), (3, 2, 0, 8)] {
+        for &(k, s, p, side) in &[
+            (3, 1, 1, 9),
+            (3, 2, 1, 9),
+            (5, 1, 2, 11),
+            (5, 2, 2, 10),
+            (7, 1, 3, 14),
+            (3, 2, 0, 8),
+        ] {
             let g = Geometry::new(5, side, side + 1, [k, k], [s, s], [p, p, p, p], [1, 1]);
             let (n, c) = (2, 5);
             let x = values(n * c * side * (side + 1), 1);
             let w = values(c * k * k, 7);
             let y = forward(&g, &x, &w, n);
             let r = reference(&g, &x, &w, n);
-            let worst = y.iter().zip(&r).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+            let worst = y
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max);
             assert!(worst < 1e-5, "k{k} s{s} p{p}: {worst}");
         }
     }
@@ -309,13 +336,24 @@ mod tests {
             let x = values(n * 4 * side * side, 3);
             let w = values(4 * k * k, 5);
             let r = values(n * 4 * g.oh * g.ow, 11);
-            let ip = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(u, v)| *u as f64 * *v as f64).sum::<f64>();
+            let ip = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(u, v)| *u as f64 * *v as f64)
+                    .sum::<f64>()
+            };
             let y = forward(&g, &x, &w, n);
             let lhs = ip(&y, &r);
             let via_x = ip(&x, &grad_input(&g, &r, &w, n));
             let via_w = ip(&w, &grad_filter(&g, &x, &r, n));
-            assert!((lhs - via_x).abs() < 1e-3 * (1.0 + lhs.abs()), "k{k} s{s}: {lhs} vs {via_x}");
-            assert!((lhs - via_w).abs() < 1e-3 * (1.0 + lhs.abs()), "k{k} s{s}: {lhs} vs {via_w}");
+            assert!(
+                (lhs - via_x).abs() < 1e-3 * (1.0 + lhs.abs()),
+                "k{k} s{s}: {lhs} vs {via_x}"
+            );
+            assert!(
+                (lhs - via_w).abs() < 1e-3 * (1.0 + lhs.abs()),
+                "k{k} s{s}: {lhs} vs {via_w}"
+            );
         }
     }
 }
