@@ -20,7 +20,7 @@ fn blocks_are_found_in_every_export_style() {
         ("resnet56_fmnist", 27, 3),
     ];
     // the other families have tests of their own below
-    let others = ["mobilenet_v2"];
+    let others = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"];
     for p in fixtures() {
         if others.contains(&arch(&p).as_str()) {
             continue;
@@ -215,5 +215,47 @@ fn mobilenet_v2_exports_gate_expansion_channels_as_torchvision_defines_them() {
             "{v}: {:?}",
             a.skipped
         );
+    }
+}
+
+#[test]
+fn inverted_residual_families_gate_what_their_torchvision_modules_define() {
+    // the manifest lists, per inverted residual of each model as
+    // torchvision's modules build it (make_fixtures.py), the depthwise
+    // conv's channels, whether an expand conv feeds it and whether the
+    // block adds its input back. Every block is found; every residual one
+    // has a block gate; every depthwise conv fed by a conv of its own (an
+    // expand conv, or the stem for a first block without a shortcut) has
+    // one gate per channel; the rest are listed with the reason.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    for name in ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"] {
+        let blocks = manifest["models"][name]["blocks"].as_array().unwrap();
+        let residual = blocks.iter().filter(|b| b["residual"] == true).count();
+        let gated: Vec<usize> = blocks
+            .iter()
+            .filter(|b| b["expand"] == true || b["residual"] == false)
+            .map(|b| b["depthwise"].as_u64().unwrap() as usize)
+            .collect();
+        for v in ["legacy13", "legacy17bn", "dynamo18"] {
+            let p = fixture(&format!("{name}.{v}.onnx"));
+            let a = analyse(&load(&p));
+            assert_eq!(a.blocks.len(), blocks.len(), "{name}.{v}");
+            assert_eq!(a.count(GateKind::Block), residual, "{name}.{v}");
+            let groups: Vec<usize> = a
+                .gateable
+                .iter()
+                .filter(|g| g.kind == GateKind::Group)
+                .map(|g| g.count)
+                .collect();
+            assert_eq!(groups, gated, "{name}.{v}");
+            let unexplained = blocks.len() - gated.len();
+            let listed = a
+                .skipped
+                .iter()
+                .filter(|s| s.reason.contains("reads the block input"))
+                .count();
+            assert_eq!(listed, unexplained, "{name}.{v}: {:?}", a.skipped);
+        }
     }
 }

@@ -340,8 +340,36 @@ fn prune_conv(
         r.channels_removed += cg.keep.len() - kept_units.len();
     }
     keep_inputs(g, next, &keep_out)?;
+    follow_self_gates(g, c, next, &keep_out)?;
     // the gate's own tensor must match the new channel count until bypassed
     surgery::select(g, &cg.gate.name, 1, &keep_out)
+}
+
+/// The side convs of every squeeze-and-excitation between `c` and `next`
+/// keep the channels `c` keeps: the first reads them (input channels), the
+/// last gives one factor each (output channels and bias).
+fn follow_self_gates(
+    g: &mut Graph,
+    c: &BranchConv,
+    next: &BranchConv,
+    keep: &[usize],
+) -> Result<()> {
+    for sg in crate::structure::path::self_gates_between(g, &c.gate_at, &next.conv) {
+        for conv in &sg.reads {
+            let n = g.nodes[node_index(g, conv)?].clone();
+            let w = n.input(1).ok_or_else(|| Error::node(&n, "no weight"))?;
+            surgery::select(g, w, 1, keep)?;
+        }
+        for conv in &sg.gives {
+            let n = g.nodes[node_index(g, conv)?].clone();
+            for i in 1..=2 {
+                if let Some(name) = n.input(i) {
+                    surgery::select(g, name, 0, keep)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a block's branch: the Add reads only the shortcut (plus the

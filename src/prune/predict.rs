@@ -53,6 +53,19 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
                         x.removed = true;
                     }
                 }
+                // and the squeeze-and-excitation convs on the branch
+                let prod = g.producers();
+                for &i in &crate::structure::branch_path(g, b) {
+                    let Some(sg) = crate::structure::self_gate::self_gate(g, &prod, &g.nodes[i])
+                    else {
+                        continue;
+                    };
+                    for c in sg.reads.iter().chain(&sg.gives) {
+                        if let Some(x) = convs.get_mut(c.as_str()) {
+                            x.removed = true;
+                        }
+                    }
+                }
             }
             BlockFate::Kept => {
                 for (i, cg) in bp.convs.iter().enumerate() {
@@ -61,6 +74,23 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
                     let kept = cg.keep.iter().filter(|&&k| k).count();
                     let this = b.convs[i].conv.as_str();
                     let next = b.convs.get(i + 1).map(|c| c.conv.as_str());
+                    // squeeze-and-excitation convs between follow the channels
+                    if let Some(n) = next {
+                        let gate_at = b.convs[i].gate_at.as_str();
+                        for sg in crate::structure::path::self_gates_between(g, gate_at, n) {
+                            let width = if cg.is_group() { kept * cg.span } else { kept };
+                            for c in &sg.reads {
+                                if let Some(x) = convs.get_mut(c.as_str()) {
+                                    x.cin = width;
+                                }
+                            }
+                            for c in &sg.gives {
+                                if let Some(x) = convs.get_mut(c.as_str()) {
+                                    x.cout = width;
+                                }
+                            }
+                        }
+                    }
                     if !cg.is_group() {
                         if let Some(x) = convs.get_mut(this) {
                             x.cout = kept;

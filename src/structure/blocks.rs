@@ -5,9 +5,13 @@ use crate::graph::{Graph, Node};
 use std::collections::HashMap;
 
 /// Ops a branch or shortcut may pass through, with the input that carries
-/// the data. Mul/Div/Add only with a constant other operand (gates, scales).
-pub(super) fn data_input(g: &Graph, n: &Node) -> Option<usize> {
+/// the data. Mul/Div/Add only with a constant other operand (gates, scales)
+/// or, for Mul, a factor computed from the data alone (SiLU, SE).
+pub(super) fn data_input(g: &Graph, prod: &HashMap<&str, usize>, n: &Node) -> Option<usize> {
     use crate::graph::ops::{self, PathRole};
+    if let Some(sg) = super::self_gate::self_gate(g, prod, n) {
+        return Some(sg.data);
+    }
     let is_const = |i: usize| n.input(i).is_some_and(|v| g.constant(v).is_some());
     match ops::info(n)?.path {
         PathRole::Stop => None,
@@ -40,15 +44,21 @@ fn walk_back(
     let mut v = start.to_string();
     let mut path = Vec::new();
     loop {
-        let readers = cons.get(v.as_str()).map(|c| c.len()).unwrap_or(0);
-        if readers > 1 || g.is_graph_output(&v) {
+        let readers = cons.get(v.as_str()).map(|c| c.as_slice()).unwrap_or(&[]);
+        // a value read by a self-gated product and its side computation
+        // alone goes on as if read once
+        let single = readers.len() == 1
+            || (readers.len() > 1 && super::self_gate::through(g, prod, readers, &v).is_some());
+        if !single || g.is_graph_output(&v) {
             break;
         }
         let Some(&p) = prod.get(v.as_str()) else {
             break;
         };
         let n = &g.nodes[p];
-        let Some(i) = data_input(g, n) else { break };
+        let Some(i) = data_input(g, prod, n) else {
+            break;
+        };
         path.push(p);
         v = n.inputs[i].clone();
     }
@@ -261,7 +271,7 @@ pub fn branch_path(g: &Graph, b: &Block) -> Vec<usize> {
         let Some(&p) = prod.get(v.as_str()) else {
             break;
         };
-        let Some(i) = data_input(g, &g.nodes[p]) else {
+        let Some(i) = data_input(g, &prod, &g.nodes[p]) else {
             break;
         };
         path.push(p);

@@ -5,6 +5,7 @@
 //! as in a residual one.
 
 use super::blocks::{branch_convs, data_input};
+use super::self_gate::through;
 use super::{Block, Shortcut};
 use crate::graph::{Graph, Node};
 use std::collections::{HashMap, HashSet};
@@ -27,23 +28,26 @@ fn is_depthwise(g: &Graph, n: &Node) -> bool {
 /// next Conv reading it as its data input: the nodes passed and the conv.
 fn forward_to_conv(
     g: &Graph,
+    prod: &HashMap<&str, usize>,
     cons: &HashMap<&str, Vec<usize>>,
     mut v: String,
 ) -> Option<(Vec<usize>, usize)> {
     let mut path = Vec::new();
     for _ in 0..16 {
-        let [r] = cons.get(v.as_str())?.as_slice() else {
-            return None;
+        let readers = cons.get(v.as_str())?.as_slice();
+        let r = match readers {
+            [r] => *r,
+            _ => through(g, prod, readers, &v)?.0,
         };
         if g.is_graph_output(&v) {
             return None;
         }
-        let n = &g.nodes[*r];
+        let n = &g.nodes[r];
         if n.op_type == "Conv" {
-            return (n.inputs.first() == Some(&v)).then_some((path, *r));
+            return (n.inputs.first() == Some(&v)).then_some((path, r));
         }
-        data_input(g, n).filter(|&i| n.inputs[i] == v)?;
-        path.push(*r);
+        data_input(g, prod, n).filter(|&i| n.inputs[i] == v)?;
+        path.push(r);
         v = n.outputs.first()?.clone();
     }
     None
@@ -59,7 +63,9 @@ fn back_to_conv(
 ) -> Option<(Vec<usize>, usize)> {
     let mut path = Vec::new();
     for _ in 0..16 {
-        if cons.get(v.as_str()).map(|c| c.len()) != Some(1) || g.is_graph_output(&v) {
+        let readers = cons.get(v.as_str())?.as_slice();
+        if g.is_graph_output(&v) || (readers.len() != 1 && through(g, prod, readers, &v).is_none())
+        {
             return None;
         }
         let &p = prod.get(v.as_str())?;
@@ -68,7 +74,7 @@ fn back_to_conv(
             let groups = n.attr_int_or("group", 1).unwrap_or(1);
             return (groups == 1).then_some((path, p));
         }
-        let i = data_input(g, n)?;
+        let i = data_input(g, prod, n)?;
         path.push(p);
         v = n.inputs[i].clone();
     }
@@ -86,7 +92,7 @@ pub(super) fn find(g: &Graph, taken: &HashSet<String>) -> Vec<Block> {
             continue;
         }
         // depthwise → (BN, activation) → project conv
-        let Some((after, p)) = forward_to_conv(g, &cons, n.outputs[0].clone()) else {
+        let Some((after, p)) = forward_to_conv(g, &prod, &cons, n.outputs[0].clone()) else {
             continue;
         };
         let project = &g.nodes[p];

@@ -9,8 +9,9 @@
 
 mod blocks;
 mod chains;
-mod path;
+pub mod path;
 pub mod patterns;
+pub mod self_gate;
 
 use crate::graph::Graph;
 use serde::Serialize;

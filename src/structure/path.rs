@@ -1,14 +1,21 @@
 //! The path rule every channel pattern shares: a channel (or group) of
 //! conv *i* can be deleted exactly when, with its gate at 0, everything
 //! between conv *i* and conv *i+1* maps 0 to 0 (Relu, Relu6-style Clip,
-//! LeakyRelu, constant Mul) and conv *i+1* reads it as an ordinary input.
+//! LeakyRelu, constant Mul, a self-gated product such as SiLU or SE) and
+//! conv *i+1* reads it as an ordinary input.
 
+use super::self_gate::{self_gate, through, SelfGate};
 use crate::graph::Graph;
+use std::collections::HashMap;
 
 /// Whether `node` maps 0 to 0 elementwise.
-fn keeps_zero(g: &Graph, node: &crate::graph::Node) -> bool {
+fn keeps_zero(g: &Graph, prod: &HashMap<&str, usize>, node: &crate::graph::Node) -> bool {
+    if self_gate(g, prod, node).is_some() {
+        // 0 · f(0) = 0
+        return true;
+    }
     match node.op_type.as_str() {
-        "Relu" | "LeakyRelu" | "Identity" => true,
+        "Relu" | "LeakyRelu" | "Identity" | "HardSwish" => true,
         // a scalar scale, or one of our gates (per-channel, sliced with the
         // channels by the pruner); any other per-channel constant would need
         // slicing we do not do
@@ -33,27 +40,46 @@ fn keeps_zero(g: &Graph, node: &crate::graph::Node) -> bool {
 /// Follows the single-reader chain from `from` to the conv producing `to`.
 /// Err names the op in the way.
 pub(super) fn between(g: &Graph, from: &str, to_conv: &str) -> Result<(), String> {
+    walk(g, from, to_conv).map(|_| ())
+}
+
+/// The self-gated products on the chain from `from` to the conv producing
+/// `to_conv` (their side convs follow the channels), when the chain holds.
+pub fn self_gates_between(g: &Graph, from: &str, to_conv: &str) -> Vec<SelfGate> {
+    walk(g, from, to_conv).unwrap_or_default()
+}
+
+fn walk(g: &Graph, from: &str, to_conv: &str) -> Result<Vec<SelfGate>, String> {
     let cons = g.consumers();
+    let prod = g.producers();
     let mut v = from.to_string();
+    let mut gates = Vec::new();
     for _ in 0..64 {
         let readers = cons.get(v.as_str()).cloned().unwrap_or_default();
-        let [r] = readers.as_slice() else {
-            return Err(format!("`{v}` has {} readers", readers.len()));
+        let r = match readers.as_slice() {
+            [r] => *r,
+            _ => match through(g, &prod, &readers, &v) {
+                Some((m, _)) => m,
+                None => return Err(format!("`{v}` has {} readers", readers.len())),
+            },
         };
-        let n = &g.nodes[*r];
+        let n = &g.nodes[r];
         if n.outputs.first().map(|s| s.as_str()) == Some(to_conv) {
             return if n.inputs.first().map(|s| s.as_str()) == Some(v.as_str()) {
-                Ok(())
+                Ok(gates)
             } else {
                 Err("the next conv reads it as a weight".into())
             };
         }
-        if !keeps_zero(g, n) {
+        if !keeps_zero(g, &prod, n) {
             return Err(format!(
                 "{} `{}` does not map 0 to 0",
                 n.op_type,
                 n.display_name()
             ));
+        }
+        if let Some(sg) = self_gate(g, &prod, n) {
+            gates.push(sg);
         }
         v = n.outputs[0].clone();
     }
