@@ -1,6 +1,7 @@
 """An ImageNet-size case for `compress`, made the way a user has one: a
-torchvision ResNet-50 (10 classes) trained briefly on a 224×224 ImageFolder
-and exported with PyTorch's default call (fixed batch 1, BN folded). The
+torchvision ResNet-50 (or another torchvision classifier, 10 classes)
+trained briefly on a 224×224 ImageFolder and exported with PyTorch's
+default call (fixed batch 1, BN folded). The
 folder is Fashion-MNIST upscaled to 224×224 RGB (60 training and 20
 validation images per class); not bundled (94 MB model). Not run by CI.
 
@@ -48,7 +49,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(ROOT, ".data", "imagenet-case"))
     ap.add_argument("--fmnist", default=os.path.join(ROOT, ".data", "fashion-mnist"))
-    ap.add_argument("--model", default="resnet50", choices=["resnet18", "resnet50", "resnext50_32x4d"])
+    ap.add_argument("--model", default="resnet50",
+                    choices=["resnet18", "resnet50", "resnext50_32x4d", "mobilenet_v2", "efficientnet_b0"])
     ap.add_argument("--epochs", type=int, default=4)
     a = ap.parse_args()
     torch.manual_seed(0)

@@ -8,7 +8,7 @@
 #
 #     bash benches/pytorch_sitting.sh [rounds] [cases...]
 #
-# cases: resnet18 (b32), resnet50 (b16), resnext50 (b8), resnet20 (b128);
+# cases: resnet18 (b32), resnet50 (b16), resnext50 (b8), mobilenet_v2 (b32), resnet20 (b128);
 # default all but resnext50. Needs .venv with torch and torchvision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ args() {
     resnet18) echo "resnet18 32 3|32 3 resnet18" ;;
     resnet50) echo "resnet50 16 3|16 3 resnet50" ;;
     resnext50) echo "resnext50 8 3|8 3 resnext50" ;;
+    mobilenet_v2) echo "mobilenet_v2 32 3|32 3 mobilenet_v2" ;;
     resnet20) echo "fixtures/resnet20_a.legacy17bn.onnx 128 5|128 5 resnet20" ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac

@@ -2,7 +2,7 @@
 //! time split into forward, backward and optimizer update, so the PyTorch
 //! comparison can be repeated:
 //!
-//!     cargo bench --bench train_step -- [model.onnx|resnet18|resnet50|resnext50] [batch] [steps]
+//!     cargo bench --bench train_step -- [model.onnx|resnet18|resnet50|resnext50|mobilenet_v2] [batch] [steps]
 //!
 //! Defaults: the BN-kept ResNet-20 export (gated), batch 128, 5 timed steps after 1
 //! warm-up step. The named ImageNet-size models are torchvision's
@@ -41,6 +41,7 @@ fn main() {
         "resnet18" => build::torchvision_resnet([2, 2, 2, 2], false, 64, 1000, 1),
         "resnet50" => build::torchvision_resnet([3, 4, 6, 3], true, 64, 1000, 1),
         "resnext50" => build::torchvision_resnext([3, 4, 6, 3], 32, 4, 1000, 1),
+        "mobilenet_v2" => build::mobilenet_v2(32, 6, 224, 1000, 1),
         p => convert::load(p.as_ref()).expect("model"),
     };
     let (g, _) =
