@@ -20,7 +20,12 @@ fn blocks_are_found_in_every_export_style() {
         ("resnet56_fmnist", 27, 3),
     ];
     // the other families have tests of their own below
-    let others = ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"];
+    let others = [
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "efficientnet_b0",
+        "mobilenet_v2_fmnist",
+    ];
     for p in fixtures() {
         if others.contains(&arch(&p).as_str()) {
             continue;
