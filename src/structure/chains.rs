@@ -24,6 +24,23 @@ fn is_depthwise(g: &Graph, n: &Node) -> bool {
     groups > 1 && shape.get(1) == Some(&1) && shape.first() == Some(&groups)
 }
 
+/// The one node through which `v`'s data goes on: its only reader, or a
+/// self-gated product whose side computation holds every other reader.
+fn next_reader(
+    g: &Graph,
+    prod: &HashMap<&str, usize>,
+    cons: &HashMap<&str, Vec<usize>>,
+    v: &str,
+) -> Option<usize> {
+    if g.is_graph_output(v) {
+        return None;
+    }
+    match cons.get(v)?.as_slice() {
+        [r] => Some(*r),
+        readers => through(g, prod, readers, v).map(|(m, _)| m),
+    }
+}
+
 /// From value `v`, the single-reader path of elementwise ops up to the
 /// next Conv reading it as its data input: the nodes passed and the conv.
 fn forward_to_conv(
@@ -34,14 +51,7 @@ fn forward_to_conv(
 ) -> Option<(Vec<usize>, usize)> {
     let mut path = Vec::new();
     for _ in 0..16 {
-        let readers = cons.get(v.as_str())?.as_slice();
-        let r = match readers {
-            [r] => *r,
-            _ => through(g, prod, readers, &v)?.0,
-        };
-        if g.is_graph_output(&v) {
-            return None;
-        }
+        let r = next_reader(g, prod, cons, &v)?;
         let n = &g.nodes[r];
         if n.op_type == "Conv" {
             return (n.inputs.first() == Some(&v)).then_some((path, r));
@@ -63,11 +73,7 @@ fn back_to_conv(
 ) -> Option<(Vec<usize>, usize)> {
     let mut path = Vec::new();
     for _ in 0..16 {
-        let readers = cons.get(v.as_str())?.as_slice();
-        if g.is_graph_output(&v) || (readers.len() != 1 && through(g, prod, readers, &v).is_none())
-        {
-            return None;
-        }
+        next_reader(g, prod, cons, &v)?;
         let &p = prod.get(v.as_str())?;
         let n = &g.nodes[p];
         if n.op_type == "Conv" {

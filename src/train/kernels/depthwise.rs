@@ -193,50 +193,46 @@ pub fn applies(g: &Geometry, groups: usize, cout: usize) -> bool {
     groups > 1 && groups == g.c && cout == g.c
 }
 
-/// y = depthwise(x, w): x [n, c, h, w], w [c, 1, kh, kw].
-pub fn forward(g: &Geometry, x: &[f32], w: &[f32], n: usize) -> Vec<f32> {
-    let (plane_in, plane_out, k) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let f = best!(forward_plane);
-    let per = planes_per_task(plane_out);
-    let mut y = vec![0f32; n * g.c * plane_out];
-    y.par_chunks_mut(plane_out * per)
+/// Runs `f` on every (image, channel) plane: `src` planes of `src_len`
+/// values with their channel's filter into `out` planes of `out_len`.
+fn per_plane(
+    f: PlaneFn,
+    g: &Geometry,
+    src: &[f32],
+    w: &[f32],
+    n: usize,
+    (src_len, out_len): (usize, usize),
+) -> Vec<f32> {
+    let k = g.kh * g.kw;
+    let per = planes_per_task(out_len);
+    let mut out = vec![0f32; n * g.c * out_len];
+    out.par_chunks_mut(out_len * per)
         .enumerate()
-        .for_each(|(t, ys)| {
-            for (j, yp) in ys.chunks_mut(plane_out).enumerate() {
+        .for_each(|(t, planes)| {
+            for (j, o) in planes.chunks_mut(out_len).enumerate() {
                 let p = t * per + j;
                 let c = p % g.c;
                 f(
                     g,
-                    &x[p * plane_in..(p + 1) * plane_in],
+                    &src[p * src_len..(p + 1) * src_len],
                     &w[c * k..(c + 1) * k],
-                    yp,
+                    o,
                 );
             }
         });
-    y
+    out
+}
+
+/// y = depthwise(x, w): x [n, c, h, w], w [c, 1, kh, kw].
+pub fn forward(g: &Geometry, x: &[f32], w: &[f32], n: usize) -> Vec<f32> {
+    let planes = (g.h * g.w, g.oh * g.ow);
+    per_plane(best!(forward_plane), g, x, w, n, planes)
 }
 
 /// The input gradient from the output gradient `dy` [n, c, oh, ow].
 pub fn grad_input(g: &Geometry, dy: &[f32], w: &[f32], n: usize) -> Vec<f32> {
-    let (plane_in, plane_out, k) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let f = best!(grad_input_plane);
-    let per = planes_per_task(plane_in);
-    let mut dx = vec![0f32; n * g.c * plane_in];
-    dx.par_chunks_mut(plane_in * per)
-        .enumerate()
-        .for_each(|(t, dxs)| {
-            for (j, dxp) in dxs.chunks_mut(plane_in).enumerate() {
-                let p = t * per + j;
-                let c = p % g.c;
-                f(
-                    g,
-                    &dy[p * plane_out..(p + 1) * plane_out],
-                    &w[c * k..(c + 1) * k],
-                    dxp,
-                );
-            }
-        });
-    dx
+    let planes = (g.oh * g.ow, g.h * g.w);
+    per_plane(best!(grad_input_plane), g, dy, w, n, planes)
 }
 
 /// The filter gradient [c, 1, kh, kw]: each channel's sum over the images.
