@@ -157,6 +157,15 @@ fn inspect_cli_reports_blocks_and_left_out_structures() {
     assert_eq!(sum, v["macs"].as_u64().unwrap());
 }
 
+/// The factor count of every group gate, in graph order.
+fn group_counts(a: &sss_onnx::structure::Analysis) -> Vec<usize> {
+    a.gateable
+        .iter()
+        .filter(|g| g.kind == GateKind::Group)
+        .map(|g| g.count)
+        .collect()
+}
+
 /// torchvision's `_make_divisible(v, 8)`: channel counts of a MobileNet at
 /// a width multiplier.
 fn divisible8(v: f64) -> usize {
@@ -203,13 +212,7 @@ fn mobilenet_v2_exports_gate_expansion_channels_as_torchvision_defines_them() {
         assert_eq!(a.blocks.len(), 17, "{v}");
         assert_eq!(a.count(GateKind::Block), residual, "{v}");
         assert_eq!(a.count(GateKind::Channel), 0, "{v}");
-        let groups: Vec<usize> = a
-            .gateable
-            .iter()
-            .filter(|g| g.kind == GateKind::Group)
-            .map(|g| g.count)
-            .collect();
-        assert_eq!(groups, expansions, "{v}");
+        assert_eq!(group_counts(&a), expansions, "{v}");
         // stages: the seven rows of the table
         assert_eq!(a.stages(), 7, "{v}");
         // the block without an expansion is listed with its reason
@@ -247,13 +250,7 @@ fn inverted_residual_families_gate_what_their_torchvision_modules_define() {
             let a = analyse(&load(&p));
             assert_eq!(a.blocks.len(), blocks.len(), "{name}.{v}");
             assert_eq!(a.count(GateKind::Block), residual, "{name}.{v}");
-            let groups: Vec<usize> = a
-                .gateable
-                .iter()
-                .filter(|g| g.kind == GateKind::Group)
-                .map(|g| g.count)
-                .collect();
-            assert_eq!(groups, gated, "{name}.{v}");
+            assert_eq!(group_counts(&a), gated, "{name}.{v}");
             let unexplained = blocks.len() - gated.len();
             let listed = a
                 .skipped

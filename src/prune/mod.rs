@@ -354,7 +354,11 @@ fn follow_self_gates(
     next: &BranchConv,
     keep: &[usize],
 ) -> Result<()> {
-    for sg in crate::structure::path::self_gates_between(g, &c.gate_at, &next.conv) {
+    let found = {
+        let (prod, cons) = (g.producers(), g.consumers());
+        crate::structure::path::self_gates_between(g, &prod, &cons, &c.gate_at, &next.conv)
+    };
+    for sg in found {
         for conv in &sg.reads {
             let n = g.nodes[node_index(g, conv)?].clone();
             let w = n.input(1).ok_or_else(|| Error::node(&n, "no weight"))?;

@@ -44,6 +44,7 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
             },
         );
     }
+    let (prod, cons) = (g.producers(), g.consumers());
     for bp in &plan.blocks {
         let b = &bp.block;
         match bp.fate {
@@ -54,7 +55,6 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
                     }
                 }
                 // and the squeeze-and-excitation convs on the branch
-                let prod = g.producers();
                 for &i in &crate::structure::branch_path(g, b) {
                     let Some(sg) = crate::structure::self_gate::self_gate(g, &prod, &g.nodes[i])
                     else {
@@ -77,7 +77,9 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
                     // squeeze-and-excitation convs between follow the channels
                     if let Some(n) = next {
                         let gate_at = b.convs[i].gate_at.as_str();
-                        for sg in crate::structure::path::self_gates_between(g, gate_at, n) {
+                        for sg in
+                            crate::structure::path::self_gates_between(g, &prod, &cons, gate_at, n)
+                        {
                             let width = if cg.is_group() { kept * cg.span } else { kept };
                             for c in &sg.reads {
                                 if let Some(x) = convs.get_mut(c.as_str()) {

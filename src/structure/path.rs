@@ -44,21 +44,36 @@ pub(super) fn between(g: &Graph, from: &str, to_conv: &str) -> Result<(), String
 }
 
 /// The self-gated products on the chain from `from` to the conv producing
-/// `to_conv` (their side convs follow the channels), when the chain holds.
-pub fn self_gates_between(g: &Graph, from: &str, to_conv: &str) -> Vec<SelfGate> {
-    walk(g, from, to_conv).unwrap_or_default()
+/// `to_conv` (their side convs follow the channels), when the chain holds;
+/// `prod` and `cons` are `g`'s producers and consumers.
+pub fn self_gates_between(
+    g: &Graph,
+    prod: &HashMap<&str, usize>,
+    cons: &HashMap<&str, Vec<usize>>,
+    from: &str,
+    to_conv: &str,
+) -> Vec<SelfGate> {
+    walk_in(g, prod, cons, from, to_conv).unwrap_or_default()
 }
 
 fn walk(g: &Graph, from: &str, to_conv: &str) -> Result<Vec<SelfGate>, String> {
-    let cons = g.consumers();
-    let prod = g.producers();
+    walk_in(g, &g.producers(), &g.consumers(), from, to_conv)
+}
+
+fn walk_in(
+    g: &Graph,
+    prod: &HashMap<&str, usize>,
+    cons: &HashMap<&str, Vec<usize>>,
+    from: &str,
+    to_conv: &str,
+) -> Result<Vec<SelfGate>, String> {
     let mut v = from.to_string();
     let mut gates = Vec::new();
     for _ in 0..64 {
         let readers = cons.get(v.as_str()).cloned().unwrap_or_default();
         let r = match readers.as_slice() {
             [r] => *r,
-            _ => match through(g, &prod, &readers, &v) {
+            _ => match through(g, prod, &readers, &v) {
                 Some((m, _)) => m,
                 None => return Err(format!("`{v}` has {} readers", readers.len())),
             },
@@ -71,14 +86,14 @@ fn walk(g: &Graph, from: &str, to_conv: &str) -> Result<Vec<SelfGate>, String> {
                 Err("the next conv reads it as a weight".into())
             };
         }
-        if !keeps_zero(g, &prod, n) {
+        if !keeps_zero(g, prod, n) {
             return Err(format!(
                 "{} `{}` does not map 0 to 0",
                 n.op_type,
                 n.display_name()
             ));
         }
-        if let Some(sg) = self_gate(g, &prod, n) {
+        if let Some(sg) = self_gate(g, prod, n) {
             gates.push(sg);
         }
         v = n.outputs[0].clone();

@@ -51,7 +51,9 @@ fn relu(cx: &mut Cx) -> Result<Tensor> {
 fn clip(cx: &mut Cx) -> Result<Tensor> {
     let bound = |i: usize, attr: &str, d: f32| -> Result<f32> {
         match cx.node.input(i) {
-            Some(_) => cx.scalar_input(i),
+            Some(_) => cx
+                .first_value(i)?
+                .ok_or_else(|| cx.err(format!("Clip bound (input {i}) is empty"))),
             None => cx.node.attr_float_or(attr, d),
         }
     };

@@ -100,10 +100,10 @@ fn pad(cx: &mut Cx) -> Result<Tensor> {
         .node
         .attr_string("mode")?
         .unwrap_or_else(|| "constant".into());
-    let value = if cx.has_input(2) {
-        cx.scalar_input(2).unwrap_or(0.0)
-    } else {
-        0.0
+    // an empty constant_value is the default 0
+    let value = match cx.has_input(2) {
+        true => cx.first_value(2)?.unwrap_or(0.0),
+        false => 0.0,
     };
     if mode != "constant" || value != 0.0 {
         return Err(cx.err("training supports only zero constant padding"));

@@ -111,16 +111,15 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// The first value of input `i` (a scalar operand such as a bound).
-    pub fn scalar_input(&self, i: usize) -> Result<f32> {
+    /// The first value of input `i` (a scalar operand such as a bound);
+    /// `None` when the tensor is empty.
+    pub fn first_value(&self, i: usize) -> Result<Option<f32>> {
         let v = self
             .input(i)?
             .flatten_all()
             .and_then(|t| t.to_dtype(DType::F32))
             .and_then(|t| t.to_vec1::<f32>())?;
-        v.first()
-            .copied()
-            .ok_or_else(|| self.err(format!("input {i} is empty")))
+        Ok(v.first().copied())
     }
 
     /// The first output's shape at the batch in use.

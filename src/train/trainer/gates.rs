@@ -104,9 +104,8 @@ impl Trainer {
             blocks_first: self.cfg.blocks_first,
             timed: self.cost.timed(),
         };
-        let base = self.model.graph.clone();
         let ratio_of = |gs: &[GateState]| -> Result<f64> {
-            let mut g = base.clone();
+            let mut g = self.model.graph.clone();
             for (gv, gs) in self.gates.iter().zip(gs) {
                 let full = expand(&gs.values, gv.span, g.initializers.get(&gv.name))?;
                 g.initializers.insert(gv.name.clone(), full);
