@@ -64,6 +64,43 @@ fn restored_batchnorm_changes_nothing_and_folds_back_exactly() {
 }
 
 #[test]
+fn restored_batchnorm_in_squeeze_excitation_prunes_exactly() {
+    // MobileNetV3 folded: BN goes back after every conv, the SE's two
+    // convs too; a random zero pattern on the expansion channels must cut
+    // the BN after the SE's excitation conv with them
+    let p = fixture("mobilenet_v3_small.legacy13.onnx");
+    let g = load(&p);
+    let ds = data::load(&fixture("fmnist"), Split::Train).unwrap();
+    let prep = Preprocess::plan(&ds, [3, 64, 64]).unwrap();
+    let (restored, n) = bn_restore::restore(&g, &ds, &prep, "input", &ort(), 64, 32).unwrap();
+    assert_eq!(n, 52, "every conv of the folded export");
+    let kinds = [sss_onnx::structure::GateKind::Group];
+    let (mut gated, gates) = sss_onnx::gate::insert(&restored, &kinds).unwrap();
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for gt in &gates {
+        let v: Vec<f32> = (0..gt.count)
+            .map(|_| {
+                if rng.random_bool(0.4) {
+                    0.0
+                } else {
+                    rng.random_range(0.2..1.5)
+                }
+            })
+            .collect();
+        sss_onnx::gate::set_factors(&mut gated, gt, &v).unwrap();
+    }
+    let (pruned, report) = sss_onnx::prune::prune(&gated).unwrap();
+    assert!(report.groups_removed > 0);
+    assert_eq!(report.after, report.predicted);
+    let test = data::load(&fixture("fmnist"), Split::Test).unwrap();
+    let x = prep.batch(&test, &(0..16).collect::<Vec<_>>()).unwrap();
+    let (y0, y1) = (outputs(&gated, &x), outputs(&pruned, &x));
+    let scale = y0.iter().fold(1f32, |m, v| m.max(v.abs()));
+    assert!(max_abs(&y0, &y1) <= 1e-4 * scale, "{}", max_abs(&y0, &y1));
+}
+
+#[test]
 fn a_bn_kept_export_needs_nothing_restored() {
     let g = load(&fixture("resnet20_a.legacy17bn.onnx"));
     assert!(!bn_restore::is_bn_folded(&g));

@@ -371,6 +371,23 @@ fn follow_self_gates(
                     surgery::select(g, name, 0, keep)?;
                 }
             }
+            // a BatchNorm on the factors (restored after a BN-folded
+            // export's conv) keeps the same channels
+            let bns: Vec<Node> = sg
+                .side
+                .iter()
+                .map(|&i| &g.nodes[i])
+                .filter(|b| b.op_type == "BatchNormalization" && b.inputs.first() == Some(conv))
+                .cloned()
+                .collect();
+            for bn in bns {
+                for i in 1..=4 {
+                    let name = bn
+                        .input(i)
+                        .ok_or_else(|| Error::node(&bn, "missing BN parameter"))?;
+                    surgery::select(g, name, 0, keep)?;
+                }
+            }
         }
     }
     Ok(())
