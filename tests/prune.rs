@@ -25,6 +25,9 @@ enum Pattern {
     Stage(usize),
     /// every channel/group factor of block `b`'s first gated conv 0
     EmptyBranch(usize),
+    /// the even factors of every squeeze-and-excitation gate 0 (all of
+    /// them where `all`), no other zero
+    Squeezes { all: bool },
 }
 
 fn set_pattern(g: &mut Graph, gates: &[Gate], pat: Pattern, seed: u64) {
@@ -41,6 +44,11 @@ fn set_pattern(g: &mut Graph, gates: &[Gate], pat: Pattern, seed: u64) {
                 }
             }),
             Pattern::Stage(s) if gt.kind == GateKind::Block && stage == s => v[0] = 0.0,
+            Pattern::Squeezes { all } if gt.name.contains("se") => v
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| all || i % 2 == 0)
+                .for_each(|(_, x)| *x = 0.0),
             Pattern::EmptyBranch(b) if gt.kind != GateKind::Block && gt.block == b && !emptied => {
                 v.iter_mut().for_each(|x| *x = 0.0);
                 emptied = true;
@@ -203,6 +211,31 @@ fn inverted_residuals_prune_exactly() {
                 assert!(gone >= 1, "block {}: {r:?}", b.id)
             }
             _ => {}
+        }
+    }
+}
+
+#[test]
+fn squeeze_excitation_channels_prune_exactly() {
+    // every export of the three SE families: half of each SE's reduced
+    // channels zero, then all of them (one zeroed channel kept per SE)
+    for name in ["mobilenet_v3_small", "efficientnet_b0", "regnet_y_small"] {
+        for v in ["legacy13", "legacy17bn", "dynamo18"] {
+            let p = fixture(&format!("{name}.{v}.onnx"));
+            let (_, gates) = gate::insert(&load(&p), &ALL).unwrap();
+            let se: Vec<usize> = gates
+                .iter()
+                .filter(|g| g.name.contains("se"))
+                .map(|g| g.count)
+                .collect();
+            assert!(!se.is_empty(), "{name}.{v}: no SE gates");
+            let half: usize = se.iter().map(|c| c.div_ceil(2)).sum();
+            let r = check(&p, Pattern::Squeezes { all: false }, 7, None);
+            assert_eq!(r.channels_removed, half, "{name}.{v}");
+            let r = check(&p, Pattern::Squeezes { all: true }, 8, None);
+            let all: usize = se.iter().map(|c| c - 1).sum();
+            assert_eq!(r.channels_removed, all, "{name}.{v}");
+            assert_eq!(r.notes.len(), se.len(), "{name}.{v}: {:?}", r.notes);
         }
     }
 }

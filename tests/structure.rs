@@ -18,6 +18,7 @@ fn blocks_are_found_in_every_export_style() {
         ("resnext", 4, 4),
         ("resnet20_black", 9, 3),
         ("resnet56_fmnist", 27, 3),
+        ("regnet_y_small", 8, 4),
     ];
     // the other families have tests of their own below
     let others = [
@@ -81,7 +82,8 @@ fn blocks_are_found_in_every_export_style() {
             ),
         }
         for b in &a.blocks {
-            let n = if arch(&p).starts_with("tv_bottleneck") || arch(&p) == "resnext" {
+            let bottleneck = ["tv_bottleneck", "resnext", "regnet_y_small"];
+            let n = if bottleneck.contains(&arch(&p).as_str()) {
                 3
             } else {
                 2
@@ -158,6 +160,26 @@ fn inspect_cli_reports_blocks_and_left_out_structures() {
 }
 
 /// The factor count of every group gate, in graph order.
+/// The gated reduced channels of each block's squeeze-and-excitation, in
+/// block order (0 where a block has none).
+fn squeeze_counts(a: &sss_onnx::structure::Analysis) -> Vec<usize> {
+    a.blocks
+        .iter()
+        .map(|b| {
+            a.gateable
+                .iter()
+                .filter(|g| g.kind == GateKind::Channel && g.block == b.id)
+                .filter(|g| {
+                    b.squeezes
+                        .iter()
+                        .any(|q| Some(&q.reduce.conv) == g.conv.as_ref())
+                })
+                .map(|g| g.count)
+                .sum()
+        })
+        .collect()
+}
+
 fn group_counts(a: &sss_onnx::structure::Analysis) -> Vec<usize> {
     a.gateable
         .iter()
@@ -251,6 +273,12 @@ fn inverted_residual_families_gate_what_their_torchvision_modules_define() {
             assert_eq!(a.blocks.len(), blocks.len(), "{name}.{v}");
             assert_eq!(a.count(GateKind::Block), residual, "{name}.{v}");
             assert_eq!(group_counts(&a), gated, "{name}.{v}");
+            // every squeeze-and-excitation's reduced channels, one gate each
+            let se: Vec<usize> = blocks
+                .iter()
+                .map(|b| b["se"].as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(squeeze_counts(&a), se, "{name}.{v}");
             let unexplained = blocks.len() - gated.len();
             let listed = a
                 .skipped
@@ -259,5 +287,46 @@ fn inverted_residual_families_gate_what_their_torchvision_modules_define() {
                 .count();
             assert_eq!(listed, unexplained, "{name}.{v}: {:?}", a.skipped);
         }
+    }
+}
+
+#[test]
+fn regnet_gates_its_groups_squeezes_and_blocks_as_torchvision_defines_them() {
+    // the manifest lists, per bottleneck of the RegNetY fixture as
+    // torchvision's modules build it, the grouped conv's width and groups
+    // (group width 8), the SE's reduced channels and the shortcut kind:
+    // one block gate per bottleneck, one group gate per group, one channel
+    // gate per reduced SE channel; stages as the design's four widths
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let blocks = manifest["models"]["regnet_y_small"]["blocks"]
+        .as_array()
+        .unwrap();
+    let field = |k: &str| -> Vec<usize> {
+        blocks
+            .iter()
+            .map(|b| b[k].as_u64().unwrap() as usize)
+            .collect()
+    };
+    let (groups, se) = (field("groups"), field("se"));
+    let projections: Vec<bool> = blocks
+        .iter()
+        .map(|b| b["projection"].as_bool().unwrap())
+        .collect();
+    for v in ["legacy13", "legacy17bn", "dynamo18"] {
+        let p = fixture(&format!("regnet_y_small.{v}.onnx"));
+        let a = analyse(&load(&p));
+        assert_eq!(a.blocks.len(), blocks.len(), "{v}");
+        assert_eq!(a.count(GateKind::Block), blocks.len(), "{v}");
+        assert_eq!(group_counts(&a), groups, "{v}");
+        assert_eq!(squeeze_counts(&a), se, "{v}");
+        let proj: Vec<bool> = a
+            .blocks
+            .iter()
+            .map(|b| b.shortcut == Shortcut::Projection)
+            .collect();
+        assert_eq!(proj, projections, "{v}");
+        let stages: Vec<usize> = a.blocks.iter().map(|b| b.stage).collect();
+        assert_eq!(stages, [0, 1, 1, 2, 2, 2, 2, 3], "{v}");
     }
 }

@@ -570,6 +570,39 @@ fn pruned_models_pass_onnxs_checker_and_shape_inference() {
 }
 
 #[test]
+fn pruned_families_pass_onnxs_checker_and_shape_inference() {
+    // every export of the families beyond ResNet, with every kind of gate
+    // and a third of the factors zero (channels, groups, SE, blocks)
+    use sss_onnx::structure::GateKind;
+    let d = tempfile::tempdir().unwrap();
+    let names = [
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "efficientnet_b0",
+        "regnet_y_small",
+    ];
+    for name in names {
+        for v in ["legacy13", "legacy17bn", "dynamo18"] {
+            let src = format!("{name}.{v}.onnx");
+            let imp = import(&fixture(&src)).unwrap();
+            let kinds = [GateKind::Channel, GateKind::Group, GateKind::Block];
+            let (mut gated, gates) = sss_onnx::gate::insert(&imp.graph, &kinds).unwrap();
+            for (k, gt) in gates.iter().enumerate() {
+                let f: Vec<f32> = (0..gt.count)
+                    .map(|i| if (i + k) % 3 == 0 { 0.0 } else { 0.5 })
+                    .collect();
+                sss_onnx::gate::set_factors(&mut gated, gt, &f).unwrap();
+            }
+            let (pruned, r) = sss_onnx::prune::prune(&gated).unwrap();
+            assert!(r.after.macs < r.before.macs, "{src}: {r:?}");
+            let out = d.path().join(format!("p_{src}"));
+            imp.save(&pruned, &out, Default::default()).unwrap();
+            onnx_check(&out, false);
+        }
+    }
+}
+
+#[test]
 fn a_batch_baked_in_beyond_reshape_targets_is_said_and_kept() {
     // [1, 3, 4, 4] reshaped to [3, 16]: the batch hides in the 3
     use sss_onnx::graph::build::Builder;

@@ -77,8 +77,18 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
                     }
                 })
                 .collect();
+            let se = if b.squeezes.is_empty() {
+                String::new()
+            } else {
+                let w: Vec<String> = b
+                    .squeezes
+                    .iter()
+                    .map(|q| q.reduce.out_channels.to_string())
+                    .collect();
+                format!(" SE [{}]", w.join(", "))
+            };
             println!(
-                "  stage {s} block {:>2}  shortcut {:<13} branch convs [{}] → {}  ({})",
+                "  stage {s} block {:>2}  shortcut {:<13} branch convs [{}]{se} → {}  ({})",
                 b.id,
                 format!("{:?}", b.shortcut),
                 convs.join(", "),
@@ -86,6 +96,7 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
                 b.add_name
             );
         }
+        println!("  stage {s} gates: {}", stage_gates(a, s));
     }
     println!(
         "gateable   {} channel, {} group, {} block gates",
@@ -112,4 +123,28 @@ fn print_text(path: &std::path::Path, r: &Inspection) {
             );
         }
     }
+}
+
+/// A stage's gates by kind, the SE's reduced channels apart from the
+/// branch convs' channels.
+fn stage_gates(a: &sss_onnx::structure::Analysis, stage: usize) -> String {
+    use sss_onnx::structure::GateKind;
+    let (mut channel, mut se, mut group, mut block) = (0, 0, 0, 0);
+    for g in a
+        .gateable
+        .iter()
+        .filter(|g| a.blocks[g.block].stage == stage)
+    {
+        let squeeze = a.blocks[g.block]
+            .squeezes
+            .iter()
+            .any(|q| Some(&q.reduce.conv) == g.conv.as_ref());
+        match g.kind {
+            GateKind::Block => block += 1,
+            GateKind::Group => group += g.count,
+            GateKind::Channel if squeeze => se += g.count,
+            GateKind::Channel => channel += g.count,
+        }
+    }
+    format!("{channel} channel, {se} SE channel, {group} group, {block} block")
 }

@@ -8,7 +8,9 @@
 //!   group's C/G channels (a plain broadcast Mul keeps the file simple for
 //!   every runtime; training ties the repeats and the pruner checks them);
 //! * block: `[1]`, one factor on the branch output before the Add (never on
-//!   the shortcut).
+//!   the shortcut);
+//! * a squeeze-and-excitation's reduced channels: a channel gate on its
+//!   reduce conv's output (`sss_gate/channel/b<k>se<i>`).
 //!
 //! With every λ = 1 the gated model computes exactly what the original does.
 
@@ -38,15 +40,18 @@ pub struct Gate {
 
 /// The gate name for a structure: `sss_gate/channel/b3c0` (block 3, first
 /// conv), `sss_gate/group/b1c1`, `sss_gate/block/b4`.
+/// A squeeze-and-excitation's reduced channels: `sss_gate/channel/b2se0`.
 fn gate_name(a: &Analysis, s: &Gateable) -> String {
-    let conv_index = s
-        .conv
-        .as_ref()
-        .and_then(|c| a.blocks[s.block].convs.iter().position(|x| &x.conv == c))
+    let b = &a.blocks[s.block];
+    let conv = s.conv.as_ref();
+    let conv_index = conv
+        .and_then(|c| b.convs.iter().position(|x| &x.conv == c))
         .unwrap_or(0);
-    match s.kind {
-        GateKind::Block => format!("{GATE_PREFIX}block/b{}", s.block),
-        k => format!("{GATE_PREFIX}{}/b{}c{conv_index}", k.as_str(), s.block),
+    let squeeze = conv.and_then(|c| b.squeezes.iter().position(|q| &q.reduce.conv == c));
+    match (s.kind, squeeze) {
+        (GateKind::Block, _) => format!("{GATE_PREFIX}block/b{}", s.block),
+        (k, Some(q)) => format!("{GATE_PREFIX}{}/b{}se{q}", k.as_str(), s.block),
+        (k, None) => format!("{GATE_PREFIX}{}/b{}c{conv_index}", k.as_str(), s.block),
     }
 }
 
@@ -148,7 +153,13 @@ pub fn find(g: &Graph) -> Result<Vec<Gate>> {
                 let (b, c) = analysis
                     .blocks
                     .iter()
-                    .find_map(|b| b.convs.iter().find(|c| c.gate_at == input).map(|c| (b, c)))
+                    .find_map(|b| {
+                        b.convs
+                            .iter()
+                            .chain(b.squeezes.iter().map(|q| &q.reduce))
+                            .find(|c| c.gate_at == input)
+                            .map(|c| (b, c))
+                    })
                     .ok_or_else(|| {
                         Error::node(
                             n,

@@ -12,7 +12,7 @@ mod surgery;
 use crate::error::{Error, Result};
 use crate::gate::GATE_PREFIX;
 use crate::graph::{counts, shape, Attr, Dim, Graph, Node, Tensor};
-use crate::structure::{BranchConv, Shortcut};
+use crate::structure::{BranchConv, Shortcut, Squeeze};
 use ndarray::{ArrayD, IxDyn};
 use plan::{BlockFate, BlockPlan, ConvGate, Plan};
 use predict::Counts;
@@ -148,7 +148,7 @@ fn stages(plan: &Plan, r: &PruneReport) -> Vec<StageSummary> {
         let gone = r.blocks_removed.contains(&bp.block.id)
             || r.blocks_replaced_by_constant.contains(&bp.block.id);
         st.blocks_removed += gone as usize;
-        for cg in bp.convs.iter().flatten() {
+        for cg in bp.convs.iter().chain(&bp.squeezes).flatten() {
             let removed = if gone {
                 cg.keep.len()
             } else {
@@ -236,6 +236,11 @@ fn apply_block(g: &mut Graph, bp: &BlockPlan, r: &mut PruneReport) -> Result<()>
         let next = b.convs.get(i + 1);
         let prev = i.checked_sub(1).map(|p| &b.convs[p]);
         prune_conv(g, &b.convs[i], prev, next, cg, r)?;
+    }
+    for (q, cg) in b.squeezes.iter().zip(&bp.squeezes) {
+        if let Some(cg) = cg {
+            prune_squeeze(g, q, cg, r)?;
+        }
     }
     if let Some((gt, v)) = &bp.block_gate {
         let last = b
@@ -343,6 +348,24 @@ fn prune_conv(
     follow_self_gates(g, c, next, &keep_out)?;
     // the gate's own tensor must match the new channel count until bypassed
     surgery::select(g, &cg.gate.name, 1, &keep_out)
+}
+
+/// Folds a squeeze-and-excitation's reduced-channel factors into its reduce
+/// conv and deletes the zero ones with the excite conv's inputs.
+fn prune_squeeze(g: &mut Graph, q: &Squeeze, cg: &ConvGate, r: &mut PruneReport) -> Result<()> {
+    fold(g, &q.reduce, &cg.factors)?;
+    let keep: Vec<usize> = (0..cg.keep.len()).filter(|&u| cg.keep[u]).collect();
+    if keep.len() == cg.keep.len() {
+        return Ok(());
+    }
+    keep_outputs(g, &q.reduce, &keep)?;
+    let excite = g.nodes[node_index(g, &q.excite)?].clone();
+    let w = excite
+        .input(1)
+        .ok_or_else(|| Error::node(&excite, "no weight"))?;
+    surgery::select(g, w, 1, &keep)?;
+    r.channels_removed += cg.keep.len() - keep.len();
+    surgery::select(g, &cg.gate.name, 1, &keep)
 }
 
 /// The side convs of every squeeze-and-excitation between `c` and `next`

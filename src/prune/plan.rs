@@ -46,6 +46,8 @@ pub struct BlockPlan {
     pub block_gate: Option<(Gate, f32)>,
     /// Per branch conv, its channel or group gate.
     pub convs: Vec<Option<ConvGate>>,
+    /// Per squeeze-and-excitation of the block, its reduced channels' gate.
+    pub squeezes: Vec<Option<ConvGate>>,
     /// The branch's value when it is replaced by a constant.
     pub constant: Option<Vec<f32>>,
     pub note: Option<String>,
@@ -72,6 +74,7 @@ pub fn plan(g: &Graph) -> Result<Plan> {
             fate: BlockFate::Kept,
             block_gate: None,
             convs: vec![None; b.convs.len()],
+            squeezes: vec![None; b.squeezes.len()],
             constant: None,
             note: None,
         };
@@ -80,20 +83,34 @@ pub fn plan(g: &Graph) -> Result<Plan> {
             match gt.kind {
                 GateKind::Block => bp.block_gate = Some((gt.clone(), f[0])),
                 _ => {
-                    let i = b
-                        .convs
-                        .iter()
-                        .position(|c| c.gate_at == gt.input)
-                        .ok_or_else(|| {
-                            Error::tensor(&gt.name, "does not follow a conv of its block")
-                        })?;
-                    let keep = f.iter().map(|&x| x != 0.0).collect();
-                    bp.convs[i] = Some(ConvGate {
+                    let keep: Vec<bool> = f.iter().map(|&x| x != 0.0).collect();
+                    let mut cg = ConvGate {
                         gate: gt.clone(),
                         factors: f,
                         keep,
                         span: gt.span,
-                    });
+                    };
+                    if let Some(i) = b.convs.iter().position(|c| c.gate_at == gt.input) {
+                        bp.convs[i] = Some(cg);
+                    } else if let Some(k) =
+                        b.squeezes.iter().position(|q| q.reduce.gate_at == gt.input)
+                    {
+                        if cg.keep.iter().all(|k| !k) {
+                            // the excitation then reads its bias alone; one
+                            // zeroed channel keeps the convs valid and exact
+                            cg.keep[0] = true;
+                            bp.note = Some(format!(
+                                "block {}: squeeze-and-excitation `{}` has every factor 0; one zeroed channel kept",
+                                b.id, b.squeezes[k].reduce.conv_name
+                            ));
+                        }
+                        bp.squeezes[k] = Some(cg);
+                    } else {
+                        return Err(Error::tensor(
+                            &gt.name,
+                            "does not follow a conv of its block",
+                        ));
+                    }
                 }
             }
         }

@@ -68,6 +68,16 @@ pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape>
                 }
             }
             BlockFate::Kept => {
+                for (q, cg) in b.squeezes.iter().zip(&bp.squeezes) {
+                    let Some(cg) = cg else { continue };
+                    let kept = cg.keep.iter().filter(|&&k| k).count();
+                    if let Some(x) = convs.get_mut(q.reduce.conv.as_str()) {
+                        x.cout = kept;
+                    }
+                    if let Some(x) = convs.get_mut(q.excite.as_str()) {
+                        x.cin = kept;
+                    }
+                }
                 for (i, cg) in bp.convs.iter().enumerate() {
                     let Some(cg) = cg else { continue };
                     // the plan's decision (a channel it keeps zeroed counts)

@@ -146,6 +146,8 @@ pub fn find_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
             }
             Some(prev) => prev.stage,
         };
+        let path = branch_path(g, &blocks[i]);
+        blocks[i].squeezes = super::self_gate::squeezes(g, &path);
     }
     (blocks, skipped)
 }
@@ -217,6 +219,7 @@ fn residual_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
             convs,
             out_channels,
             post_relu,
+            squeezes: vec![],
         });
     }
     (blocks, skipped)

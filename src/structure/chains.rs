@@ -143,6 +143,7 @@ pub(super) fn find(g: &Graph, taken: &HashSet<String>) -> Vec<Block> {
             out_channels: convs.last().map(|c| c.out_channels).unwrap_or(0),
             convs,
             post_relu: None,
+            squeezes: vec![],
         });
     }
     out

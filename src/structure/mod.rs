@@ -67,6 +67,22 @@ pub struct Block {
     pub out_channels: usize,
     /// Output of a Relu that directly follows the Add (post-activation nets).
     pub post_relu: Option<String>,
+    /// The squeeze-and-excitation side computations on the branch, in
+    /// branch order.
+    pub squeezes: Vec<Squeeze>,
+}
+
+/// A squeeze-and-excitation's hidden layer: the reduce conv (reads the
+/// pooled channels) and the excite conv (gives one factor per channel).
+/// Its reduced channels are neurons of their own, deletable like any
+/// conv's outputs: the reduce conv's output channel (and BN entries), the
+/// excite conv's input channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Squeeze {
+    pub reduce: BranchConv,
+    /// The excite conv's output value.
+    pub excite: String,
+    pub excite_name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -140,11 +156,19 @@ pub fn analyse(g: &Graph) -> Analysis {
     // gates in graph order: by block, its block gate first, then its convs
     let position = |s: &Gateable| -> (usize, usize) {
         let b = &blocks[s.block];
-        let at = s
-            .conv
-            .as_ref()
-            .and_then(|c| b.convs.iter().position(|x| &x.conv == c))
-            .map_or(0, |i| i + 1);
+        // block gate, then the convs, then the squeezes
+        let at = s.conv.as_ref().map_or(0, |c| {
+            b.convs
+                .iter()
+                .position(|x| &x.conv == c)
+                .or_else(|| {
+                    b.squeezes
+                        .iter()
+                        .position(|q| &q.reduce.conv == c)
+                        .map(|k| b.convs.len() + k)
+                })
+                .map_or(0, |i| i + 1)
+        });
         (s.block, at)
     };
     found.gateable.sort_by_key(position);

@@ -6,6 +6,7 @@
 //! deleting a channel of `x` deletes the input channel of the side's first
 //! conv and the output channel of its last.
 
+use super::{BranchConv, Squeeze};
 use crate::graph::{Graph, Node};
 use std::collections::{HashMap, HashSet};
 
@@ -23,6 +24,57 @@ pub struct SelfGate {
     pub reads: Vec<String>,
     /// Convs of the side giving one factor per channel of `x`.
     pub gives: Vec<String>,
+}
+
+/// The squeeze-and-excitations among the nodes `path` (a block's branch):
+/// each self-gated product with one reduce conv and one excite conv.
+pub fn squeezes(g: &Graph, path: &[usize]) -> Vec<Squeeze> {
+    let (prod, cons) = (g.producers(), g.consumers());
+    let conv = |out: &str| {
+        g.nodes
+            .iter()
+            .find(|n| n.outputs.first().map(|s| s.as_str()) == Some(out))
+    };
+    let mut out = Vec::new();
+    for &i in path {
+        let Some(sg) = self_gate(g, &prod, &g.nodes[i]) else {
+            continue;
+        };
+        let ([r], [e]) = (sg.reads.as_slice(), sg.gives.as_slice()) else {
+            continue;
+        };
+        let (Some(rn), Some(en)) = (conv(r), conv(e)) else {
+            continue;
+        };
+        let shape = rn
+            .input(1)
+            .and_then(|w| g.initializers.get(w))
+            .map(|w| w.shape())
+            .unwrap_or_default();
+        let groups = rn.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
+        // a BN read only by the reduce conv's output is its BN (restored
+        // after a BN-folded export)
+        let bn = match cons.get(r.as_str()).map(|c| c.as_slice()) {
+            Some([b]) if g.nodes[*b].op_type == "BatchNormalization" => {
+                Some(g.nodes[*b].outputs[0].clone())
+            }
+            _ => None,
+        };
+        out.push(Squeeze {
+            reduce: BranchConv {
+                conv: r.clone(),
+                conv_name: rn.display_name(),
+                gate_at: bn.clone().unwrap_or_else(|| r.clone()),
+                bn,
+                out_channels: shape.first().copied().unwrap_or(0),
+                groups,
+                depthwise: false,
+            },
+            excite: e.clone(),
+            excite_name: en.display_name(),
+        });
+    }
+    out
 }
 
 /// Nodes a side computation may hold at most (SE: pool, conv, act, conv,

@@ -8,6 +8,7 @@ mod inverted_residual;
 mod plain_channels;
 mod residual_block;
 mod residual_stream;
+mod squeeze_excitation;
 
 use super::{Block, Gateable, Skipped};
 use crate::graph::Graph;
@@ -40,4 +41,5 @@ pub static PATTERNS: &[&dyn Pattern] = &[
     &plain_channels::PlainChannels,
     &grouped::Grouped,
     &residual_stream::ResidualStream,
+    &squeeze_excitation::SqueezeExcitation,
 ];
