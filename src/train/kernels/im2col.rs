@@ -59,10 +59,15 @@ pub fn im2col_rows<T: Elem>(
                     let src = &xc[iy * g.w..(iy + 1) * g.w];
                     dst[..lo].fill(zero);
                     dst[hi..].fill(zero);
+                    // a tap outside the image for every output column (a
+                    // kernel wider than the padded plane) copies nothing
+                    if hi <= lo {
+                        continue;
+                    }
                     if g.sw == 1 {
                         let a = (lo as isize + off) as usize;
                         dst[lo..hi].copy_from_slice(&src[a..a + (hi - lo)]);
-                    } else if hi > lo {
+                    } else {
                         // every sw-th input value from the one under output
                         // column lo: as fixed-size chunks, so the compiler
                         // turns the gather into vector shuffles
@@ -93,6 +98,9 @@ pub fn col2im<T: Elem>(g: &Geometry, cols: &[T], c0: usize, cn: usize, dx: &mut 
                 let row = ((c * g.kh + ky) * g.kw + kx) * ld;
                 for oy in 0..g.oh {
                     let Some(iy) = g.iy(oy, ky) else { continue };
+                    if hi <= lo {
+                        continue;
+                    }
                     let src = &cols[row + oy * g.ow + lo..row + oy * g.ow + hi];
                     let dst = &mut xc[iy * g.w..(iy + 1) * g.w];
                     if g.sw == 1 {
@@ -100,7 +108,7 @@ pub fn col2im<T: Elem>(g: &Geometry, cols: &[T], c0: usize, cn: usize, dx: &mut 
                         for (d, &v) in dst[a..a + (hi - lo)].iter_mut().zip(src) {
                             *d += v;
                         }
-                    } else if hi > lo {
+                    } else {
                         // the scatter-add back, in the same chunked form
                         let s = g.sw;
                         let a = (lo as isize * s as isize + off) as usize;
@@ -134,8 +142,14 @@ mod tests {
             (7, 2, 3, 1),
             (1, 2, 0, 1),
             (3, 3, 2, 2),
+            // wider than the plane: taps that never fall inside
+            (7, 1, 3, 1),
         ] {
-            let (c, h, w) = (2, 11, 13);
+            let (c, h, w) = if k == 7 && s == 1 {
+                (2, 2, 2)
+            } else {
+                (2, 11, 13)
+            };
             let g = Geometry::new(c, h, w, [k, k], [s, s], [p; 4], [d, d]);
             let x: Vec<f64> = (0..c * h * w).map(value).collect();
             let ll = g.oh * g.ow;
