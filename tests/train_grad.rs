@@ -371,3 +371,110 @@ fn sigmoid_hard_sigmoid_hard_swish_silu_and_relu6() {
         check(&g, &[2, 3, 6, 6], false);
     }
 }
+
+/// A ConvNeXt block: depthwise conv → channels last → LayerNorm → Linear
+/// → GELU → Linear → channels first → layer scale, + x. `ln` is "op" or
+/// "decomposed" (ReduceMean/Sub/Pow/Add/Sqrt/Div, γ, β as below opset 17);
+/// `gelu` "op", "tanh" or "erf" (x · (erf(x/√2) + 1) · 0.5).
+fn convnext_block(ln: &str, gelu: &str) -> Graph {
+    let (c, h) = (4, 8);
+    let mut b = Builder::new("x", &[-1, c as i64, 5, 5], 31);
+    let y = b.conv_with(
+        "x",
+        ConvSpec {
+            cin: c,
+            cout: c,
+            k: 3,
+            stride: 1,
+            groups: c,
+            bias: true,
+        },
+    );
+    let y = b.node(
+        "Transpose",
+        &[&y],
+        vec![("perm", Attr::Ints(vec![0, 2, 3, 1]))],
+    );
+    let gamma = b.weight("gamma", &[c], 0.5);
+    let beta = b.weight("beta", &[c], 0.5);
+    let y = match ln {
+        "op" => b.node(
+            "LayerNormalization",
+            &[&y, &gamma, &beta],
+            vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(1e-6))],
+        ),
+        _ => {
+            let axes = vec![("axes", Attr::Ints(vec![-1]))];
+            let m = b.node("ReduceMean", &[&y], axes.clone());
+            let d = b.node("Sub", &[&y, &m], vec![]);
+            let two = b.weight("two", &[], 1.0);
+            set_scalar(&mut b, &two, 2.0);
+            let sq = b.node("Pow", &[&d, &two], vec![]);
+            let v = b.node("ReduceMean", &[&sq], axes);
+            let eps = b.weight("eps", &[], 1.0);
+            set_scalar(&mut b, &eps, 1e-6);
+            let v = b.node("Add", &[&v, &eps], vec![]);
+            let s = b.node("Sqrt", &[&v], vec![]);
+            let n = b.node("Div", &[&d, &s], vec![]);
+            let n = b.node("Mul", &[&n, &gamma], vec![]);
+            b.node("Add", &[&n, &beta], vec![])
+        }
+    };
+    let w1 = b.weight("w1", &[c, h], 0.5);
+    let b1 = b.weight("b1", &[h], 0.5);
+    let y = b.node("MatMul", &[&y, &w1], vec![]);
+    let y = b.node("Add", &[&y, &b1], vec![]);
+    let y = match gelu {
+        "op" => b.node("Gelu", &[&y], vec![]),
+        "tanh" => b.node(
+            "Gelu",
+            &[&y],
+            vec![("approximate", Attr::String(b"tanh".to_vec()))],
+        ),
+        _ => {
+            let r2 = b.weight("sqrt2", &[], 1.0);
+            set_scalar(&mut b, &r2, std::f32::consts::SQRT_2);
+            let one = b.weight("one", &[], 1.0);
+            set_scalar(&mut b, &one, 1.0);
+            let half = b.weight("half", &[], 1.0);
+            set_scalar(&mut b, &half, 0.5);
+            let d = b.node("Div", &[&y, &r2], vec![]);
+            let e = b.node("Erf", &[&d], vec![]);
+            let e = b.node("Add", &[&e, &one], vec![]);
+            let m = b.node("Mul", &[&y, &e], vec![]);
+            b.node("Mul", &[&m, &half], vec![])
+        }
+    };
+    let w2 = b.weight("w2", &[h, c], 0.5);
+    let b2 = b.weight("b2", &[c], 0.5);
+    let y = b.node("MatMul", &[&y, &w2], vec![]);
+    let y = b.node("Add", &[&y, &b2], vec![]);
+    let y = b.node(
+        "Transpose",
+        &[&y],
+        vec![("perm", Attr::Ints(vec![0, 3, 1, 2]))],
+    );
+    let scale = b.weight("layer_scale", &[c, 1, 1], 1.0);
+    let y = b.node("Mul", &[&y, &scale], vec![]);
+    let y = b.node("Add", &[&y, "x"], vec![]);
+    b.finish(&y)
+}
+
+fn set_scalar(b: &mut Builder, name: &str, v: f32) {
+    if let Some(sss_onnx::graph::Tensor::F32(a)) = b.graph.initializers.get_mut(name) {
+        a.fill(v);
+    }
+}
+
+#[test]
+fn convnext_block_layer_norm_gelu_and_channels_last_linears() {
+    for (ln, gelu) in [("op", "op"), ("op", "tanh"), ("decomposed", "erf")] {
+        let g = convnext_block(ln, gelu);
+        // LayerNorm's γ and β, the Linears' weights and biases are learned
+        let m = Model::new(&g, &Device::Cpu).unwrap();
+        let learned = m.vars.len();
+        assert_eq!(learned, if ln == "op" { 8 } else { 6 }, "{ln} {gelu}");
+        check(&g, &[2, 4, 5, 5], true);
+        check(&g, &[2, 4, 5, 5], false);
+    }
+}

@@ -38,7 +38,46 @@ pub(super) const LOWERINGS: &[Lowering] = &[
         op: "HardSwish",
         run: hard_swish,
     },
+    Lowering {
+        op: "Gelu",
+        run: gelu,
+    },
+    Lowering {
+        op: "Erf",
+        run: erf,
+    },
+    Lowering {
+        op: "Sqrt",
+        run: sqrt,
+    },
+    Lowering {
+        op: "Tanh",
+        run: tanh,
+    },
 ];
+
+/// GELU (opset 20): exact, `x · Φ(x)`, or its tanh approximation.
+fn gelu(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    match cx.node.attr_string("approximate")?.as_deref() {
+        None | Some("none") => Ok(x.gelu_erf()?),
+        Some("tanh") => Ok(x.gelu()?),
+        Some(other) => Err(cx.err(format!("unknown GELU approximation `{other}`"))),
+    }
+}
+
+/// Erf, as GELU's exports spell it out: `x · (erf(x / √2) + 1) / 2`.
+fn erf(cx: &mut Cx) -> Result<Tensor> {
+    Ok(cx.input(0)?.erf()?)
+}
+
+fn sqrt(cx: &mut Cx) -> Result<Tensor> {
+    Ok(cx.input(0)?.sqrt()?)
+}
+
+fn tanh(cx: &mut Cx) -> Result<Tensor> {
+    Ok(cx.input(0)?.tanh()?)
+}
 
 fn relu(cx: &mut Cx) -> Result<Tensor> {
     let x = cx.input(0)?;

@@ -1,5 +1,6 @@
 //! Broadcasting arithmetic: Add, Sum, Sub, Mul (a per-channel or scalar
-//! factor such as a gate runs as the channel-scale kernel), Div.
+//! factor such as a gate runs as the channel-scale kernel), Div, Pow by a
+//! constant.
 
 use super::{scales_channels, Cx, Lowering};
 use crate::error::Result;
@@ -27,7 +28,24 @@ pub(super) const LOWERINGS: &[Lowering] = &[
         op: "Div",
         run: div,
     },
+    Lowering {
+        op: "Pow",
+        run: pow,
+    },
 ];
+
+/// `x ^ e` for a constant scalar exponent (a decomposed LayerNorm's
+/// variance squares).
+fn pow(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    let scalar = cx.input(1)?.elem_count() == 1;
+    match cx.first_value(1)? {
+        Some(e) if scalar && e == 2.0 => Ok(x.sqr()?),
+        Some(e) if scalar && e == 3.0 => Ok((x.sqr()? * &x)?),
+        Some(e) if scalar && e == 0.5 => Ok(x.sqrt()?),
+        _ => Err(cx.err("Pow trains with a constant scalar exponent of 2, 3 or 0.5 only")),
+    }
+}
 
 fn sum(cx: &mut Cx) -> Result<Tensor> {
     let mut acc = cx.input(0)?;

@@ -1,5 +1,5 @@
 //! Layout ops: reshapes to the inferred shape, Transpose, Concat, Slice
-//! (strided slices as one CPU kernel), zero Pad.
+//! (strided slices as one CPU kernel), zero Pad, Gather by constant indices.
 
 use super::{Cx, Lowering};
 use crate::error::Result;
@@ -40,7 +40,42 @@ pub(super) const LOWERINGS: &[Lowering] = &[
         op: "Pad",
         run: pad,
     },
+    Lowering {
+        op: "Gather",
+        run: gather,
+    },
 ];
+
+/// Gather of the data by constant indices (an export's strided view spelled
+/// as index arithmetic, a class token picked out): the indices are known
+/// at the batch in use, so the gather is a fixed selection.
+fn gather(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    let rank = x.rank() as i64;
+    let axis = cx.node.attr_int_or("axis", 0)?;
+    let a = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&a) {
+        return Err(cx.err(format!("axis {axis} out of range for rank {rank}")));
+    }
+    let a = a as usize;
+    let dim = x.dims()[a] as i64;
+    let idx = cx.rule_cx().const_ints(1, "Gather indices")?;
+    let flat: Vec<u32> = idx
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + dim } else { i };
+            u32::try_from(j)
+                .ok()
+                .filter(|&j| (j as i64) < dim)
+                .ok_or_else(|| cx.err(format!("index {i} out of range for {dim}")))
+        })
+        .collect::<Result<_>>()?;
+    let n = flat.len();
+    let t = Tensor::from_vec(flat, n, x.device())?;
+    Ok(x.contiguous()?
+        .index_select(&t, a)?
+        .reshape(cx.out_shape()?)?)
+}
 
 /// Every reshape-like op: the shape inference already knows the result.
 fn reshape(cx: &mut Cx) -> Result<Tensor> {

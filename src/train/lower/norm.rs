@@ -1,16 +1,53 @@
 //! BatchNormalization: train mode on batch statistics (the fused CPU kernel
 //! with its closed-form backward, or candle's ops), eval mode on the running
-//! statistics; the running averages' update.
+//! statistics; the running averages' update. LayerNormalization.
 
 use super::{Cx, Lowering};
 use crate::error::Result;
 use crate::train::kernels::batchnorm::{BatchNormTrain, ChannelStats};
 use candle_core::Tensor;
 
-pub(super) const LOWERINGS: &[Lowering] = &[Lowering {
-    op: "BatchNormalization",
-    run: batch_norm,
-}];
+pub(super) const LOWERINGS: &[Lowering] = &[
+    Lowering {
+        op: "BatchNormalization",
+        run: batch_norm,
+    },
+    Lowering {
+        op: "LayerNormalization",
+        run: layer_norm,
+    },
+];
+
+/// LayerNormalization over the axes from `axis` on: the same in training
+/// and inference (no running statistics).
+fn layer_norm(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    let r = x.rank() as i64;
+    let axis = cx.node.attr_int_or("axis", -1)?;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&a) {
+        return Err(cx.err(format!("axis {axis} out of range for rank {r}")));
+    }
+    let eps = cx.node.attr_float_or("epsilon", 1e-5)? as f64;
+    let axes: Vec<usize> = (a as usize..x.rank()).collect();
+    let mut m = x.clone();
+    for &d in &axes {
+        m = m.mean_keepdim(d)?;
+    }
+    let xc = x.broadcast_sub(&m)?;
+    let mut v = xc.sqr()?;
+    for &d in &axes {
+        v = v.mean_keepdim(d)?;
+    }
+    let mut y = xc.broadcast_div(&(v + eps)?.sqrt()?)?;
+    if cx.has_input(1) {
+        y = y.broadcast_mul(&cx.input(1)?)?;
+    }
+    if cx.has_input(2) {
+        y = y.broadcast_add(&cx.input(2)?)?;
+    }
+    Ok(y)
+}
 
 /// Scale, bias, running mean, running variance.
 pub(crate) fn bn_params(cx: &Cx) -> Result<[Tensor; 4]> {

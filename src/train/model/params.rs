@@ -4,17 +4,21 @@ use crate::gate::GATE_PREFIX;
 use crate::graph::{Graph, Tensor};
 use std::collections::HashSet;
 
-/// (learned, statistics): conv and fully connected weights and biases, BN
-/// scale and shift and SSS gates are learned; BN running means and
-/// variances are state that train-mode passes update. Every other float
-/// initializer is a constant.
+/// (learned, statistics): conv and fully connected weights and biases
+/// (a MatMul's bias is the Add after it), BN and LayerNorm scale and shift
+/// and SSS gates are learned; BN running means and variances are state
+/// that train-mode passes update. Every other float initializer is a
+/// constant (GELU's and a decomposed LayerNorm's scalars, a layer scale).
 pub(crate) fn roles(g: &Graph) -> (HashSet<String>, HashSet<String>) {
     let (mut learned, mut stats) = (HashSet::new(), HashSet::new());
+    let prod = g.producers();
+    let after_matmul = |v: &str| prod.get(v).is_some_and(|&p| g.nodes[p].op_type == "MatMul");
     for n in &g.nodes {
         let learned_at: &[usize] = match n.op_type.as_str() {
             "Conv" | "Gemm" => &[1, 2],
-            "BatchNormalization" => &[1, 2],
+            "BatchNormalization" | "LayerNormalization" => &[1, 2],
             "MatMul" => &[0, 1],
+            "Add" if n.inputs.len() == 2 && n.inputs.iter().any(|i| after_matmul(i)) => &[0, 1],
             _ => &[],
         };
         for (i, name) in n.inputs.iter().enumerate() {
