@@ -241,6 +241,31 @@ fn squeeze_excitation_channels_prune_exactly() {
 }
 
 #[test]
+fn convnext_blocks_and_mlp_neurons_prune_exactly() {
+    // channels-last MLP neurons (the first Linear's columns and bias, the
+    // second's rows) and whole blocks with their layer scale, on the
+    // decomposed-LayerNorm, LayerNormalization and dynamo exports
+    for v in ["legacy13", "legacy17bn", "dynamo18"] {
+        let p = fixture(&format!("convnext_small.{v}.onnx"));
+        let mut removed = (0, 0);
+        for (j, prob) in [0.3, 0.7].into_iter().enumerate() {
+            let r = check(&p, Pattern::Random(prob), 60 + j as u64, None);
+            removed.0 += r.channels_removed;
+            removed.1 += r.blocks_removed.len();
+        }
+        assert!(removed.0 > 0 && removed.1 > 0, "{v}: {removed:?}");
+        // stage 2's three blocks go together
+        let r = check(&p, Pattern::Stage(2), 70, None);
+        assert_eq!(r.blocks_removed, [2, 3, 4], "{v}");
+        // an MLP without a neuron: GELU(0) = 0, the block computes its
+        // bias, laid out channels-last: one zeroed neuron is kept
+        let r = check(&p, Pattern::EmptyBranch(1), 71, None);
+        assert_eq!(r.channels_removed, 127, "{v}: {r:?}");
+        assert_eq!(r.notes.len(), 1, "{v}: {:?}", r.notes);
+    }
+}
+
+#[test]
 fn all_ones_gives_back_the_original() {
     for p in fixtures() {
         let g = load(&p);

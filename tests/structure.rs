@@ -26,6 +26,7 @@ fn blocks_are_found_in_every_export_style() {
         "mobilenet_v3_small",
         "efficientnet_b0",
         "mobilenet_v2_fmnist",
+        "convnext_small",
     ];
     for p in fixtures() {
         if others.contains(&arch(&p).as_str()) {
@@ -328,5 +329,60 @@ fn regnet_gates_its_groups_squeezes_and_blocks_as_torchvision_defines_them() {
         assert_eq!(proj, projections, "{v}");
         let stages: Vec<usize> = a.blocks.iter().map(|b| b.stage).collect();
         assert_eq!(stages, [0, 1, 1, 2, 2, 2, 2, 3], "{v}");
+    }
+}
+
+#[test]
+fn convnext_gates_its_blocks_and_mlp_neurons_as_torchvision_defines_them() {
+    // the manifest lists, per ConvNeXt block as torchvision's modules build
+    // it, its width and its MLP's hidden neurons: every block is found with
+    // an identity shortcut and a block gate, its convs are the 7×7
+    // depthwise and the two Linears (channels last), and every hidden
+    // neuron has a gate; the depthwise conv reads the residual stream and
+    // is listed with the reason. Stages: the four widths.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let blocks = manifest["models"]["convnext_small"]["blocks"]
+        .as_array()
+        .unwrap();
+    let field = |k: &str| -> Vec<usize> {
+        blocks
+            .iter()
+            .map(|b| b[k].as_u64().unwrap() as usize)
+            .collect()
+    };
+    let (width, hidden) = (field("width"), field("hidden"));
+    for v in ["legacy13", "legacy17bn", "dynamo18"] {
+        let p = fixture(&format!("convnext_small.{v}.onnx"));
+        let a = analyse(&load(&p));
+        assert_eq!(a.blocks.len(), blocks.len(), "{v}");
+        assert_eq!(a.count(GateKind::Block), blocks.len(), "{v}");
+        assert!(a.blocks.iter().all(|b| b.shortcut == Shortcut::Identity));
+        let layers: Vec<Vec<(usize, bool)>> = a
+            .blocks
+            .iter()
+            .map(|b| b.convs.iter().map(|c| (c.out_channels, c.linear)).collect())
+            .collect();
+        let expected: Vec<Vec<(usize, bool)>> = width
+            .iter()
+            .zip(&hidden)
+            .map(|(&w, &h)| vec![(w, false), (h, true), (w, true)])
+            .collect();
+        assert_eq!(layers, expected, "{v}");
+        let neurons: Vec<usize> = a
+            .gateable
+            .iter()
+            .filter(|g| g.kind == GateKind::Channel)
+            .map(|g| g.count)
+            .collect();
+        assert_eq!(neurons, hidden, "{v}");
+        let stages: Vec<usize> = a.blocks.iter().map(|b| b.stage).collect();
+        assert_eq!(stages, [0, 1, 2, 2, 2, 3], "{v}");
+        let listed = a
+            .skipped
+            .iter()
+            .filter(|s| s.reason.contains("reads the block input"))
+            .count();
+        assert_eq!(listed, blocks.len(), "{v}");
     }
 }

@@ -580,6 +580,7 @@ fn pruned_families_pass_onnxs_checker_and_shape_inference() {
         "mobilenet_v3_small",
         "efficientnet_b0",
         "regnet_y_small",
+        "convnext_small",
     ];
     for name in names {
         for v in ["legacy13", "legacy17bn", "dynamo18"] {

@@ -3,7 +3,8 @@
 //!
 //! * channel: `[1, C, 1, 1]`, one factor per output channel of a conv inside
 //!   a residual branch, after its BN (or the conv when BN was folded), before
-//!   its activation;
+//!   its activation; `[C]` for a linear layer's outputs (channels last),
+//!   after its bias;
 //! * group: `[1, C, 1, 1]` holding one factor per group, repeated over the
 //!   group's C/G channels (a plain broadcast Mul keeps the file simple for
 //!   every runtime; training ties the repeats and the pruner checks them);
@@ -68,6 +69,7 @@ pub fn insert(g: &Graph, kinds: &[GateKind]) -> Result<(Graph, Vec<Gate>)> {
         let name = gate_name(&analysis, s);
         let shape: Vec<usize> = match s.kind {
             GateKind::Block => vec![1],
+            _ if channels_last(&analysis, s) => vec![s.channels],
             _ => vec![1, s.channels, 1, 1],
         };
         out.initializers.insert(
@@ -97,6 +99,15 @@ pub fn insert(g: &Graph, kinds: &[GateKind]) -> Result<(Graph, Vec<Gate>)> {
     }
     out.sort()?;
     Ok((out, gates))
+}
+
+/// Whether the gated structure's channels are on the last axis (a linear
+/// layer's outputs): its gate is `[C]`, not `[1, C, 1, 1]`.
+fn channels_last(a: &Analysis, s: &Gateable) -> bool {
+    a.blocks[s.block]
+        .convs
+        .iter()
+        .any(|c| c.linear && Some(&c.conv) == s.conv.as_ref())
 }
 
 /// The gates of a gated graph: every Mul reading an `sss_gate/` initializer.
@@ -168,13 +179,17 @@ pub fn find(g: &Graph) -> Result<Vec<Gate>> {
                             ),
                         )
                     })?;
-                if t.shape() != [1, c.out_channels, 1, 1] {
+                let expected = if c.linear {
+                    vec![c.out_channels]
+                } else {
+                    vec![1, c.out_channels, 1, 1]
+                };
+                if t.shape() != expected.as_slice() {
                     return Err(Error::node(
                         n,
                         format!(
-                            "gate `{name}` has shape {:?}, expected [1, {}, 1, 1]",
+                            "gate `{name}` has shape {:?}, expected {expected:?}",
                             t.shape(),
-                            c.out_channels
                         ),
                     ));
                 }

@@ -68,17 +68,20 @@ pub fn fold_constants(g: &mut Graph) -> Result<usize> {
         {
             continue;
         }
-        let values: Option<Vec<(String, Tensor)>> = n
-            .outputs
-            .iter()
-            .filter(|o| !o.is_empty())
-            .map(|o| {
-                facts
-                    .get(o)
-                    .and_then(|f| f.value.clone())
-                    .map(|v| (o.clone(), v))
-            })
-            .collect();
+        let values: Option<Vec<(String, Tensor)>> = match weight_layout(g, n) {
+            Some(t) => Some(vec![(n.outputs[0].clone(), t)]),
+            None => n
+                .outputs
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    facts
+                        .get(o)
+                        .and_then(|f| f.value.clone())
+                        .map(|v| (o.clone(), v))
+                })
+                .collect(),
+        };
         let Some(values) = values else { continue };
         for (o, _) in &values {
             constant.insert(o.clone());
@@ -103,4 +106,35 @@ pub fn fold_constants(g: &mut Graph) -> Result<usize> {
     g.value_info.retain(|v| !inits.contains_key(&v.name));
     g.remove_dead();
     Ok(count)
+}
+
+/// A weight's layout change at run time, whatever its size: `Transpose` of
+/// a float initializer (a Linear's weight in an export without constant
+/// folding), or `Identity` of one (an exporter's shared copy of an equal
+/// tensor, which pruning must see as a tensor of its own).
+fn weight_layout(g: &Graph, n: &super::Node) -> Option<Tensor> {
+    let x = g.initializers.get(n.inputs.first()?)?.as_f32()?;
+    match n.op_type.as_str() {
+        "Identity" => Some(Tensor::F32(x.clone())),
+        "Transpose" => {
+            let perm: Vec<usize> = match n.attr_ints("perm").ok()? {
+                Some(p) => p
+                    .iter()
+                    .map(|&a| usize::try_from(a).ok())
+                    .collect::<Option<_>>()?,
+                None => (0..x.ndim()).rev().collect(),
+            };
+            let mut sorted = perm.clone();
+            sorted.sort_unstable();
+            (sorted == (0..x.ndim()).collect::<Vec<_>>()).then(|| {
+                Tensor::F32(
+                    x.clone()
+                        .permuted_axes(ndarray::IxDyn(&perm))
+                        .as_standard_layout()
+                        .into_owned(),
+                )
+            })
+        }
+        _ => None,
+    }
 }

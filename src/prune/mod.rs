@@ -10,6 +10,7 @@ pub mod predict;
 mod surgery;
 
 use crate::error::{Error, Result};
+use crate::gate::Gate;
 use crate::gate::GATE_PREFIX;
 use crate::graph::{counts, shape, Attr, Dim, Graph, Node, Tensor};
 use crate::structure::{BranchConv, Shortcut, Squeeze};
@@ -243,23 +244,58 @@ fn apply_block(g: &mut Graph, bp: &BlockPlan, r: &mut PruneReport) -> Result<()>
         }
     }
     if let Some((gt, v)) = &bp.block_gate {
-        let last = b
-            .convs
-            .last()
-            .ok_or_else(|| Error::Graph(format!("block {} has no conv", b.id)))?;
-        if gt.input != last.gate_at {
-            return Err(Error::tensor(
-                &gt.name,
-                "the block gate does not directly follow the branch's last conv/BN",
-            ));
-        }
-        fold(g, last, &vec![*v; last.out_channels])?;
+        fold_block_gate(g, b, gt, *v)?;
     }
     Ok(())
 }
 
+/// Folds a kept block's gate value into what produces the branch output:
+/// the last conv (or its BN), or a constant scale (ConvNeXt's layer scale).
+fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32) -> Result<()> {
+    if let Some(last) = b.convs.last().filter(|c| c.gate_at == gt.input) {
+        return fold(g, last, &vec![v; last.out_channels]);
+    }
+    let n = g.nodes[node_index(g, &gt.input)?].clone();
+    let readers = g.consumers();
+    let scale = (n.op_type == "Mul" && n.inputs.len() == 2)
+        .then(|| {
+            n.inputs.iter().find(|i| {
+                g.initializers.contains_key(i.as_str())
+                    && !i.starts_with(GATE_PREFIX)
+                    && readers.get(i.as_str()).map(|r| r.len()) == Some(1)
+            })
+        })
+        .flatten()
+        .cloned()
+        .ok_or_else(|| {
+            Error::tensor(
+                &gt.name,
+                "the block gate follows neither the branch's last conv/BN nor a constant scale",
+            )
+        })?;
+    match g.initializers.get_mut(&scale) {
+        Some(Tensor::F32(t)) => {
+            t.mapv_inplace(|x| x * v);
+            Ok(())
+        }
+        _ => Err(Error::tensor(
+            &scale,
+            "a block's scale is not a float tensor",
+        )),
+    }
+}
+
 /// Multiplies the output channels of `c` (through its BN when it has one).
 fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
+    if c.linear {
+        // weight columns, and the bias
+        let (w, bias) = linear_params(g, c)?;
+        surgery::scale(g, &w, 1, s)?;
+        if let Some(b) = bias {
+            surgery::scale(g, &b, 0, s)?;
+        }
+        return Ok(());
+    }
     let target = node_index(g, c.bn.as_deref().unwrap_or(&c.conv))?;
     let n = g.nodes[target].clone();
     // BN: scale and bias (inputs 1, 2); conv: weight rows and bias
@@ -271,8 +307,36 @@ fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// A linear layer's weight `[in, out]` and bias `[out]` initializers.
+fn linear_params(g: &Graph, c: &BranchConv) -> Result<(String, Option<String>)> {
+    let n = &g.nodes[node_index(g, &c.conv)?];
+    let w = n
+        .input(1)
+        .ok_or_else(|| Error::node(n, "no weight"))?
+        .to_string();
+    let bias = match &c.bn {
+        Some(add) => {
+            let a = &g.nodes[node_index(g, add)?];
+            a.inputs
+                .iter()
+                .find(|i| g.initializers.contains_key(i.as_str()))
+                .cloned()
+        }
+        None => None,
+    };
+    Ok((w, bias))
+}
+
 /// Keeps output channels `keep` of conv `c` (weights, bias, BN entries).
 fn keep_outputs(g: &mut Graph, c: &BranchConv, keep: &[usize]) -> Result<()> {
+    if c.linear {
+        let (w, bias) = linear_params(g, c)?;
+        surgery::select(g, &w, 1, keep)?;
+        if let Some(b) = bias {
+            surgery::select(g, &b, 0, keep)?;
+        }
+        return Ok(());
+    }
     let conv = g.nodes[node_index(g, &c.conv)?].clone();
     for i in 1..=2 {
         if let Some(name) = conv.input(i) {
@@ -296,7 +360,8 @@ fn keep_inputs(g: &mut Graph, c: &BranchConv, keep: &[usize]) -> Result<()> {
     let w = conv
         .input(1)
         .ok_or_else(|| Error::node(&conv, "no weight"))?;
-    surgery::select(g, w, 1, keep)
+    // a conv's weight is [out, in, ...], a linear layer's [in, out]
+    surgery::select(g, w, if c.linear { 0 } else { 1 }, keep)
 }
 
 fn prune_conv(
@@ -347,7 +412,7 @@ fn prune_conv(
     keep_inputs(g, next, &keep_out)?;
     follow_self_gates(g, c, next, &keep_out)?;
     // the gate's own tensor must match the new channel count until bypassed
-    surgery::select(g, &cg.gate.name, 1, &keep_out)
+    surgery::select(g, &cg.gate.name, if c.linear { 0 } else { 1 }, &keep_out)
 }
 
 /// Folds a squeeze-and-excitation's reduced-channel factors into its reduce

@@ -6,7 +6,7 @@ use super::plan::{BlockFate, Plan};
 use crate::graph::shape::Facts;
 use crate::graph::{Graph, Tensor};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Counts {
@@ -27,6 +27,23 @@ pub struct ConvShape {
 pub fn conv_shapes<'g>(g: &'g Graph, plan: &Plan) -> HashMap<&'g str, ConvShape> {
     // start from every conv's own geometry, then apply the plan
     let mut convs: HashMap<&str, ConvShape> = HashMap::new();
+    // linear layers (MatMul by a constant [in, out] weight) as 1×1 convs
+    for n in g.nodes.iter().filter(|n| n.op_type == "MatMul") {
+        let Some(w) = n.input(1).and_then(|w| g.initializers.get(w)) else {
+            continue;
+        };
+        if let &[cin, cout] = w.shape().as_slice() {
+            convs.insert(
+                n.outputs[0].as_str(),
+                ConvShape {
+                    cout,
+                    cin,
+                    groups: 1,
+                    removed: false,
+                },
+            );
+        }
+    }
     for n in g.nodes.iter().filter(|n| n.op_type == "Conv") {
         let w = n
             .input(1)
@@ -142,12 +159,19 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
         .filter(|bp| bp.fate == BlockFate::Constant)
         .map(|bp| bp.block.out_channels as u64)
         .sum();
+    let removed = removed_nodes(g, plan);
+    let prod = g.producers();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut macs = 0u64;
     let mut params = constants;
-    for n in &g.nodes {
+    for (idx, n) in g.nodes.iter().enumerate() {
+        if removed.contains(&idx) {
+            continue;
+        }
+        let out = n.outputs.first().map(|s| s.as_str()).unwrap_or("");
         match n.op_type.as_str() {
             "Conv" => {
-                let c = convs[n.outputs[0].as_str()];
+                let c = convs[out];
                 if c.removed {
                     continue;
                 }
@@ -158,7 +182,7 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
                     .unwrap_or_default();
                 let k: usize = w[2..].iter().product();
                 let spatial: usize = facts
-                    .shape(&n.outputs[0])
+                    .shape(out)
                     .map(|s| s[0] * s[2..].iter().product::<usize>())
                     .unwrap_or(0);
                 macs += (spatial * k * c.cout * (c.cin / c.groups.max(1))) as u64;
@@ -179,6 +203,42 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
                             .map(|t| 2 * t.len() as u64)
                             .unwrap_or(0)
                     }
+                }
+            }
+            // a linear layer: its rows times the pruned [in, out]
+            "MatMul" if convs.contains_key(out) => {
+                let c = convs[out];
+                if c.removed {
+                    continue;
+                }
+                let rows: usize = facts
+                    .shape(out)
+                    .map(|s| s[..s.len() - 1].iter().product())
+                    .unwrap_or(0);
+                macs += (rows * c.cin * c.cout) as u64;
+                params += (c.cin * c.cout) as u64;
+            }
+            // a linear layer's bias keeps its layer's outputs
+            "Add"
+                if n.inputs
+                    .iter()
+                    .any(|i| linear_of(&prod, g, &convs, i).is_some()) =>
+            {
+                let c = n
+                    .inputs
+                    .iter()
+                    .find_map(|i| linear_of(&prod, g, &convs, i))
+                    .unwrap_or_default();
+                let bias = n
+                    .inputs
+                    .iter()
+                    .find(|i| g.initializers.contains_key(i.as_str()));
+                match bias {
+                    Some(b) if c.removed => {
+                        seen.insert(b.as_str());
+                    }
+                    Some(b) if seen.insert(b.as_str()) => params += c.cout as u64,
+                    _ => {}
                 }
             }
             "Gemm" | "MatMul" => {
@@ -205,8 +265,53 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
                     }
                 }
             }
-            _ => {}
+            // every other op's learned constants (LayerNorm's scale and
+            // bias, a layer scale), once each, but the gates
+            _ => {
+                let allowed = crate::graph::ops::lookup(n).and_then(|r| r.param_inputs());
+                for (i, name) in n.inputs.iter().enumerate() {
+                    if allowed.is_some_and(|a| !a.contains(&i))
+                        || name.starts_with(crate::gate::GATE_PREFIX)
+                    {
+                        continue;
+                    }
+                    if let Some(Tensor::F32(t)) = g.initializers.get(name) {
+                        if seen.insert(name.as_str()) {
+                            params += t.len() as u64;
+                        }
+                    }
+                }
+            }
         }
     }
     Counts { macs, params }
+}
+
+/// The linear layer (by its shape after pruning) whose output `v` is.
+fn linear_of(
+    prod: &HashMap<&str, usize>,
+    g: &Graph,
+    convs: &HashMap<&str, ConvShape>,
+    v: &str,
+) -> Option<ConvShape> {
+    let &p = prod.get(v)?;
+    (g.nodes[p].op_type == "MatMul")
+        .then(|| convs.get(v).copied())
+        .flatten()
+}
+
+/// The nodes pruning deletes with the blocks that go: their branches and
+/// the side computations on them.
+fn removed_nodes(g: &Graph, plan: &Plan) -> HashSet<usize> {
+    let prod = g.producers();
+    let mut out = HashSet::new();
+    for bp in plan.blocks.iter().filter(|bp| bp.fate != BlockFate::Kept) {
+        for i in crate::structure::branch_path(g, &bp.block) {
+            out.insert(i);
+            if let Some(sg) = crate::structure::self_gate::self_gate(g, &prod, &g.nodes[i]) {
+                out.extend(sg.side);
+            }
+        }
+    }
+    out
 }

@@ -43,27 +43,39 @@ fn walk_back(
 ) -> Walk {
     let mut v = start.to_string();
     let mut path = Vec::new();
+    let mut last: Vec<usize> = Vec::new();
     loop {
         let readers = cons.get(v.as_str()).map(|c| c.as_slice()).unwrap_or(&[]);
         // a value read by a self-gated product and its side computation
-        // alone goes on as if read once
+        // alone, or by the unit just walked through alone, goes on as if
+        // read once
         let single = readers.len() == 1
+            || (readers.len() > 1 && readers.iter().all(|r| last.contains(r)))
             || (readers.len() > 1 && super::self_gate::through(g, prod, readers, &v).is_some());
         if !single || g.is_graph_output(&v) {
             break;
         }
-        let Some(&p) = prod.get(v.as_str()) else {
+        let Some((from, nodes)) = step_back(g, prod, &v) else {
             break;
         };
-        let n = &g.nodes[p];
-        let Some(i) = data_input(g, prod, n) else {
-            break;
-        };
-        path.push(p);
-        v = n.inputs[i].clone();
+        path.extend(nodes.iter().rev());
+        last = nodes;
+        v = from;
     }
     path.reverse();
     Walk { stop: v, path }
+}
+
+/// One step back from value `v` along a path: the value its producer's
+/// data comes from and the nodes passed (one op, or a normalization unit
+/// in graph order).
+fn step_back(g: &Graph, prod: &HashMap<&str, usize>, v: &str) -> Option<(String, Vec<usize>)> {
+    let &p = prod.get(v)?;
+    let n = &g.nodes[p];
+    match data_input(g, prod, n) {
+        Some(i) => Some((n.inputs[i].clone(), vec![p])),
+        None => super::unit::unit(g, prod, v),
+    }
 }
 
 enum Side {
@@ -81,6 +93,11 @@ fn classify(g: &Graph, path: &[usize]) -> Side {
         .collect();
     if path.is_empty() {
         return Side::Shortcut(Shortcut::Identity);
+    }
+    // a linear layer (MatMul by a constant weight) makes a branch as a
+    // conv does: channels-last and transformer blocks
+    if convs.is_empty() && ops.contains(&"MatMul") {
+        return Side::Branch;
     }
     if convs.is_empty() {
         if ops.contains(&"Pad")
@@ -233,6 +250,10 @@ pub(super) fn branch_convs(
     let mut out = Vec::new();
     for (k, &i) in path.iter().enumerate() {
         let n = &g.nodes[i];
+        if n.op_type == "MatMul" {
+            out.extend(linear(g, path, k, cons));
+            continue;
+        }
         if n.op_type != "Conv" {
             continue;
         }
@@ -259,9 +280,47 @@ pub(super) fn branch_convs(
             out_channels: cout,
             groups,
             depthwise: groups > 1 && cin_per_group == 1 && cout == groups,
+            linear: false,
         });
     }
     out
+}
+
+/// The linear layer at `path[k]` (a MatMul by a constant 2-D weight), with
+/// its bias Add (a constant `[out]` operand) when one follows.
+fn linear(
+    g: &Graph,
+    path: &[usize],
+    k: usize,
+    cons: &HashMap<&str, Vec<usize>>,
+) -> Option<BranchConv> {
+    let n = &g.nodes[path[k]];
+    let w = g.constant(n.input(1)?)?;
+    let &[_, cout] = w.shape().as_slice() else {
+        return None;
+    };
+    let single = cons.get(n.outputs[0].as_str()).map(|c| c.len()) == Some(1);
+    let bias = path.get(k + 1).map(|&j| &g.nodes[j]).filter(|m| {
+        single
+            && m.op_type == "Add"
+            && m.inputs.len() == 2
+            && m.inputs.iter().any(|i| {
+                g.initializers
+                    .get(i.as_str())
+                    .is_some_and(|t| t.shape() == [cout])
+            })
+    });
+    let out = n.outputs[0].clone();
+    Some(BranchConv {
+        conv: out.clone(),
+        conv_name: n.display_name(),
+        bn: bias.map(|b| b.outputs[0].clone()),
+        gate_at: bias.map(|b| b.outputs[0].clone()).unwrap_or(out),
+        out_channels: cout,
+        groups: 1,
+        depthwise: false,
+        linear: true,
+    })
 }
 
 /// The nodes of a block's branch in order, from the block input to the
@@ -271,14 +330,11 @@ pub fn branch_path(g: &Graph, b: &Block) -> Vec<usize> {
     let mut path = Vec::new();
     let mut v = b.branch_output.clone();
     while v != b.input {
-        let Some(&p) = prod.get(v.as_str()) else {
+        let Some((from, nodes)) = step_back(g, &prod, &v) else {
             break;
         };
-        let Some(i) = data_input(g, &prod, &g.nodes[p]) else {
-            break;
-        };
-        path.push(p);
-        v = g.nodes[p].inputs[i].clone();
+        path.extend(nodes.iter().rev());
+        v = from;
     }
     path.reverse();
     path

@@ -12,6 +12,7 @@ mod chains;
 pub mod path;
 pub mod patterns;
 pub mod self_gate;
+mod unit;
 
 use crate::graph::Graph;
 use serde::Serialize;
@@ -37,15 +38,21 @@ pub enum Shortcut {
 }
 
 /// One convolution inside a residual branch, with the nodes that follow it
-/// up to the next convolution.
+/// up to the next convolution; or a linear layer (MatMul by a constant
+/// `[in, out]` weight, channels on the last axis: ConvNeXt's channels-last
+/// MLP), whose bias Add takes the place of the BN.
 #[derive(Debug, Clone, Serialize)]
 pub struct BranchConv {
     /// The conv node's first output (unique, so it names the conv).
     pub conv: String,
     pub conv_name: String,
+    /// The BN after a conv, or the bias Add after a linear layer.
     pub bn: Option<String>,
     /// Where a gate on this conv's output goes: after the BN, else the conv.
     pub gate_at: String,
+    /// A linear layer: channels on the last axis, weight `[in, out]`.
+    #[serde(default)]
+    pub linear: bool,
     pub out_channels: usize,
     pub groups: usize,
     pub depthwise: bool,

@@ -15,7 +15,7 @@ fn keeps_zero(g: &Graph, prod: &HashMap<&str, usize>, node: &crate::graph::Node)
         return true;
     }
     match node.op_type.as_str() {
-        "Relu" | "LeakyRelu" | "Identity" | "HardSwish" => true,
+        "Relu" | "LeakyRelu" | "Identity" | "HardSwish" | "Gelu" => true,
         // a scalar scale, or one of our gates (per-channel, sliced with the
         // channels by the pruner); any other per-channel constant would need
         // slicing we do not do

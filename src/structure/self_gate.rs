@@ -69,6 +69,7 @@ pub fn squeezes(g: &Graph, path: &[usize]) -> Vec<Squeeze> {
                 out_channels: shape.first().copied().unwrap_or(0),
                 groups,
                 depthwise: false,
+                linear: false,
             },
             excite: e.clone(),
             excite_name: en.display_name(),

@@ -88,10 +88,11 @@ pub trait OpRule: Sync {
 pub enum PathRole {
     /// Not a path op: the walk stops here.
     Stop,
-    /// Input 0 carries the data, per channel (activations, BN, Slice, Pad,
-    /// AveragePool).
+    /// Input 0 carries the data (activations, BN, LayerNorm, Slice, Pad,
+    /// AveragePool, Transpose of a channels-last block).
     First,
-    /// Conv: input 0 carries the data when the weight is a constant.
+    /// Conv, and MatMul as a linear layer: input 0 carries the data when
+    /// the weight (input 1) is a constant.
     ConvInput,
     /// A binary op with one constant operand; the other carries the data
     /// (either side when `commutes`, else only input 0).
@@ -138,6 +139,7 @@ use PathRole::{ConstOperand, ConvInput, First, Stop};
 pub static OPS: &[OpInfo] = &[
     op!("Conv", conv::Conv, ConvInput, true),
     op!("BatchNormalization", norm::BatchNorm, First, true),
+    op!("LayerNormalization", norm::LayerNorm, First, false),
     op!("Relu", elementwise::Unary, First, true),
     op!("Clip", elementwise::Unary, First, true),
     op!("LeakyRelu", elementwise::Unary, First, true),
@@ -151,6 +153,7 @@ pub static OPS: &[OpInfo] = &[
     op!("Tanh", elementwise::Unary, Stop, false),
     op!("HardSigmoid", elementwise::Unary, First, false),
     op!("HardSwish", elementwise::Unary, First, false),
+    op!("Gelu", elementwise::Unary, First, false),
     op!("Erf", elementwise::Unary, Stop, false),
     op!("Abs", elementwise::Unary, Stop, false),
     op!(
@@ -191,12 +194,12 @@ pub static OPS: &[OpInfo] = &[
     op!("ReduceSum", reduce::Reduce, Stop, false),
     op!("ReduceMax", reduce::Reduce, Stop, false),
     op!("Gemm", linear::Gemm, Stop, false),
-    op!("MatMul", linear::MatMul, Stop, false),
+    op!("MatMul", linear::MatMul, ConvInput, false),
     op!("Flatten", shape_ops::Flatten, Stop, false),
     op!("Reshape", shape_ops::Reshape, Stop, false),
     op!("Squeeze", shape_ops::Squeeze, Stop, false),
     op!("Unsqueeze", shape_ops::Unsqueeze, Stop, false),
-    op!("Transpose", shape_ops::Transpose, Stop, false),
+    op!("Transpose", shape_ops::Transpose, First, false),
     op!("Concat", shape_ops::Concat, Stop, false),
     op!("Slice", shape_ops::Slice, First, false),
     op!("Pad", shape_ops::Pad, First, false),

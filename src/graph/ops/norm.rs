@@ -1,10 +1,12 @@
-//! `BatchNormalization` (inference form: scale, bias, mean, var).
+//! `BatchNormalization` (inference form: scale, bias, mean, var) and
+//! `LayerNormalization` (over the trailing axes from `axis`).
 
 use super::{Ctx, OpRule};
 use crate::error::Result;
 use crate::graph::shape::Fact;
 
 pub struct BatchNorm;
+pub struct LayerNorm;
 
 impl OpRule for BatchNorm {
     fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
@@ -35,6 +37,44 @@ impl OpRule for BatchNorm {
     }
 
     /// Learned: scale and bias; the running mean and variance are statistics.
+    fn param_inputs(&self) -> Option<&'static [usize]> {
+        Some(&[1, 2])
+    }
+}
+
+impl OpRule for LayerNorm {
+    fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
+        let x = cx.input(0)?;
+        let r = x.rank() as i64;
+        let axis = cx.node.attr_int_or("axis", -1)?;
+        let a = if axis < 0 { axis + r } else { axis };
+        if !(0..r).contains(&a) {
+            return Err(cx.err(format!("axis {axis} out of range for rank {r}")));
+        }
+        let normalized = &x.shape[a as usize..];
+        for i in 1..3 {
+            if !cx.has_input(i) {
+                continue;
+            }
+            let p = cx.input(i)?;
+            if p.shape != normalized {
+                return Err(cx.err(format!(
+                    "input {i} has shape {:?}, expected the normalized shape {normalized:?}",
+                    p.shape
+                )));
+            }
+        }
+        if cx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(cx.err("LayerNormalization's Mean and InvStdDev outputs are not supported"));
+        }
+        Ok(vec![Fact {
+            dtype: x.dtype,
+            shape: x.shape.clone(),
+            value: None,
+        }])
+    }
+
+    /// Learned: scale and bias.
     fn param_inputs(&self) -> Option<&'static [usize]> {
         Some(&[1, 2])
     }

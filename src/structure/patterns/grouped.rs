@@ -19,7 +19,8 @@ impl Pattern for Grouped {
         for b in blocks.iter().filter(|b| !found.claimed.contains(&b.id)) {
             for (i, pair) in b.convs.windows(2).enumerate() {
                 let (c, next) = (&pair[0], &pair[1]);
-                if c.groups <= 1 {
+                // depthwise convs are the inverted residual pattern's
+                if c.groups <= 1 || c.depthwise {
                     continue;
                 }
                 let what = format!("block {} conv `{}` output", b.id, c.conv_name);

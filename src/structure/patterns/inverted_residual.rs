@@ -22,7 +22,12 @@ impl Pattern for InvertedResidual {
             .iter()
             .filter(|b| b.convs.iter().any(|c| c.depthwise))
         {
-            found.claimed.insert(b.id);
+            // a depthwise conv that reads the block input (ConvNeXt, an
+            // MBConv without expansion) leaves the convs after it to the
+            // other patterns
+            if !b.convs.first().is_some_and(|c| c.depthwise) {
+                found.claimed.insert(b.id);
+            }
             for (i, dw) in b.convs.iter().enumerate().filter(|(_, c)| c.depthwise) {
                 let what = format!("block {} depthwise conv `{}` channels", b.id, dw.conv_name);
                 let expand = i.checked_sub(1).map(|p| &b.convs[p]);
