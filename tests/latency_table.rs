@@ -204,3 +204,51 @@ fn the_budget_reaches_a_latency_target_by_the_table() {
     }
     assert!(thinned > 0, "no channel chunk was taken");
 }
+
+#[test]
+fn a_convnext_table_times_its_linear_layers_at_the_mlp_widths() {
+    // the MLP's first Linear changes its outputs, the second its inputs:
+    // both timed at the hidden widths a latency budget may leave, and a
+    // deleted block takes their time with it
+    require_ort();
+    let (gated, _) =
+        gate::insert(&load(&fixture("convnext_small.legacy17bn.onnx")), &KINDS).unwrap();
+    let opts = sss_onnx::runtime::Options {
+        threads: 1,
+        ..ort()
+    };
+    let table = probe::measure(&gated, 2, &opts, |_| {}).unwrap();
+    let p = plan::plan(&gated).unwrap();
+    let mut linears = 0;
+    for bp in &p.blocks {
+        let c = &bp.block.convs;
+        assert!(c[1].linear && c[2].linear, "{c:?}");
+        for (bc, axis, hidden_on) in [(&c[1], Axis::Out, "b"), (&c[2], Axis::In, "a")] {
+            let t = table
+                .convs
+                .iter()
+                .find(|t| t.conv == bc.conv)
+                .unwrap_or_else(|| panic!("{} not timed", bc.conv));
+            assert_eq!(t.axis, axis, "{}", bc.conv);
+            let hidden = c[1].out_channels;
+            let grid = if hidden_on == "b" { &t.b } else { &t.a };
+            assert_eq!(grid, &latency_table::widths(hidden), "{}", bc.conv);
+            assert!(t.ms.iter().all(|&v| v > 0.0 && v.is_finite()));
+            linears += 1;
+        }
+    }
+    assert_eq!(linears, 2 * p.blocks.len());
+    let m0 = table.calibration[0].3;
+    assert!((table.model_ms() - m0).abs() <= 1e-9 * m0.max(1.0));
+    // a deleted block's Linears count nothing
+    let shapes = sss_onnx::prune::predict::conv_shapes(&gated, &p);
+    let t = table
+        .convs
+        .iter()
+        .find(|t| t.conv == p.blocks[5].block.convs[1].conv)
+        .unwrap();
+    let mut gone = shapes[t.conv.as_str()];
+    gone.removed = true;
+    assert_eq!(t.at(&gone), 0.0);
+    assert!(t.at(&shapes[t.conv.as_str()]) > 0.0);
+}

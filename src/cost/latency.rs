@@ -245,7 +245,11 @@ pub(crate) fn proportional(probes: f64, measured: f64) -> Coefficients {
 /// How each conv of a gated graph can change, from its plan.
 pub fn axes(g: &Graph, plan: &Plan) -> HashMap<String, Axis> {
     let mut out: HashMap<String, (bool, bool, bool)> = HashMap::new();
-    for n in g.nodes.iter().filter(|n| n.op_type == "Conv") {
+    for n in g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "MatMul"))
+    {
         out.insert(n.outputs[0].clone(), (false, false, false));
     }
     for bp in &plan.blocks {

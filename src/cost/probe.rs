@@ -1,5 +1,5 @@
 //! Builds a latency table (`cost::latency`) by timing in ONNX Runtime:
-//! every conv alone at the widths pruning may leave it, then three whole
+//! every conv and linear layer alone at the widths pruning may leave it, then three whole
 //! models (the original, its branches at half width, every other block
 //! deleted) to fit the table's coefficients.
 
@@ -43,6 +43,29 @@ fn single_conv(
     // the output is the conv's 4-D value, not a classifier's
     g.outputs[0].shape = None;
     g
+}
+
+/// A graph of a linear layer alone (MatMul by an `[cin, cout]` weight, its
+/// bias Add) on an input of `input`'s shape, channels last.
+fn single_linear(input: &[usize], cout: usize) -> Graph {
+    let dims: Vec<i64> = input.iter().map(|&d| d as i64).collect();
+    let cin = input.last().copied().unwrap_or(1);
+    let mut b = Builder::new("x", &dims, 7);
+    let w = b.weight("w", &[cin, cout], (1.0 / cin.max(1) as f32).sqrt());
+    let bias = b.weight("b", &[cout], 0.1);
+    let y = b.node("MatMul", &["x", &w], vec![]);
+    let z = b.node("Add", &[&y, &bias], vec![]);
+    let mut g = b.finish(&z);
+    g.outputs[0].shape = None;
+    g
+}
+
+/// Whether `n` is a linear layer (a MatMul by a constant 2-D weight).
+fn is_linear(g: &Graph, n: &Node) -> bool {
+    n.op_type == "MatMul"
+        && n.input(1)
+            .and_then(|w| g.initializers.get(w))
+            .is_some_and(|w| w.shape().len() == 2)
 }
 
 /// Median milliseconds of a run of `g` on ONNX Runtime: two runs to warm
@@ -151,7 +174,11 @@ fn probe_convs(
     // convs of the same geometry and attributes share their times
     let mut seen: HashMap<String, Vec<f64>> = HashMap::new();
     let mut convs = Vec::new();
-    let conv_nodes: Vec<&Node> = gated.nodes.iter().filter(|n| n.op_type == "Conv").collect();
+    let conv_nodes: Vec<&Node> = gated
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "Conv" || is_linear(gated, n))
+        .collect();
     for (k, n) in conv_nodes.iter().enumerate() {
         let name = &n.outputs[0];
         let w = n
@@ -173,14 +200,19 @@ fn probe_convs(
                     n.display_name()
                 ))
             })?;
-        if input.len() != 4 || w.len() != 4 {
+        let linear = n.op_type == "MatMul";
+        if !linear && (input.len() != 4 || w.len() != 4) {
             return Err(Error::Graph(format!(
                 "conv `{}`: a latency table needs 2-D convolutions",
                 n.display_name()
             )));
         }
         let groups = n.attr_int_or("group", 1)?.max(1) as usize;
-        let (cout, cin) = (w[0], w[1] * groups);
+        let (cout, cin) = if linear {
+            (w[1], w[0])
+        } else {
+            (w[0], w[1] * groups)
+        };
         let axis = axes.get(name).copied().unwrap_or(Axis::Fixed);
         let (a, b) = match axis {
             Axis::Fixed => (vec![cin], vec![cout]),
@@ -202,8 +234,15 @@ fn probe_convs(
                             _ => (x, y, groups),
                         };
                         let mut shp = input.clone();
-                        shp[1] = ci;
-                        let probe = single_conv(n, &shp, co, gr, &w[2..]);
+                        let probe = if linear {
+                            if let Some(last) = shp.last_mut() {
+                                *last = ci;
+                            }
+                            single_linear(&shp, co)
+                        } else {
+                            shp[1] = ci;
+                            single_conv(n, &shp, co, gr, &w[2..])
+                        };
                         let label = format!("conv `{}` probe", n.display_name());
                         ms.push(time_graph(&probe, batch, &label, ort)?);
                     }
