@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The accuracy-latency frontier: `sss-onnx compress` against Torch-Pruning
-(PyPI `torch-pruning`) on the same trained CIFAR ResNet, the same data (full
-Fashion-MNIST, black padding), the same training budget (epochs of the
+(PyPI `torch-pruning`) and onnxsim's ONNX structured pruning (PyPI
+`onnxsim`, `--onnxsim`) on the same trained CIFAR ResNet or MobileNetV2,
+the same data (full Fashion-MNIST, padded as the base was trained), the
+same training budget (epochs of the
 training set, batch 128, NAG, cosine from the same learning rate) and the
 same measurement: top-1 on the 10 000 test images in ONNX Runtime, latency
 in ONNX Runtime at batch 1 and 32 with 1 and 2 threads, each model timed
@@ -10,6 +12,8 @@ spinning at once on 2 cores distort each other).
 
     .venv/bin/python benches/frontier.py --model resnet56 --out docs/notebook/frontier
     .venv/bin/python benches/frontier.py --model resnet20 --targets 0.75,0.5,0.35
+    .venv/bin/python benches/frontier.py --model mobilenet_v2 --target-kind latency \
+        --targets 0.7,0.5 --peers l1-uniform@0.7+0.5 --onnxsim 0.7+0.5
 
 Not run by CI (tens of minutes). Needs the release binary
 (`cargo build --release`), the full Fashion-MNIST (`scripts/fetch-fashion-mnist.sh`)
@@ -56,7 +60,39 @@ def log(*a):
 # The base model: PyTorch weights for the peer, the BN-folded export (what
 # PyTorch's default export gives users) for sss-onnx
 # --------------------------------------------------------------------------
+def from_unfolded_export(model, path):
+    """Loads PyTorch weights from an export without constant folding (its
+    initializers carry the state dict's names)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    state = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in m.graph.initializer}
+    r = model.load_state_dict(state, strict=False)
+    missing = [k for k in r.missing_keys if not k.endswith("num_batches_tracked")]
+    assert not missing, missing
+    model.eval()
+    return model
+
+
+# Per model: the preprocessing its base was trained with (the padding of
+# 28×28 to 32×32), and the layers Torch-Pruning must leave alone.
+PAD = {"resnet56": "black", "resnet20": "black", "mobilenet_v2": "mean"}
+
+
+def prep_of(name):
+    return mf.to_model_input if PAD[name] == "mean" else mf.to_model_input_black
+
+
 def base_model(name, work, fmnist):
+    if name == "mobilenet_v2":
+        # the trained fixture: torchvision's MobileNetV2 at width 0.25, stem
+        # at stride 1; the folded export is what users hand to sss-onnx
+        model = from_unfolded_export(
+            mf.cifar_mobilenet_v2(0.25),
+            os.path.join(ROOT, "fixtures", "mobilenet_v2_fmnist.legacy17bn.onnx"),
+        )
+        return model, os.path.join(ROOT, "fixtures", "mobilenet_v2_fmnist.legacy13.onnx")
     if name == "resnet56":
         model = mf.CifarResNet(9, shortcut="A")
         import onnx
@@ -87,14 +123,14 @@ def base_model(name, work, fmnist):
     raise SystemExit(f"unknown model {name}")
 
 
-def data(fmnist):
+def data(fmnist, prep):
     tx = mf.read_idx(f"{fmnist}/train-images-idx3-ubyte.gz")
     ty = mf.read_idx(f"{fmnist}/train-labels-idx1-ubyte.gz")
     vx = mf.read_idx(f"{fmnist}/t10k-images-idx3-ubyte.gz")
     vy = mf.read_idx(f"{fmnist}/t10k-labels-idx1-ubyte.gz")
-    X = torch.from_numpy(mf.to_model_input_black(tx))
+    X = torch.from_numpy(prep(tx))
     Y = torch.from_numpy(ty.astype(np.int64))
-    VX = mf.to_model_input_black(vx).astype(np.float32)
+    VX = prep(vx).astype(np.float32)
     return X, Y, VX, vy.astype(np.int64)
 
 
@@ -144,13 +180,13 @@ def macs_of(model):
 # --------------------------------------------------------------------------
 # sss-onnx
 # --------------------------------------------------------------------------
-def ours(base_onnx, fmnist, target, epochs, seed, out_dir, extra, kind="macs"):
+def ours(base_onnx, fmnist, target, epochs, seed, out_dir, extra, kind="macs", pad="black"):
     tag = "".join(c for c in "_".join(extra) if c.isalnum() or c in "._")
     kind_tag = "" if kind == "macs" else f"_{kind}"
     out = os.path.join(out_dir, f"sss_{target}{kind_tag}_s{seed}{'_' + tag if tag else ''}.onnx")
     cmd = [
         os.path.join(ROOT, "target", "release", "sss-onnx"), "compress", base_onnx,
-        "--data", fmnist, "--pad-value", "black", f"--target-{kind}", str(target),
+        "--data", fmnist, "--pad-value", pad, f"--target-{kind}", str(target),
         "--epochs", str(epochs), "--seed", str(seed), "-o", out, "--dynamic-batch",
         "--bench-batch", "1", "--bench-iters", "2", "--json", *extra,
     ]
@@ -178,11 +214,15 @@ def ours(base_onnx, fmnist, target, epochs, seed, out_dir, extra, kind="macs"):
 # --------------------------------------------------------------------------
 # Torch-Pruning
 # --------------------------------------------------------------------------
-def inner_convs(model):
-    return [b.conv1 for b in model.layers]
-
-
 def ignored(model):
+    """ResNets: the stem, the head and every block's last conv (the
+    residual stream, which option A's padding shortcut ties together). A
+    MobileNetV2: the classifier alone, as Torch-Pruning's own MobileNetV2
+    examples leave it: its dependency graph couples the expansion channels
+    through the depthwise convs and each stage's residual stream through
+    its Adds, and prunes both."""
+    if hasattr(model, "classifier"):
+        return [model.classifier[-1]]
     return [model.conv1, model.fc] + [b.conv2 for b in model.layers]
 
 
@@ -283,6 +323,103 @@ def peer(model, X, Y, target_macs, macs0, importance, global_pruning, epochs, lr
 
 
 # --------------------------------------------------------------------------
+# onnxsim's ONNX-native structured pruning
+# --------------------------------------------------------------------------
+def onnx_macs(path):
+    """MACs at batch 1, counted by `sss-onnx inspect` (the same count for
+    every method's file)."""
+    r = subprocess.run([os.path.join(ROOT, "target", "release", "sss-onnx"), "inspect", path, "--json"],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)["macs"]
+
+
+def onnxsim_prepared(base_onnx, work):
+    """The base as onnxsim's pruning wants it: simplified, and its Constant
+    nodes as initializers (its Wanda path passes a Clip only when the
+    bounds are initializers, else it leaves MobileNetV2's expansion
+    channels alone)."""
+    import onnx
+    import onnxsim
+    from onnx import numpy_helper
+
+    m, ok = onnxsim.simplify(onnx.load(base_onnx))
+    assert ok
+    keep = []
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            m.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(n.attribute[0].t), n.output[0]))
+        else:
+            keep.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    path = os.path.join(work, "onnxsim_base.onnx")
+    onnx.save(m, path)
+    return m, path
+
+
+def onnxsim_peer(base_onnx, X, target_macs, macs0, epochs, lr, seed, pad, fmnist, work, finetune_too):
+    """Wanda-style structured pruning (‖W row‖·‖X‖ per channel, the same
+    fraction of every chain) on 64 training images, the sparsity bisected
+    to the target MACs, then its closed-form repair (a ridge refit of the
+    MatMul/Gemm layers toward the original's outputs); optionally the same
+    fine-tuning budget as the others, by `sss-onnx train` (NAG, cosine, no
+    gates), since onnxsim has no trainer."""
+    import onnx
+    import onnxsim
+
+    prepared, prepared_path = onnxsim_prepared(base_onnx, work)
+    name = prepared.graph.input[0].name
+    calib = [{name: X[i : i + 1].numpy().astype(np.float32)} for i in range(64)]
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        pruned = onnxsim.apply_structured_wanda_pruning(prepared, calibration_data=calib, num_samples=len(calib),
+                                                        seed=seed, sparsity=mid)
+        path = os.path.join(work, "onnxsim_probe.onnx")
+        onnx.save(pruned, path)
+        mac = onnx_macs(path)
+        if best is None or abs(mac - target_macs) < abs(best[1] - target_macs):
+            best = (pruned, mac, mid)
+        if mac > target_macs:
+            lo = mid
+        else:
+            hi = mid
+        if abs(mac - target_macs) / target_macs < 0.005:
+            break
+    pruned, mac, sparsity = best
+    t = time.time()
+    repaired = onnxsim.apply_pruning_finetune(prepared, pruned, calibration_data=calib, num_samples=len(calib),
+                                              seed=seed)
+    tag = f"onnxsim_wanda_{target_macs / macs0:.3f}"
+    path = os.path.join(work, tag + ".onnx")
+    onnx.save(repaired, path)
+    rows = [{
+        "method": f"onnxsim {onnxsim.__version__} Wanda + repair",
+        "target_macs": round(target_macs / macs0, 3),
+        "sparsity": sparsity,
+        "file": path,
+        "macs": mac,
+        "macs_ratio": mac / macs0,
+        "train_seconds": time.time() - t,
+        "steps": 0,
+    }]
+    if finetune_too:
+        tuned = os.path.join(work, tag + "_tuned.onnx")
+        cmd = [os.path.join(ROOT, "target", "release", "sss-onnx"), "train", path, "--data", fmnist,
+               "--pad-value", pad, "--epochs", str(epochs), "--lr", str(lr), "--seed", str(seed),
+               "-o", tuned, "--dynamic-batch"]
+        log("$", " ".join(cmd))
+        t = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(r.stderr[-3000:])
+        else:
+            rows.append(dict(rows[0], method=rows[0]["method"] + " + fine-tune (sss-onnx train)", file=tuned,
+                             train_seconds=time.time() - t, steps=math.ceil(epochs * len(X) / BATCH)))
+    return rows
+
+
+# --------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------
 def table(rows, base):
@@ -345,7 +482,7 @@ def plot(rows, base, path, title):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet56", choices=["resnet56", "resnet20"])
+    ap.add_argument("--model", default="resnet56", choices=["resnet56", "resnet20", "mobilenet_v2"])
     ap.add_argument("--fmnist", default=os.path.join(ROOT, ".data", "fashion-mnist"))
     ap.add_argument("--targets", default="0.75,0.5,0.35")
     ap.add_argument("--epochs", type=float, default=1.0)
@@ -353,6 +490,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default="l1-uniform@all,l1-global@0.5,taylor-uniform@0.5,taylor-global@0.5",
                     help="Torch-Pruning variants and the targets they run at (all or a list)")
+    ap.add_argument("--onnxsim", default="none",
+                    help="onnxsim Wanda pruning at these MACs fractions (all, none or a + list), with its repair, "
+                         "and again fine-tuned with the same budget")
     ap.add_argument("--ours-extra", default="", help="extra compress flags, space separated")
     ap.add_argument("--target-kind", default="macs", choices=["macs", "latency"],
                     help="--targets are fractions of the MACs or of the ORT latency (batch 32, 1 thread)")
@@ -378,7 +518,7 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
     model, base_onnx = base_model(a.model, a.work, a.fmnist)
-    X, Y, VX, VY = data(a.fmnist)
+    X, Y, VX, VY = data(a.fmnist, prep_of(a.model))
     macs0 = macs_of(model)
     targets = [float(t) for t in a.targets.split(",")]
     state = os.path.join(a.work, f"{a.model}_runs.json")
@@ -387,7 +527,7 @@ def main():
     if not a.skip_train:
         extra = a.ours_extra.split() if a.ours_extra else []
         for t in targets:
-            r = ours(base_onnx, a.fmnist, t, a.epochs, a.seed, a.work, extra, a.target_kind)
+            r = ours(base_onnx, a.fmnist, t, a.epochs, a.seed, a.work, extra, a.target_kind, PAD[a.model])
             if r:
                 rows.append(r)
         for spec in [p for p in a.peers.split(",") if p and p != "none"]:
@@ -395,6 +535,10 @@ def main():
             imp, scope = variant.split("-")
             for t in targets if at == "all" else [float(x) for x in at.split("+")]:
                 rows.append(peer(model, X, Y, t, macs0, imp, scope == "global", a.epochs, a.lr, a.seed, a.work))
+        if a.onnxsim != "none":
+            for t in targets if a.onnxsim == "all" else [float(x) for x in a.onnxsim.split("+")]:
+                rows.extend(onnxsim_peer(base_onnx, X, t * onnx_macs(base_onnx), onnx_macs(base_onnx), a.epochs,
+                                         a.lr, a.seed, PAD[a.model], a.fmnist, a.work, True))
         json.dump(rows, open(state, "w"), indent=1)
         if a.train_only:
             return

@@ -8,7 +8,8 @@
 #
 #     bash benches/pytorch_sitting.sh [rounds] [cases...]
 #
-# cases: resnet18 (b32), resnet50 (b16), resnext50 (b8), mobilenet_v2 (b32), resnet20 (b128);
+# cases: resnet18 (b32), resnet50 (b16), resnext50 (b8), mobilenet_v2 (b32),
+# efficientnet_b0 (b32, its export made once in .data/), resnet20 (b128);
 # default all but resnext50. Needs .venv with torch and torchvision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,11 @@ ROUNDS=${1:-3}
 shift || true
 CASES=("$@")
 [ ${#CASES[@]} -eq 0 ] && CASES=(resnet18 resnet50 resnet20)
+for c in "${CASES[@]}"; do
+  if [ "$c" = efficientnet_b0 ] && [ ! -f .data/efficientnet_b0_224.onnx ]; then
+    .venv/bin/python benches/export_torchvision.py efficientnet_b0 .data/efficientnet_b0_224.onnx >&2
+  fi
+done
 BIN=$(cargo bench --bench train_step --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p' | tail -1)
 args() {
   case $1 in
@@ -23,6 +29,7 @@ args() {
     resnet50) echo "resnet50 16 3|16 3 resnet50" ;;
     resnext50) echo "resnext50 8 3|8 3 resnext50" ;;
     mobilenet_v2) echo "mobilenet_v2 32 3|32 3 mobilenet_v2" ;;
+    efficientnet_b0) echo ".data/efficientnet_b0_224.onnx 32 3|32 3 efficientnet_b0" ;;
     resnet20) echo "fixtures/resnet20_a.legacy17bn.onnx 128 5|128 5 resnet20" ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac

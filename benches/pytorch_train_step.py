@@ -1,6 +1,7 @@
 """PyTorch CPU reference for `cargo bench --bench train_step`: the same
 model (default the CIFAR ResNet-20, option A, BN kept, batch 128; or
-torchvision's resnet18 / resnet50 / resnext50_32x4d / mobilenet_v2 at 224×224, 1000
+torchvision's resnet18 / resnet50 / resnext50_32x4d / mobilenet_v2 /
+efficientnet_b0 at 224×224, 1000
 classes), f32, one Nesterov SGD step per iteration, the machine's
 threads; prints images/s and peak RSS. Not run by CI.
 
@@ -27,7 +28,8 @@ else:
     import torchvision
     ctor = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50,
             "resnext50": torchvision.models.resnext50_32x4d,
-            "mobilenet_v2": torchvision.models.mobilenet_v2}[name]
+            "mobilenet_v2": torchvision.models.mobilenet_v2,
+            "efficientnet_b0": torchvision.models.efficientnet_b0}[name]
     model, side = ctor(num_classes=1000).train(), 224
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
 x = torch.randn(batch, 3, side, side)

@@ -75,9 +75,19 @@ fn div(cx: &mut Cx) -> Result<Tensor> {
 }
 
 /// For `a · b`: the [N, C, ...] operand and the per-channel ([1, C, 1, 1],
-/// [C, 1, 1]) or scalar one, when the product has that form.
+/// [C, 1, 1]), per-sample-and-channel ([N, C, 1, 1]: a squeeze-and-
+/// excitation's factors) or scalar one, when the product has that form.
 fn channel_operand(a: &Tensor, b: &Tensor) -> Option<(Tensor, Tensor)> {
-    let fits = |x: &Tensor, s: &Tensor| s.elem_count() > 0 && scales_channels(x.dims(), s.dims());
+    let per_sample = |xd: &[usize], sd: &[usize]| {
+        xd.len() == sd.len()
+            && xd.len() > 2
+            && sd[..2] == xd[..2]
+            && sd[2..].iter().all(|&d| d == 1)
+    };
+    let fits = |x: &Tensor, s: &Tensor| {
+        s.elem_count() > 0
+            && (scales_channels(x.dims(), s.dims()) || per_sample(x.dims(), s.dims()))
+    };
     if fits(a, b) && a.elem_count() >= b.elem_count() {
         Some((a.clone(), b.clone()))
     } else if fits(b, a) && b.elem_count() > a.elem_count() {

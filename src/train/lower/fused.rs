@@ -6,7 +6,7 @@ use super::norm::{batch_statistics, bn_params};
 use super::{scales_channels, Cx};
 use crate::error::Result;
 use crate::train::kernels::bn_chain::{BnChain, Norm};
-use crate::train::kernels::channel::AddRelu;
+use crate::train::kernels::channel::{AddRelu, Silu};
 use crate::train::model::fusion::Chain;
 use candle_core::Tensor;
 
@@ -65,4 +65,13 @@ pub(crate) fn add_relu(cx: &mut Cx) -> Result<Option<Tensor>> {
         .and_then(|a| cx.op2(&a, &b.contiguous()?, AddRelu))
         .map_err(|err| crate::error::Error::Candle(err).at_node(cx.node))?;
     Ok(Some(y))
+}
+
+/// SiLU as exported (`x · Sigmoid(x)`, at the Sigmoid node; the Mul is
+/// fused away): one pass forward, one gradient backward.
+pub(crate) fn silu(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    x.contiguous()
+        .and_then(|x| cx.op1(&x, Silu))
+        .map_err(|err| crate::error::Error::Candle(err).at_node(cx.node))
 }

@@ -1,5 +1,6 @@
 //! Which nodes train mode on the CPU runs as one kernel: a BN (or a conv's
-//! bias) with the gate and ReLU after it, and a residual Add with its ReLU.
+//! bias) with the gate and ReLU after it, a residual Add with its ReLU, and
+//! SiLU as exported (`x · Sigmoid(x)`).
 //! Found once per model; `lower::fused` runs them.
 
 use crate::graph::{Graph, Node};
@@ -107,6 +108,26 @@ pub(crate) fn add_relus(g: &Graph, consumers: &Consumers) -> HashMap<String, Str
             let x = a.outputs.first()?;
             let r = consumers.sole(x).filter(|r| r.op_type == "Relu")?;
             Some((x.clone(), r.outputs.first()?.clone()))
+        })
+        .collect()
+}
+
+/// SiLU as exported, `Mul(x, Sigmoid(x))`, where the Sigmoid's only reader
+/// is that Mul (not a graph output): Sigmoid output → Mul output. Train
+/// mode on the CPU runs each pair as one `Silu`.
+pub(crate) fn silus(g: &Graph, consumers: &Consumers) -> HashMap<String, String> {
+    g.nodes
+        .iter()
+        .filter(|s| s.op_type == "Sigmoid" && s.inputs.len() == 1)
+        .filter_map(|s| {
+            let (x, y) = (s.inputs.first()?, s.outputs.first()?);
+            let m = consumers.sole(y).filter(|m| {
+                m.op_type == "Mul"
+                    && m.inputs.len() == 2
+                    && m.inputs.contains(x)
+                    && m.inputs.contains(y)
+            })?;
+            Some((y.clone(), m.outputs.first()?.clone()))
         })
         .collect()
 }

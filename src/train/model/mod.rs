@@ -19,7 +19,7 @@ use crate::graph::{Graph, Node, Tensor as GTensor};
 use candle_core::{CustomOp1, CustomOp2, CustomOp3, DType, Device, Tensor, Var};
 use convert::to_candle;
 pub use convert::to_ndarray;
-use fusion::{add_relus, chains, Chain, Consumers};
+use fusion::{add_relus, chains, silus, Chain, Consumers};
 use indexmap::IndexMap;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -46,6 +46,7 @@ pub struct Model {
     pub(crate) fused: bool,
     chains: HashMap<String, Chain>,
     add_relus: HashMap<String, String>,
+    silus: HashMap<String, String>,
     /// The record of a `forward_taped` pass in progress.
     rec: RefCell<Option<Recorder>>,
     /// Replaces every BN node's momentum in train-mode forwards when set
@@ -147,6 +148,7 @@ impl Model {
             fused: device.is_cpu(),
             chains: chains(graph, &consumers),
             add_relus: add_relus(graph, &consumers),
+            silus: silus(graph, &consumers),
             stat_momentum: None,
             rec: RefCell::new(None),
         };
@@ -275,6 +277,11 @@ impl Model {
                     fused_away.extend(chain.inner.iter().map(String::as_str));
                     return Ok((chain.out.as_str(), y));
                 }
+            }
+            if let Some(mul_out) = self.silus.get(&node.outputs[0]) {
+                let y = fused::silu(&mut cx)?;
+                fused_away.insert(mul_out.as_str());
+                return Ok((mul_out.as_str(), y));
             }
             if let Some(relu_out) = self.add_relus.get(&node.outputs[0]) {
                 if let Some(y) = fused::add_relu(&mut cx)? {
