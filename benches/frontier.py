@@ -250,14 +250,15 @@ def tp_prune(model, ratio, importance, global_pruning, X, Y):
     return m
 
 
-def tp_to_macs(model, target_macs, importance, global_pruning, X, Y):
-    """Bisection on the pruning ratio for the MACs of `target_macs`."""
+def bisect(prune_at, target_macs):
+    """Bisection on a pruning ratio in [0, 0.95] for `target_macs`:
+    `prune_at(ratio)` gives (model, MACs); the closest (model, MACs,
+    ratio) found."""
     lo, hi = 0.0, 0.95
     best = None
     for _ in range(10):
         mid = (lo + hi) / 2
-        m = tp_prune(model, mid, importance, global_pruning, X, Y)
-        mac = macs_of(m)
+        m, mac = prune_at(mid)
         if best is None or abs(mac - target_macs) < abs(best[1] - target_macs):
             best = (m, mac, mid)
         if mac > target_macs:
@@ -267,6 +268,15 @@ def tp_to_macs(model, target_macs, importance, global_pruning, X, Y):
         if abs(mac - target_macs) / target_macs < 0.005:
             break
     return best
+
+
+def tp_to_macs(model, target_macs, importance, global_pruning, X, Y):
+    """Bisection on the pruning ratio for the MACs of `target_macs`."""
+    def at(ratio):
+        m = tp_prune(model, ratio, importance, global_pruning, X, Y)
+        return m, macs_of(m)
+
+    return bisect(at, target_macs)
 
 
 def finetune(model, X, Y, epochs, lr, seed):
@@ -367,26 +377,17 @@ def onnxsim_peer(base_onnx, X, target_macs, macs0, epochs, lr, seed, pad, fmnist
     import onnx
     import onnxsim
 
-    prepared, prepared_path = onnxsim_prepared(base_onnx, work)
+    prepared, _ = onnxsim_prepared(base_onnx, work)
     name = prepared.graph.input[0].name
     calib = [{name: X[i : i + 1].numpy().astype(np.float32)} for i in range(64)]
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(10):
-        mid = (lo + hi) / 2
+    def at(sparsity):
         pruned = onnxsim.apply_structured_wanda_pruning(prepared, calibration_data=calib, num_samples=len(calib),
-                                                        seed=seed, sparsity=mid)
+                                                        seed=seed, sparsity=sparsity)
         path = os.path.join(work, "onnxsim_probe.onnx")
         onnx.save(pruned, path)
-        mac = onnx_macs(path)
-        if best is None or abs(mac - target_macs) < abs(best[1] - target_macs):
-            best = (pruned, mac, mid)
-        if mac > target_macs:
-            lo = mid
-        else:
-            hi = mid
-        if abs(mac - target_macs) / target_macs < 0.005:
-            break
-    pruned, mac, sparsity = best
+        return pruned, onnx_macs(path)
+
+    pruned, mac, sparsity = bisect(at, target_macs)
     t = time.time()
     repaired = onnxsim.apply_pruning_finetune(prepared, pruned, calibration_data=calib, num_samples=len(calib),
                                               seed=seed)

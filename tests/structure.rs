@@ -161,6 +161,25 @@ fn inspect_cli_reports_blocks_and_left_out_structures() {
 }
 
 /// The factor count of every group gate, in graph order.
+/// The blocks `make_fixtures.py` recorded for a family fixture, as
+/// torchvision's modules define them.
+fn manifest_blocks(name: &str) -> Vec<serde_json::Value> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    manifest["models"][name]["blocks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: no blocks in the manifest"))
+        .clone()
+}
+
+/// One integer field of every block.
+fn field(blocks: &[serde_json::Value], k: &str) -> Vec<usize> {
+    blocks
+        .iter()
+        .map(|b| b[k].as_u64().unwrap_or_else(|| panic!("{k}: {b}")) as usize)
+        .collect()
+}
+
 /// The gated reduced channels of each block's squeeze-and-excitation, in
 /// block order (0 where a block has none).
 fn squeeze_counts(a: &sss_onnx::structure::Analysis) -> Vec<usize> {
@@ -258,10 +277,8 @@ fn inverted_residual_families_gate_what_their_torchvision_modules_define() {
     // has a block gate; every depthwise conv fed by a conv of its own (an
     // expand conv, or the stem for a first block without a shortcut) has
     // one gate per channel; the rest are listed with the reason.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
     for name in ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0"] {
-        let blocks = manifest["models"][name]["blocks"].as_array().unwrap();
+        let blocks = manifest_blocks(name);
         let residual = blocks.iter().filter(|b| b["residual"] == true).count();
         let gated: Vec<usize> = blocks
             .iter()
@@ -275,11 +292,7 @@ fn inverted_residual_families_gate_what_their_torchvision_modules_define() {
             assert_eq!(a.count(GateKind::Block), residual, "{name}.{v}");
             assert_eq!(group_counts(&a), gated, "{name}.{v}");
             // every squeeze-and-excitation's reduced channels, one gate each
-            let se: Vec<usize> = blocks
-                .iter()
-                .map(|b| b["se"].as_u64().unwrap() as usize)
-                .collect();
-            assert_eq!(squeeze_counts(&a), se, "{name}.{v}");
+            assert_eq!(squeeze_counts(&a), field(&blocks, "se"), "{name}.{v}");
             let unexplained = blocks.len() - gated.len();
             let listed = a
                 .skipped
@@ -298,18 +311,8 @@ fn regnet_gates_its_groups_squeezes_and_blocks_as_torchvision_defines_them() {
     // (group width 8), the SE's reduced channels and the shortcut kind:
     // one block gate per bottleneck, one group gate per group, one channel
     // gate per reduced SE channel; stages as the design's four widths
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
-    let blocks = manifest["models"]["regnet_y_small"]["blocks"]
-        .as_array()
-        .unwrap();
-    let field = |k: &str| -> Vec<usize> {
-        blocks
-            .iter()
-            .map(|b| b[k].as_u64().unwrap() as usize)
-            .collect()
-    };
-    let (groups, se) = (field("groups"), field("se"));
+    let blocks = manifest_blocks("regnet_y_small");
+    let (groups, se) = (field(&blocks, "groups"), field(&blocks, "se"));
     let projections: Vec<bool> = blocks
         .iter()
         .map(|b| b["projection"].as_bool().unwrap())
@@ -340,18 +343,8 @@ fn convnext_gates_its_blocks_and_mlp_neurons_as_torchvision_defines_them() {
     // depthwise and the two Linears (channels last), and every hidden
     // neuron has a gate; the depthwise conv reads the residual stream and
     // is listed with the reason. Stages: the four widths.
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
-    let blocks = manifest["models"]["convnext_small"]["blocks"]
-        .as_array()
-        .unwrap();
-    let field = |k: &str| -> Vec<usize> {
-        blocks
-            .iter()
-            .map(|b| b[k].as_u64().unwrap() as usize)
-            .collect()
-    };
-    let (width, hidden) = (field("width"), field("hidden"));
+    let blocks = manifest_blocks("convnext_small");
+    let (width, hidden) = (field(&blocks, "width"), field(&blocks, "hidden"));
     for v in ["legacy13", "legacy17bn", "dynamo18"] {
         let p = fixture(&format!("convnext_small.{v}.onnx"));
         let a = analyse(&load(&p));

@@ -11,7 +11,7 @@ pub mod constant;
 pub mod conv;
 mod elementwise;
 mod linear;
-mod norm;
+pub mod norm;
 mod pool;
 pub mod reduce;
 pub mod shape_ops;

@@ -42,16 +42,25 @@ impl OpRule for BatchNorm {
     }
 }
 
+/// The first normalized axis of a LayerNormalization on a tensor of rank
+/// `rank` (its `axis`, negative from the end).
+pub fn layer_norm_axis(node: &crate::graph::Node, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let axis = node.attr_int_or("axis", -1)?;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&a) {
+        return Err(crate::error::Error::node(
+            node,
+            format!("axis {axis} out of range for rank {r}"),
+        ));
+    }
+    Ok(a as usize)
+}
+
 impl OpRule for LayerNorm {
     fn infer(&self, cx: &Ctx) -> Result<Vec<Fact>> {
         let x = cx.input(0)?;
-        let r = x.rank() as i64;
-        let axis = cx.node.attr_int_or("axis", -1)?;
-        let a = if axis < 0 { axis + r } else { axis };
-        if !(0..r).contains(&a) {
-            return Err(cx.err(format!("axis {axis} out of range for rank {r}")));
-        }
-        let normalized = &x.shape[a as usize..];
+        let normalized = &x.shape[layer_norm_axis(cx.node, x.rank())?..];
         for i in 1..3 {
             if !cx.has_input(i) {
                 continue;

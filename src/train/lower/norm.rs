@@ -22,14 +22,9 @@ pub(super) const LOWERINGS: &[Lowering] = &[
 /// and inference (no running statistics).
 fn layer_norm(cx: &mut Cx) -> Result<Tensor> {
     let x = cx.input(0)?;
-    let r = x.rank() as i64;
-    let axis = cx.node.attr_int_or("axis", -1)?;
-    let a = if axis < 0 { axis + r } else { axis };
-    if !(0..r).contains(&a) {
-        return Err(cx.err(format!("axis {axis} out of range for rank {r}")));
-    }
+    let a = crate::graph::ops::norm::layer_norm_axis(cx.node, x.rank())?;
     let eps = cx.node.attr_float_or("epsilon", 1e-5)? as f64;
-    let axes: Vec<usize> = (a as usize..x.rank()).collect();
+    let axes: Vec<usize> = (a..x.rank()).collect();
     let mut m = x.clone();
     for &d in &axes {
         m = m.mean_keepdim(d)?;
