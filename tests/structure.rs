@@ -27,6 +27,7 @@ fn blocks_are_found_in_every_export_style() {
         "efficientnet_b0",
         "mobilenet_v2_fmnist",
         "convnext_small",
+        "convnext_fresh",
     ];
     for p in fixtures() {
         if others.contains(&arch(&p).as_str()) {

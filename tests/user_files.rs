@@ -698,3 +698,37 @@ for proto, sub in ((2, "p2"), (4, "p4")):
         .to_string();
     assert!(e.contains("test_batch") && e.contains("os.system"), "{e}");
 }
+
+#[test]
+fn a_default_exported_convnext_runs_at_any_batch_with_its_own_parameters() {
+    // a fresh ConvNeXt exported with torch's default call: batch fixed at
+    // 1, every zero bias of one shape merged into one initializer, the
+    // average pool as a flat Reshape and a Gather of every index. Imported,
+    // the batch is free, each layer has its own parameters, and the Gather
+    // is the Reshape it spells
+    let p = fixture("convnext_fresh.default.onnx");
+    let raw = sss_onnx::onnx::convert::load(&p).unwrap();
+    let readers = |g: &sss_onnx::graph::Graph| {
+        let mut n: std::collections::HashMap<String, usize> = Default::default();
+        for node in &g.nodes {
+            for i in node.inputs.iter().filter(|i| {
+                g.initializers
+                    .get(i.as_str())
+                    .is_some_and(|t| t.len() > 1 && t.as_f32().is_some())
+            }) {
+                *n.entry(i.clone()).or_default() += 1;
+            }
+        }
+        n.into_values().max().unwrap_or(0)
+    };
+    assert!(readers(&raw) > 1, "the export shares no parameter");
+    assert!(raw.nodes.iter().any(|n| n.op_type == "Gather"));
+    let imp = import(&p).unwrap();
+    assert!(imp.batch_locked.is_none(), "{:?}", imp.batch_locked);
+    assert!(imp.fixed_batch.is_some());
+    assert_eq!(readers(&imp.graph), 1);
+    assert!(!imp.graph.nodes.iter().any(|n| n.op_type == "Gather"));
+    let facts = shape::infer_strict(&imp.graph, 5).unwrap();
+    let out = &imp.graph.outputs[0].name;
+    assert_eq!(facts.shape(out).unwrap(), [5, 10]);
+}

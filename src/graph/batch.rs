@@ -110,9 +110,7 @@ fn retarget_reshapes(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
         let (Some(data), Some(target)) = (n.input(0), n.input(1)) else {
             continue;
         };
-        if facts.shape(data).and_then(|s| s.first().copied()) != Some(PROBES[0]) {
-            continue;
-        }
+        let shape = facts.shape(data).map(|s| s.to_vec()).unwrap_or_default();
         let allowzero = n.attr_int_or("allowzero", 0)? != 0;
         let Some(t) = g.constant(target) else {
             continue;
@@ -122,7 +120,18 @@ fn retarget_reshapes(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
         if v.first() != Some(&batch) {
             continue;
         }
-        v[0] = if !allowzero {
+        // a flat value holding the probe batch's samples (an exporter's
+        // view through a flattened tensor) unfolds with the batch inferred
+        let rest: i64 = v[1..].iter().product();
+        let flat = shape.len() == 1 && rest > 0 && shape[0] as i64 == PROBES[0] as i64 * rest;
+        if shape.first().copied() != Some(PROBES[0]) && !flat {
+            continue;
+        }
+        v[0] = if flat && !v.contains(&-1) {
+            -1
+        } else if flat {
+            continue;
+        } else if !allowzero {
             0
         } else if !v.contains(&-1) {
             -1

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod shape;
 pub mod tensor;
 mod topo;
+pub mod untangle;
 
 pub use attr::Attr;
 pub use tensor::Tensor;

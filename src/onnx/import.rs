@@ -5,7 +5,7 @@
 use super::convert;
 use crate::error::{Error, Result};
 use crate::graph::batch::{self, FixedBatch};
-use crate::graph::{fold, Graph};
+use crate::graph::{fold, untangle, Graph};
 use crate::onnx::WriteOptions;
 use std::path::Path;
 
@@ -126,6 +126,7 @@ impl Imported {
 /// Prepares a loaded graph (see the module comment).
 fn prepare(mut g: Graph) -> Result<Imported> {
     let folded = fold::fold_constants(&mut g)?;
+    untangle::untangle(&mut g);
     let (fixed_batch, batch_locked) = match batch::make_symbolic(&mut g) {
         Ok(fb) => (fb, None),
         Err(Error::Graph(why)) => (None, Some(why)),
