@@ -92,3 +92,44 @@ fn data_length(g: &Graph, v: &str) -> Option<usize> {
     let s = facts.shape(v)?;
     (s.len() == 1).then(|| s[0])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::build::Builder;
+
+    #[test]
+    fn shared_parameters_are_copied_and_an_in_order_gather_is_a_reshape() {
+        let mut b = Builder::new("x", &[1, 4, 2, 2], 0);
+        let w = b.weight("w", &[4, 4, 1, 1], 0.5);
+        let bias = b.weight("b", &[4], 0.5);
+        let half = b.weight("half", &[], 1.0);
+        let y = b.node("Conv", &["x", &w, &bias], vec![]);
+        let y = b.node("Conv", &[&y, &w, &bias], vec![]);
+        let y = b.node("Mul", &[&y, &half], vec![]);
+        let y = b.node("Mul", &[&y, &half], vec![]);
+        let flat = b.ints("flat", &[-1]);
+        let y = b.node("Reshape", &[&y, &flat], vec![]);
+        let idx = b.ints("idx", &(0..16).collect::<Vec<i64>>());
+        let out = b.node("Gather", &[&y, &idx], vec![]);
+        let mut g = b.finish(&out);
+        g.outputs[0].shape = None;
+        let (copies, reshapes) = untangle(&mut g);
+        // the second conv's weight and bias; a scalar stays shared
+        assert_eq!((copies, reshapes), (2, 1));
+        let convs: Vec<&Node> = g.nodes.iter().filter(|n| n.op_type == "Conv").collect();
+        assert_ne!(convs[0].inputs[1], convs[1].inputs[1]);
+        assert_eq!(
+            g.initializers[&convs[0].inputs[1]].as_f32(),
+            g.initializers[&convs[1].inputs[1]].as_f32()
+        );
+        assert!(g.nodes.iter().all(|n| n.op_type != "Gather"));
+        // out of order: left as it is
+        let mut b = Builder::new("x", &[4], 0);
+        let idx = b.ints("idx", &[1, 0, 2, 3]);
+        let out = b.node("Gather", &["x", &idx], vec![]);
+        let mut g = b.finish(&out);
+        g.outputs[0].shape = None;
+        assert_eq!(untangle(&mut g), (0, 0));
+    }
+}
