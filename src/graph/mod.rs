@@ -180,6 +180,16 @@ impl Graph {
         self.outputs.iter().any(|o| o.name == name)
     }
 
+    /// Whether `name` is a constant (an initializer or a `Constant` node's
+    /// output), without copying its value: the structure walks ask this of
+    /// every operand they pass, weights included.
+    pub fn is_constant(&self, name: &str) -> bool {
+        self.initializers.contains_key(name)
+            || self.nodes.iter().any(|n| {
+                n.op_type == "Constant" && n.outputs.first().map(|s| s.as_str()) == Some(name)
+            })
+    }
+
     /// A constant value: an initializer or the output of a `Constant` node.
     pub fn constant(&self, name: &str) -> Option<Tensor> {
         if let Some(t) = self.initializers.get(name) {

@@ -12,7 +12,7 @@ pub(super) fn data_input(g: &Graph, prod: &HashMap<&str, usize>, n: &Node) -> Op
     if let Some(sg) = super::self_gate::self_gate(g, prod, n) {
         return Some(sg.data);
     }
-    let is_const = |i: usize| n.input(i).is_some_and(|v| g.constant(v).is_some());
+    let is_const = |i: usize| n.input(i).is_some_and(|v| g.is_constant(v));
     match ops::info(n)?.path {
         PathRole::Stop => None,
         PathRole::First => Some(0),
@@ -180,7 +180,7 @@ fn residual_blocks(g: &Graph) -> (Vec<Block>, Vec<Skipped>) {
         if !(n.op_type == "Add" || n.op_type == "Sum") || n.inputs.len() != 2 || !n.is_onnx() {
             continue;
         }
-        if n.inputs.iter().any(|i| g.constant(i).is_some()) {
+        if n.inputs.iter().any(|i| g.is_constant(i)) {
             continue; // a bias add, not a merge
         }
         let what = format!("{} `{}`", n.op_type, n.display_name());

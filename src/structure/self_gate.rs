@@ -87,7 +87,7 @@ pub fn self_gate(g: &Graph, prod: &HashMap<&str, usize>, m: &Node) -> Option<Sel
     if m.op_type != "Mul" || m.inputs.len() != 2 || !m.is_onnx() {
         return None;
     }
-    if m.inputs.iter().any(|i| g.constant(i).is_some()) {
+    if m.inputs.iter().any(|i| g.is_constant(i)) {
         return None;
     }
     (0..2).find_map(|data| {
@@ -132,7 +132,7 @@ fn side_of(g: &Graph, prod: &HashMap<&str, usize>, v: &str, x: &str) -> Option<V
     let mut seen = HashSet::new();
     let mut todo = vec![v.to_string()];
     while let Some(v) = todo.pop() {
-        if v == x || v.is_empty() || g.constant(&v).is_some() || !seen.insert(v.clone()) {
+        if v == x || v.is_empty() || g.is_constant(&v) || !seen.insert(v.clone()) {
             continue;
         }
         let &p = prod.get(v.as_str())?;

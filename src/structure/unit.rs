@@ -34,7 +34,7 @@ fn collect(
     let (mut nodes, mut outside) = (HashSet::new(), HashSet::new());
     let mut todo = vec![v.to_string()];
     while let Some(v) = todo.pop() {
-        if v.is_empty() || g.constant(&v).is_some() {
+        if v.is_empty() || g.is_constant(&v) {
             continue;
         }
         let inside = prod.get(v.as_str()).copied().filter(|&p| {
