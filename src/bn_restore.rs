@@ -36,10 +36,33 @@ pub fn folded_convs(g: &Graph) -> Vec<usize> {
         .collect()
 }
 
-/// Whether the graph looks BN-folded: convs and no BatchNormalization.
+/// Whether the graph looks BN-folded: convs, no BatchNormalization, and no
+/// other normalisation (a ConvNeXt or a transformer normalises with
+/// LayerNorm, as an op or as arithmetic: it never had a BN to restore).
 pub fn is_bn_folded(g: &Graph) -> bool {
     !g.nodes.iter().any(|n| n.op_type == "BatchNormalization")
         && g.nodes.iter().any(|n| n.op_type == "Conv")
+        && !normalises_otherwise(g)
+}
+
+/// A LayerNorm, GroupNorm or InstanceNorm op, or a square root of a mean
+/// (plus ε): a normalisation spelled out below opset 17.
+fn normalises_otherwise(g: &Graph) -> bool {
+    let prod = g.producers();
+    let made_by = |v: &str, op: &str| prod.get(v).is_some_and(|&p| g.nodes[p].op_type == op);
+    g.nodes.iter().any(|n| {
+        matches!(
+            n.op_type.as_str(),
+            "LayerNormalization" | "GroupNormalization" | "InstanceNormalization"
+        ) || (n.op_type == "Sqrt"
+            && n.inputs.first().is_some_and(|v| {
+                made_by(v, "ReduceMean")
+                    || prod.get(v.as_str()).is_some_and(|&p| {
+                        g.nodes[p].op_type == "Add"
+                            && g.nodes[p].inputs.iter().any(|i| made_by(i, "ReduceMean"))
+                    })
+            }))
+    })
 }
 
 /// Per-channel mean and (population) variance of some values [N, C, ...].

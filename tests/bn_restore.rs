@@ -108,6 +108,23 @@ fn a_bn_kept_export_needs_nothing_restored() {
 }
 
 #[test]
+fn a_layer_norm_network_never_had_a_bn_to_restore() {
+    // ConvNeXt: convs and no BatchNormalization, but LayerNorm as the op
+    // (opset 17, dynamo, the default export) or as arithmetic (opset 13)
+    for v in ["legacy13", "legacy17bn", "dynamo18"] {
+        let g = load(&fixture(&format!("convnext_small.{v}.onnx")));
+        assert!(!bn_restore::is_bn_folded(&g), "{v}");
+    }
+    assert!(!bn_restore::is_bn_folded(&load(&fixture(
+        "convnext_fresh.default.onnx"
+    ))));
+    // a BN-folded MobileNetV2 still is one
+    assert!(bn_restore::is_bn_folded(&load(&fixture(
+        "mobilenet_v2.legacy13.onnx"
+    ))));
+}
+
+#[test]
 fn fold_back_uses_the_trained_statistics() {
     // hand-computed: one 1×1 conv, weight 2, bias 1; BN γ 3, β 0.5,
     // mean 4, var 8 (ε 1e-5): s = 3/√(8+ε); w' = 2s; b' = (1−4)s + 0.5
