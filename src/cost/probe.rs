@@ -46,18 +46,63 @@ fn single_conv(
 }
 
 /// A graph of a linear layer alone (MatMul by an `[cin, cout]` weight, its
-/// bias Add) on an input of `input`'s shape, channels last.
-fn single_linear(input: &[usize], cout: usize) -> Graph {
+/// bias Add, and the GELU after it when `gelu`, which shrinks with its
+/// outputs) on an input of `input`'s shape, channels last.
+fn single_linear(input: &[usize], cout: usize, gelu: bool) -> Graph {
     let dims: Vec<i64> = input.iter().map(|&d| d as i64).collect();
     let cin = input.last().copied().unwrap_or(1);
     let mut b = Builder::new("x", &dims, 7);
     let w = b.weight("w", &[cin, cout], (1.0 / cin.max(1) as f32).sqrt());
     let bias = b.weight("b", &[cout], 0.1);
     let y = b.node("MatMul", &["x", &w], vec![]);
-    let z = b.node("Add", &[&y, &bias], vec![]);
+    let mut z = b.node("Add", &[&y, &bias], vec![]);
+    if gelu {
+        // x · (erf(x/√2) + 1) · 0.5, as exports write it (runtimes fuse it)
+        let scalar = |b: &mut Builder, name: &str, v: f32| {
+            let t = b.weight(name, &[], 1.0);
+            if let Some(crate::graph::Tensor::F32(a)) = b.graph.initializers.get_mut(&t) {
+                a.fill(v);
+            }
+            t
+        };
+        let (r2, one, half) = (
+            scalar(&mut b, "sqrt2", std::f32::consts::SQRT_2),
+            scalar(&mut b, "one", 1.0),
+            scalar(&mut b, "half", 0.5),
+        );
+        let d = b.node("Div", &[&z, &r2], vec![]);
+        let e = b.node("Erf", &[&d], vec![]);
+        let e = b.node("Add", &[&e, &one], vec![]);
+        let m = b.node("Mul", &[&z, &e], vec![]);
+        z = b.node("Mul", &[&m, &half], vec![]);
+    }
     let mut g = b.finish(&z);
     g.outputs[0].shape = None;
     g
+}
+
+/// Whether a GELU (the op, or its erf form) follows linear layer `n`,
+/// after its bias Add when it has one.
+fn gelu_after(g: &Graph, n: &Node) -> bool {
+    let cons = g.consumers();
+    let sole = |v: &str| match cons.get(v).map(|c| c.as_slice()) {
+        Some([r]) => Some(&g.nodes[*r]),
+        _ => None,
+    };
+    let readers = |v: &str| cons.get(v).map(|c| c.len()).unwrap_or(0);
+    let mut v = n.outputs[0].as_str();
+    if let Some(add) = sole(v).filter(|a| a.op_type == "Add") {
+        v = add.outputs[0].as_str();
+    }
+    match cons.get(v).map(|c| c.as_slice()) {
+        Some([r]) => g.nodes[*r].op_type == "Gelu",
+        // x/√2 → Erf, and the product reading x
+        Some(rs) if readers(v) == 2 => rs.iter().any(|&r| {
+            g.nodes[r].op_type == "Div"
+                && sole(&g.nodes[r].outputs[0]).is_some_and(|e| e.op_type == "Erf")
+        }),
+        _ => false,
+    }
 }
 
 /// Whether `n` is a linear layer (a MatMul by a constant 2-D weight).
@@ -238,7 +283,7 @@ fn probe_convs(
                             if let Some(last) = shp.last_mut() {
                                 *last = ci;
                             }
-                            single_linear(&shp, co)
+                            single_linear(&shp, co, gelu_after(gated, n))
                         } else {
                             shp[1] = ci;
                             single_conv(n, &shp, co, gr, &w[2..])
