@@ -257,33 +257,36 @@ pub(super) fn branch_convs(
         if n.op_type != "Conv" {
             continue;
         }
-        let shape = n
-            .input(1)
-            .and_then(|w| g.initializers.get(w))
-            .map(|w| w.shape())
-            .unwrap_or_default();
-        let groups = n.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
-        let cout = shape.first().copied().unwrap_or(0);
-        let cin_per_group = shape.get(1).copied().unwrap_or(0);
         // a BN directly after the conv (and read only by the path) is its BN
         let bn = path.get(k + 1).map(|&j| &g.nodes[j]).filter(|m| {
             m.op_type == "BatchNormalization"
                 && cons.get(n.outputs[0].as_str()).map(|c| c.len()) == Some(1)
         });
-        out.push(BranchConv {
-            conv: n.outputs[0].clone(),
-            conv_name: n.display_name(),
-            bn: bn.map(|b| b.outputs[0].clone()),
-            gate_at: bn
-                .map(|b| b.outputs[0].clone())
-                .unwrap_or_else(|| n.outputs[0].clone()),
-            out_channels: cout,
-            groups,
-            depthwise: groups > 1 && cin_per_group == 1 && cout == groups,
-            linear: false,
-        });
+        out.push(conv_layer(g, n, bn.map(|b| b.outputs[0].clone())));
     }
     out
+}
+
+/// Conv node `n` as a `BranchConv`, with its BN's output when it has one.
+pub(super) fn conv_layer(g: &Graph, n: &Node, bn: Option<String>) -> BranchConv {
+    let shape = n
+        .input(1)
+        .and_then(|w| g.initializers.get(w))
+        .map(|w| w.shape())
+        .unwrap_or_default();
+    let groups = n.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
+    let cout = shape.first().copied().unwrap_or(0);
+    let cin_per_group = shape.get(1).copied().unwrap_or(0);
+    BranchConv {
+        conv: n.outputs[0].clone(),
+        conv_name: n.display_name(),
+        gate_at: bn.clone().unwrap_or_else(|| n.outputs[0].clone()),
+        bn,
+        out_channels: cout,
+        groups,
+        depthwise: groups > 1 && cin_per_group == 1 && cout == groups,
+        linear: false,
+    }
 }
 
 /// The linear layer at `path[k]` (a MatMul by a constant 2-D weight), with

@@ -6,7 +6,7 @@
 //! deleting a channel of `x` deletes the input channel of the side's first
 //! conv and the output channel of its last.
 
-use super::{BranchConv, Squeeze};
+use super::Squeeze;
 use crate::graph::{Graph, Node};
 use std::collections::{HashMap, HashSet};
 
@@ -46,12 +46,6 @@ pub fn squeezes(g: &Graph, path: &[usize]) -> Vec<Squeeze> {
         let (Some(rn), Some(en)) = (conv(r), conv(e)) else {
             continue;
         };
-        let shape = rn
-            .input(1)
-            .and_then(|w| g.initializers.get(w))
-            .map(|w| w.shape())
-            .unwrap_or_default();
-        let groups = rn.attr_int_or("group", 1).unwrap_or(1).max(1) as usize;
         // a BN read only by the reduce conv's output is its BN (restored
         // after a BN-folded export)
         let bn = match cons.get(r.as_str()).map(|c| c.as_slice()) {
@@ -61,16 +55,7 @@ pub fn squeezes(g: &Graph, path: &[usize]) -> Vec<Squeeze> {
             _ => None,
         };
         out.push(Squeeze {
-            reduce: BranchConv {
-                conv: r.clone(),
-                conv_name: rn.display_name(),
-                gate_at: bn.clone().unwrap_or_else(|| r.clone()),
-                bn,
-                out_channels: shape.first().copied().unwrap_or(0),
-                groups,
-                depthwise: false,
-                linear: false,
-            },
+            reduce: super::blocks::conv_layer(g, rn, bn),
             excite: e.clone(),
             excite_name: en.display_name(),
         });
