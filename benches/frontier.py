@@ -235,7 +235,7 @@ def taylor_grads(model, X, Y, batches=8):
     model.eval()
 
 
-def tp_prune(model, ratio, importance, global_pruning, X, Y):
+def tp_prune(model, ratio, importance, global_pruning, X, Y, round_to=None):
     m = copy.deepcopy(model)
     imp = tp.importance.TaylorImportance() if importance == "taylor" else tp.importance.MagnitudeImportance(p=1)
     if importance == "taylor":
@@ -243,7 +243,7 @@ def tp_prune(model, ratio, importance, global_pruning, X, Y):
     pruner = tp.pruner.MetaPruner(
         m, torch.randn(1, 3, 32, 32), importance=imp, pruning_ratio=ratio,
         global_pruning=global_pruning, ignored_layers=ignored(m),
-        max_pruning_ratio=0.95,
+        max_pruning_ratio=0.95, round_to=round_to,
     )
     pruner.step()
     m.zero_grad()
@@ -270,10 +270,10 @@ def bisect(prune_at, target_macs):
     return best
 
 
-def tp_to_macs(model, target_macs, importance, global_pruning, X, Y):
+def tp_to_macs(model, target_macs, importance, global_pruning, X, Y, round_to=None):
     """Bisection on the pruning ratio for the MACs of `target_macs`."""
     def at(ratio):
-        m = tp_prune(model, ratio, importance, global_pruning, X, Y)
+        m = tp_prune(model, ratio, importance, global_pruning, X, Y, round_to)
         return m, macs_of(m)
 
     return bisect(at, target_macs)
@@ -313,15 +313,17 @@ def finetune(model, X, Y, epochs, lr, seed):
     return steps, time.time() - t
 
 
-def peer(model, X, Y, target_macs, macs0, importance, global_pruning, epochs, lr, seed, out_dir):
-    name = f"tp_{importance}_{'global' if global_pruning else 'uniform'}_{target_macs:.3f}"
-    m, mac, ratio = tp_to_macs(model, target_macs * macs0, importance, global_pruning, X, Y)
+def peer(model, X, Y, target_macs, macs0, importance, global_pruning, epochs, lr, seed, out_dir, round_to=None):
+    r8 = f"_r{round_to}" if round_to else ""
+    name = f"tp_{importance}_{'global' if global_pruning else 'uniform'}{r8}_{target_macs:.3f}"
+    m, mac, ratio = tp_to_macs(model, target_macs * macs0, importance, global_pruning, X, Y, round_to)
     log(f"{name}: ratio {ratio:.3f}, MACs {mac / macs0:.3f}; fine-tuning")
     steps, secs = finetune(m, X, Y, epochs, lr, seed)
     path = os.path.join(out_dir, name + ".onnx")
     mf.export_legacy(m, torch.randn(2, 3, 32, 32), path, 13, fold=True)
     return {
-        "method": f"Torch-Pruning {tp.__version__} {importance} {'global' if global_pruning else 'uniform'}",
+        "method": f"Torch-Pruning {tp.__version__} {importance} {'global' if global_pruning else 'uniform'}"
+                  + (f" round_to={round_to}" if round_to else ""),
         "target_macs": target_macs,
         "ratio": ratio,
         "file": path,
@@ -490,11 +492,13 @@ def main():
     ap.add_argument("--lr", type=float, default=0.005, help="peak learning rate, both methods")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--peers", default="l1-uniform@all,l1-global@0.5,taylor-uniform@0.5,taylor-global@0.5",
-                    help="Torch-Pruning variants and the targets they run at (all or a list)")
+                    help="Torch-Pruning variants and the targets they run at (all or a list); "
+                         "a -r8 suffix keeps its channel counts multiples of 8 (its round_to)")
     ap.add_argument("--onnxsim", default="none",
                     help="onnxsim Wanda pruning at these MACs fractions (all, none or a + list), with its repair, "
                          "and again fine-tuned with the same budget")
     ap.add_argument("--ours-extra", default="", help="extra compress flags, space separated")
+    ap.add_argument("--no-ours", action="store_true", help="peers only (with --append: add them to the runs)")
     ap.add_argument("--target-kind", default="macs", choices=["macs", "latency"],
                     help="--targets are fractions of the MACs or of the ORT latency (batch 32, 1 thread)")
     ap.add_argument("--train-only", action="store_true", help="train and record; measure in a later --skip-train run")
@@ -527,15 +531,18 @@ def main():
     rows = json.load(open(state)) if keep else []
     if not a.skip_train:
         extra = a.ours_extra.split() if a.ours_extra else []
-        for t in targets:
+        for t in [] if a.no_ours else targets:
             r = ours(base_onnx, a.fmnist, t, a.epochs, a.seed, a.work, extra, a.target_kind, PAD[a.model])
             if r:
                 rows.append(r)
         for spec in [p for p in a.peers.split(",") if p and p != "none"]:
             variant, at = spec.split("@")
-            imp, scope = variant.split("-")
+            # importance-scope, and -r<N> to keep channel counts multiples of N
+            imp, scope, *rest = variant.split("-")
+            round_to = int(rest[0][1:]) if rest else None
             for t in targets if at == "all" else [float(x) for x in at.split("+")]:
-                rows.append(peer(model, X, Y, t, macs0, imp, scope == "global", a.epochs, a.lr, a.seed, a.work))
+                rows.append(peer(model, X, Y, t, macs0, imp, scope == "global", a.epochs, a.lr, a.seed, a.work,
+                                 round_to))
         if a.onnxsim != "none":
             for t in targets if a.onnxsim == "all" else [float(x) for x in a.onnxsim.split("+")]:
                 rows.extend(onnxsim_peer(base_onnx, X, t * onnx_macs(base_onnx), onnx_macs(base_onnx), a.epochs,
