@@ -83,8 +83,7 @@ fn single_linear(input: &[usize], cout: usize, gelu: bool) -> Graph {
 
 /// Whether a GELU (the op, or its erf form) follows linear layer `n`,
 /// after its bias Add when it has one.
-fn gelu_after(g: &Graph, n: &Node) -> bool {
-    let cons = g.consumers();
+fn gelu_after(g: &Graph, cons: &HashMap<&str, Vec<usize>>, n: &Node) -> bool {
     let sole = |v: &str| match cons.get(v).map(|c| c.as_slice()) {
         Some([r]) => Some(&g.nodes[*r]),
         _ => None,
@@ -219,6 +218,7 @@ fn probe_convs(
     // convs of the same geometry and attributes share their times
     let mut seen: HashMap<String, Vec<f64>> = HashMap::new();
     let mut convs = Vec::new();
+    let cons = gated.consumers();
     let conv_nodes: Vec<&Node> = gated
         .nodes
         .iter()
@@ -283,7 +283,7 @@ fn probe_convs(
                             if let Some(last) = shp.last_mut() {
                                 *last = ci;
                             }
-                            single_linear(&shp, co, gelu_after(gated, n))
+                            single_linear(&shp, co, gelu_after(gated, &cons, n))
                         } else {
                             shp[1] = ci;
                             single_conv(n, &shp, co, gr, &w[2..])

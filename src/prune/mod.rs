@@ -288,11 +288,8 @@ fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32
 /// Multiplies the output channels of `c` (through its BN when it has one).
 fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
     if c.linear {
-        // weight columns, and the bias
-        let (w, bias) = linear_params(g, c)?;
-        surgery::scale(g, &w, 1, s)?;
-        if let Some(b) = bias {
-            surgery::scale(g, &b, 0, s)?;
+        for (t, axis) in linear_outputs(g, c)? {
+            surgery::scale(g, &t, axis, s)?;
         }
         return Ok(());
     }
@@ -307,33 +304,29 @@ fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
     Ok(())
 }
 
-/// A linear layer's weight `[in, out]` and bias `[out]` initializers.
-fn linear_params(g: &Graph, c: &BranchConv) -> Result<(String, Option<String>)> {
+/// The tensors holding a linear layer's output channels, with the axis they
+/// are on: its weight `[in, out]` (columns) and its bias `[out]`.
+fn linear_outputs(g: &Graph, c: &BranchConv) -> Result<Vec<(String, usize)>> {
     let n = &g.nodes[node_index(g, &c.conv)?];
-    let w = n
-        .input(1)
-        .ok_or_else(|| Error::node(n, "no weight"))?
-        .to_string();
-    let bias = match &c.bn {
-        Some(add) => {
-            let a = &g.nodes[node_index(g, add)?];
+    let w = n.input(1).ok_or_else(|| Error::node(n, "no weight"))?;
+    let mut out = vec![(w.to_string(), 1)];
+    if let Some(add) = &c.bn {
+        let a = &g.nodes[node_index(g, add)?];
+        out.extend(
             a.inputs
                 .iter()
                 .find(|i| g.initializers.contains_key(i.as_str()))
-                .cloned()
-        }
-        None => None,
-    };
-    Ok((w, bias))
+                .map(|b| (b.clone(), 0)),
+        );
+    }
+    Ok(out)
 }
 
 /// Keeps output channels `keep` of conv `c` (weights, bias, BN entries).
 fn keep_outputs(g: &mut Graph, c: &BranchConv, keep: &[usize]) -> Result<()> {
     if c.linear {
-        let (w, bias) = linear_params(g, c)?;
-        surgery::select(g, &w, 1, keep)?;
-        if let Some(b) = bias {
-            surgery::select(g, &b, 0, keep)?;
+        for (t, axis) in linear_outputs(g, c)? {
+            surgery::select(g, &t, axis, keep)?;
         }
         return Ok(());
     }

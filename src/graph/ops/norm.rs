@@ -24,16 +24,11 @@ impl OpRule for BatchNorm {
                 )));
             }
         }
-        if cx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(
-                cx.err("training-mode BatchNormalization (running-stat outputs) is not supported")
-            );
-        }
-        Ok(vec![Fact {
-            dtype: x.dtype,
-            shape: x.shape.clone(),
-            value: None,
-        }])
+        one_output_like(
+            cx,
+            x,
+            "training-mode BatchNormalization (running-stat outputs) is not supported",
+        )
     }
 
     /// Learned: scale and bias; the running mean and variance are statistics.
@@ -73,18 +68,28 @@ impl OpRule for LayerNorm {
                 )));
             }
         }
-        if cx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(cx.err("LayerNormalization's Mean and InvStdDev outputs are not supported"));
-        }
-        Ok(vec![Fact {
-            dtype: x.dtype,
-            shape: x.shape.clone(),
-            value: None,
-        }])
+        one_output_like(
+            cx,
+            x,
+            "LayerNormalization's Mean and InvStdDev outputs are not supported",
+        )
     }
 
     /// Learned: scale and bias.
     fn param_inputs(&self) -> Option<&'static [usize]> {
         Some(&[1, 2])
     }
+}
+
+/// A normalisation's one output, shaped like its input `x`; an extra
+/// (statistics) output is refused with `why`.
+fn one_output_like(cx: &Ctx, x: &Fact, why: &str) -> Result<Vec<Fact>> {
+    if cx.node.outputs.iter().skip(1).any(|o| !o.is_empty()) {
+        return Err(cx.err(why));
+    }
+    Ok(vec![Fact {
+        dtype: x.dtype,
+        shape: x.shape.clone(),
+        value: None,
+    }])
 }
