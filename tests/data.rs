@@ -289,3 +289,110 @@ fn dataset_json_states_the_preprocessing_as_text_or_numbers() {
     let e = data::load(d.path(), Split::Test).unwrap_err().to_string();
     assert!(e.contains("grey"), "{e}");
 }
+
+#[test]
+fn images_without_labels_in_any_layout_at_mixed_sizes() {
+    let d = tempfile::tempdir().unwrap();
+    // 23 images in nested folders, PNG and JPEG, three sizes; a label
+    // file and a hidden folder beside them are not images
+    for i in 0..23u32 {
+        let sub = d.path().join(["a", "b/c", "d/e/f"][i as usize % 3]);
+        std::fs::create_dir_all(&sub).unwrap();
+        let (w, h) = [(5, 3), (8, 8), (4, 6)][i as usize % 3];
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([i as u8, 0, 0]));
+        let ext = if i % 4 == 0 { "jpg" } else { "png" };
+        img.save(sub.join(format!("{i:02}.{ext}"))).unwrap();
+    }
+    std::fs::write(d.path().join("a/00.txt"), "0 0.5 0.5 0.1 0.1").unwrap();
+    std::fs::create_dir_all(d.path().join(".cache")).unwrap();
+    image::RgbImage::new(2, 2)
+        .save(d.path().join(".cache/x.png"))
+        .unwrap();
+    let train = data::load(d.path(), Split::Train).unwrap();
+    let test = data::load(d.path(), Split::Test).unwrap();
+    // every tenth image (in path order) held out: 2 of 23
+    assert_eq!((train.len(), test.len()), (21, 2));
+    for ds in [&train, &test] {
+        assert!(!ds.labelled);
+        assert_eq!(ds.classes, 0);
+        assert!(!ds.is_uniform(), "the sizes differ");
+    }
+    let names = |ds: &data::Dataset| -> Vec<String> {
+        ds.files
+            .iter()
+            .map(|f| f.strip_prefix(d.path()).unwrap().display().to_string())
+            .collect()
+    };
+    // sorted paths: a/00,a/03,...; the 10th and 20th are held out
+    let mut all: Vec<String> = names(&train).into_iter().chain(names(&test)).collect();
+    all.sort();
+    assert_eq!(all.len(), 23);
+    assert_eq!(names(&test), vec![all[9].clone(), all[19].clone()]);
+    assert!(!all.iter().any(|n| n.contains(".cache")));
+    // the pixels are each file's own, at its own size
+    let k = train
+        .files
+        .iter()
+        .position(|f| f.ends_with("b/c/07.png"))
+        .unwrap();
+    assert_eq!(train.size_of(k), (8, 8));
+    assert_eq!(train.image(k).unwrap()[0], 7);
+
+    // split folders without class folders are unlabelled splits
+    let s = tempfile::tempdir().unwrap();
+    for split in ["train", "val"] {
+        std::fs::create_dir_all(s.path().join(split)).unwrap();
+        for i in 0..3 {
+            image::RgbImage::new(4, 4)
+                .save(s.path().join(split).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let t = data::load(s.path(), Split::Test).unwrap();
+    assert_eq!((t.len(), t.labelled), (3, false));
+    // with split folders, a missing split is an error, not the other's images
+    std::fs::remove_dir_all(s.path().join("val")).unwrap();
+    assert!(data::load(s.path(), Split::Test).is_err());
+
+    // images beside class folders are ambiguous: an error naming one
+    let m = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(m.path().join("test/cat")).unwrap();
+    image::RgbImage::new(4, 4)
+        .save(m.path().join("test/cat/0.png"))
+        .unwrap();
+    image::RgbImage::new(4, 4)
+        .save(m.path().join("test/stray.png"))
+        .unwrap();
+    let e = data::load(m.path(), Split::Test).unwrap_err().to_string();
+    assert!(
+        e.contains("stray.png") && e.contains("class folders"),
+        "{e}"
+    );
+}
+
+#[test]
+fn labels_are_dropped_on_request_and_set_from_predictions() {
+    let d = tempfile::tempdir().unwrap();
+    for (class, n) in [("a", 2), ("b", 3)] {
+        let dir = d.path().join("test").join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            image::RgbImage::new(3, 3)
+                .save(dir.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let mut ds = data::load(d.path(), Split::Test).unwrap();
+    assert_eq!(
+        (ds.labels.clone(), ds.classes, ds.labelled),
+        (vec![0, 0, 1, 1, 1], 2, true)
+    );
+    ds.drop_labels();
+    assert_eq!(
+        (ds.labels.clone(), ds.classes, ds.labelled),
+        (vec![0; 5], 0, false)
+    );
+    ds.set_labels(vec![4, 1, 0, 2, 4], 5);
+    assert_eq!(ds.classes, 5);
+    assert_eq!(ds.subset(&[4, 1]).unwrap().labels, vec![4, 1]);
+}

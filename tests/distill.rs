@@ -1,7 +1,8 @@
 //! Distillation from the model as it was at the start: the loss is
-//! α·T²·H(softmax(t/T), softmax(s/T)) + (1 − α)·CE, checked by hand in f64
-//! on the logits; at the start (student = teacher) its distillation part
-//! is T² times the entropy of the softened targets.
+//! α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − α)·CE, checked by hand in
+//! f64 on the logits (at the start, student = teacher, its distillation
+//! part is 0), its gradient against finite differences, and without labels
+//! the labels are not read.
 
 mod common;
 use candle_core::{Device, Tensor};
@@ -43,6 +44,7 @@ fn distillation_loss_matches_the_definition() {
         let got = tr
             .loss(&xt, &logits, &y)
             .unwrap()
+            .0
             .to_dtype(candle_core::DType::F64)
             .unwrap()
             .to_scalar::<f64>()
@@ -51,14 +53,121 @@ fn distillation_loss_matches_the_definition() {
         let mut want = 0.0;
         for (i, &label) in labels.iter().enumerate() {
             let row: Vec<f64> = (0..l.shape()[1]).map(|j| l[[i, j]] as f64).collect();
-            let p = softmax(&row, temp);
-            let entropy: f64 = -p.iter().map(|&q| q * q.ln()).sum::<f64>();
+            // KL of a distribution to itself is 0: only the labels count
             let ce = -softmax(&row, 1.0)[label as usize].ln();
-            want += (alpha * temp * temp * entropy + (1.0 - alpha) * ce) / labels.len() as f64;
+            want += (1.0 - alpha) * ce / labels.len() as f64;
         }
         assert!(
             (got - want).abs() < 1e-4 * want.abs().max(1.0),
             "α {alpha} T {temp}: {got} vs {want}"
         );
     }
+}
+
+/// T²·KL(p ‖ q) per row, averaged, in f64.
+fn kl_by_hand(s: &[Vec<f64>], t_logits: &[Vec<f64>], temp: f64) -> f64 {
+    let mut sum = 0.0;
+    for (row_s, row_t) in s.iter().zip(t_logits) {
+        let p = softmax(row_t, temp);
+        let q = softmax(row_s, temp);
+        sum += p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum::<f64>();
+    }
+    temp * temp * sum / s.len() as f64
+}
+
+fn random_rows(n: usize, k: usize, seed: u64) -> Vec<Vec<f64>> {
+    let v = sss_onnx::measure::inputs::normal(&[n, k], seed);
+    v.outer_iter()
+        .map(|r| r.iter().map(|&x| 3.0 * x as f64).collect())
+        .collect()
+}
+
+fn tensor(rows: &[Vec<f64>]) -> Tensor {
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    Tensor::from_vec(flat, (rows.len(), rows[0].len()), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn distillation_is_the_kl_divergence_with_the_gradient_of_finite_differences() {
+    use sss_onnx::train::trainer::distillation;
+    let (s, t) = (random_rows(3, 7, 1), random_rows(3, 7, 2));
+    for temp in [1.0, 4.0] {
+        let got = distillation(&tensor(&s), &tensor(&t), temp)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let want = kl_by_hand(&s, &t, temp);
+        assert!(want > 1e-3, "the rows must differ");
+        assert!((got - want).abs() < 1e-9, "T {temp}: {got} vs {want}");
+        // a student equal to its teacher scores 0
+        let same = distillation(&tensor(&t), &tensor(&t), temp)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(same.abs() < 1e-12, "{same}");
+        // the gradient in the student's logits, against central differences
+        let var = candle_core::Var::from_tensor(&tensor(&s)).unwrap();
+        let loss = distillation(var.as_tensor(), &tensor(&t), temp).unwrap();
+        let grads = loss.backward().unwrap();
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        let h = 1e-6;
+        for i in 0..s.len() {
+            for j in 0..s[0].len() {
+                let (mut up, mut down) = (s.clone(), s.clone());
+                up[i][j] += h;
+                down[i][j] -= h;
+                let fd = (kl_by_hand(&up, &t, temp) - kl_by_hand(&down, &t, temp)) / (2.0 * h);
+                assert!(
+                    (g[i][j] - fd).abs() < 1e-6,
+                    "T {temp} [{i},{j}]: {} vs {fd}",
+                    g[i][j]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn without_labels_the_loss_is_distillation_alone_and_reads_no_label() {
+    let g = load(&fixture("resnet20_fmnist.legacy13.onnx"));
+    let (gated, _) = gate::insert(&g, &[GateKind::Channel, GateKind::Block]).unwrap();
+    let x = sss_onnx::measure::inputs::normal(&[4, 3, 32, 32], 3);
+    let xt = Tensor::from_vec(
+        x.iter().copied().collect::<Vec<_>>(),
+        x.shape(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let cfg = Config {
+        label_free: true,
+        ..Config::default()
+    };
+    let tr = Trainer::new(Model::new(&gated, &Device::Cpu).unwrap(), cfg).unwrap();
+    let (teacher, _) = tr.model.forward(&xt, false).unwrap();
+    // a student that differs from the teacher
+    let student = ((&teacher * 0.5).unwrap() + 0.3).unwrap();
+    let value = |labels: [u32; 4]| {
+        let y = Tensor::new(&labels, &Device::Cpu).unwrap();
+        let (loss, t) = tr.loss(&xt, &student, &y).unwrap();
+        assert!(t.is_some(), "the teacher's logits come back");
+        loss.to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let (a, b) = (value([0, 0, 0, 0]), value([9, 2, 5, 7]));
+    assert_eq!(a, b, "labels changed the label-free loss");
+    let rows = |m: &Tensor| -> Vec<Vec<f64>> {
+        let l = to_ndarray(m).unwrap();
+        l.outer_iter()
+            .map(|r| r.iter().map(|&v| v as f64).collect())
+            .collect()
+    };
+    let want = kl_by_hand(&rows(&student), &rows(&teacher), 4.0);
+    assert!(want > 1e-3);
+    assert!((a - want).abs() < 1e-4 * want, "{a} vs {want}");
 }

@@ -97,6 +97,10 @@ pub struct TrainArgs {
     /// softened logits in the loss, 0-1 (1: labels unused) [default: 0].
     #[arg(long, value_name = "ALPHA")]
     pub distill: Option<f64>,
+    /// Read no labels even where the data has them: learn only from the
+    /// original model's outputs (implied by images without labels).
+    #[arg(long)]
+    pub no_labels: bool,
     /// Temperature of the distillation targets [default: 4].
     #[arg(long, value_name = "T")]
     pub distill_temperature: Option<f64>,
@@ -151,6 +155,9 @@ impl TrainArgs {
         }
         if self.steps.is_some() {
             t.epochs = None;
+        }
+        if self.no_labels {
+            t.no_labels = true;
         }
         if self.no_augment {
             t.augment = false;

@@ -75,11 +75,22 @@ pub fn run(a: Args) -> CliResult {
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
     let eval = a.eval.options();
     let macs = counts::count(&trained, &shape::infer_strict(&trained, 1)?).macs;
-    let (test, note) = batching::scored_subset(test, macs, &eval)?;
+    let label_free = opts.no_labels || !test.labelled;
+    let (mut test, note) = batching::scored_subset(test, macs, &eval)?;
     if let Some(n) = note {
         eprintln!("{n}");
     }
     let batch = batching::eval_batch(&trained, eval.batch);
+    let what = if label_free {
+        // the model as given answers for the labels: agreement with it
+        let original = Model::new(&g, &candle_core::Device::Cpu)?;
+        let labels = scoring::predictions(&original, &test, &prep, batch, None)?;
+        test.drop_labels();
+        test.set_labels(labels, 0);
+        "top-1 agreement with the model as given"
+    } else {
+        "test accuracy"
+    };
     eprintln!(
         "scoring the trained model on {} test samples, {batch} at a time",
         test.len()
@@ -92,14 +103,20 @@ pub fn run(a: Args) -> CliResult {
         None,
     )?;
     eprintln!(
-        "test accuracy (candle, eval mode): {:.2}% on {} samples",
+        "{what} (candle, eval mode): {:.2}% on {} samples",
         acc * 100.0,
         test.len()
     );
     if let Some(last) = records.last() {
         eprintln!("final: {}", progress::line(last, None));
     }
-    let summary = serde_json::json!({ "output": output, "test_accuracy": acc, "curve": records });
+    let summary = serde_json::json!({
+        "output": output,
+        "test_accuracy": acc,
+        "metric": what,
+        "labelled": !label_free,
+        "curve": records,
+    });
     let report = output.with_extension("train.json");
     write_atomic(&report, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!("{}", output.display());

@@ -47,6 +47,9 @@ pub struct Source {
     pub eval_batch: usize,
     /// Classes scored: the data's or the model's outputs, whichever is more.
     pub classes: usize,
+    /// No labels read: the test samples carry the original's top-1 as
+    /// their labels, so every accuracy is agreement with it.
+    pub label_free: bool,
     pub runtime: runtime::Options,
     pub runtime_name: String,
     pub macs: u64,
@@ -102,9 +105,10 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         }
     };
     let (test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
+    let label_free = plan.opts.train.no_labels || !test.labelled;
     let (macs, params) = counts(g)?;
     let test_split_samples = test.len();
-    let (test, note) = batching::scored_subset(test, macs, &plan.opts.eval)?;
+    let (mut test, note) = batching::scored_subset(test, macs, &plan.opts.eval)?;
     if let Some(n) = note {
         progress.note(&n);
     }
@@ -127,7 +131,25 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
     let mut s0 = runtime::open_imported(&imp, path, &rt)?;
     let runtime_name = s0.describe();
     progress.note(&scoring("the original", &test, eval_batch));
-    let acc = accuracy::evaluate(s0.as_mut(), &input, &test, &prep, eval_batch, None)?;
+    let acc = if label_free {
+        // the original's top-1 becomes the held-out labels: every later
+        // score is agreement with it
+        test.drop_labels();
+        let (labels, k) = accuracy::predictions(s0.as_mut(), &input, &test, &prep, eval_batch)?;
+        test.set_labels(labels, k);
+        progress.note(&format!(
+            "no labels read: the held-out figures are top-1 agreement with the original on {} images",
+            test.len()
+        ));
+        Accuracy {
+            samples: test.len(),
+            top1: 1.0,
+            top5: 1.0,
+            preprocess: prep.describe(),
+        }
+    } else {
+        accuracy::evaluate(s0.as_mut(), &input, &test, &prep, eval_batch, None)?
+    };
     progress.note(&format!(
         "original: {:.2} M MACs, {params} params, top-1 {:.2}% ({runtime_name})",
         macs as f64 / 1e6,
@@ -138,7 +160,9 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         .classes
         .max(crate::graph::io::output_classes(g).unwrap_or(0))
         .max(2);
-    accept::original_scores(path, &data_dir, acc.top1, classes, &prep.describe())?;
+    if !label_free {
+        accept::original_scores(path, &data_dir, acc.top1, classes, &prep.describe())?;
+    }
     Ok(Source {
         imp,
         data_dir,
@@ -148,6 +172,7 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         input,
         eval_batch,
         classes,
+        label_free,
         runtime: rt,
         runtime_name,
         macs,
@@ -257,6 +282,7 @@ pub fn train(
         });
     }
     t.checkpoint_dir = Some(plan.checkpoints.clone());
+    t.no_labels |= src.label_free;
     let data = match gated.train_split.take() {
         Some(loaded) => TrainData::Loaded(Box::new(loaded)),
         None => TrainData::Load(&src.data_dir, &plan.opts.preprocess),
@@ -544,6 +570,22 @@ pub fn bench(
     Ok(out)
 }
 
+/// The loss a run optimised, in words.
+fn objective(cfg: &crate::train::trainer::Config) -> String {
+    let t = cfg.distill_temperature;
+    if cfg.label_free {
+        format!("distillation from the original (softened-softmax KL, T = {t}); no labels read")
+    } else if cfg.distill > 0.0 {
+        format!(
+            "cross-entropy on the labels ({:.2}) + distillation from the original ({:.2}, T = {t})",
+            1.0 - cfg.distill.min(1.0),
+            cfg.distill.min(1.0)
+        )
+    } else {
+        "cross-entropy on the labels".into()
+    }
+}
+
 /// A model file's size with its external data.
 fn file_bytes(p: &Path) -> u64 {
     let data = crate::onnx::io::external_data_path(p);
@@ -608,6 +650,13 @@ pub fn report(
             test_samples: src.test.len(),
             test_split_samples: src.test_split_samples,
             preprocess: src.prep.describe(),
+            labelled: !src.label_free,
+            metric: if src.label_free {
+                "top-1 agreement with the original"
+            } else {
+                "top-1 accuracy"
+            }
+            .into(),
         },
         original: figures(&plan.model, (src.macs, src.params), acc0, latency.original),
         pruned: figures(
@@ -622,6 +671,7 @@ pub fn report(
         pruning: pruned.report,
         exactness: scored.validation,
         training: Training {
+            objective: objective(&run.cfg),
             steps: run.cfg.steps,
             seconds: trained.seconds,
             images_per_s: images,

@@ -147,6 +147,7 @@ pub fn load(files: &Files) -> Result<Dataset> {
         width: 32,
         pixels,
         labels,
+        labelled: true,
         classes,
         mean,
         std,

@@ -105,6 +105,7 @@ pub fn load(images: &Path, labels: &Path) -> Result<Dataset> {
         width: idims[2],
         pixels,
         labels,
+        labelled: true,
         classes,
         mean,
         std,

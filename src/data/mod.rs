@@ -1,6 +1,6 @@
-//! Labelled image data sets: idx (MNIST, Fashion-MNIST; `.gz` or raw),
-//! CIFAR-10/100 binary batches and ImageFolder trees of PNG/JPEG, in one
-//! form, and fitted to a model's input (pad or resize, channel copy,
+//! Image data sets: idx (MNIST, Fashion-MNIST; `.gz` or raw), CIFAR-10/100
+//! binary batches, ImageFolder trees of PNG/JPEG and folders of images
+//! without labels, in one form, and fitted to a model's input (pad or resize, channel copy,
 //! mean/std normalisation). Training and evaluation share this code. The
 //! small formats are held decoded; a folder of photos is decoded image by
 //! image when a batch needs it, so its size does not bound memory.
@@ -38,7 +38,11 @@ pub struct Dataset {
     pub height: usize,
     pub width: usize,
     pub pixels: Vec<u8>,
+    /// One per sample; placeholders (0) when `labelled` is false.
     pub labels: Vec<u32>,
+    /// Whether `labels` are the data's own: a folder of images without
+    /// class folders has none (and `classes` is 0).
+    pub labelled: bool,
     pub classes: usize,
     /// Per-channel mean/std in [0,1] units used to normalise.
     pub mean: Vec<f32>,
@@ -106,6 +110,21 @@ impl Dataset {
         }
     }
 
+    /// Forgets the labels (label-free training and scoring).
+    pub fn drop_labels(&mut self) {
+        self.labels.iter_mut().for_each(|l| *l = 0);
+        self.labelled = false;
+        self.classes = 0;
+    }
+
+    /// Takes `labels` (one per sample, below `classes`) as the samples'
+    /// labels: the original model's predictions when there are none.
+    pub fn set_labels(&mut self, labels: Vec<u32>, classes: usize) {
+        debug_assert_eq!(labels.len(), self.len());
+        self.labels = labels;
+        self.classes = classes;
+    }
+
     /// The samples `indices` (in that order) as a data set of their own.
     pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
         let mut out = Dataset {
@@ -143,6 +162,7 @@ impl Dataset {
             width: self.width,
             pixels: Vec::new(),
             labels: Vec::new(),
+            labelled: self.labelled,
             classes: self.classes,
             mean: self.mean.clone(),
             std: self.std.clone(),
@@ -186,13 +206,15 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         cifar::load(&files)?
     } else if let Some(root) = folder::find(dir, split) {
         folder::load(&root)?
+    } else if let Some(files) = folder::loose_images(dir, split)? {
+        folder::unlabelled(dir, files)?
     } else {
         return Err(bad(
             dir,
             format!(
                 "no {split:?} data found: expected idx files ({{train,t10k}}-images-idx3-ubyte[.gz]), \
                  CIFAR batches (binary data_batch_N.bin/test_batch.bin, train.bin/test.bin; python cifar-10-batches-py/, cifar-100-python/) \
-                 or an ImageFolder tree ({{train,test,val}}/<class>/*.png|jpg)"
+                 or PNG/JPEG images: an ImageFolder tree ({{train,test,val}}/<class>/*), or without labels in any layout"
             ),
         ));
     };

@@ -13,6 +13,48 @@ pub struct Accuracy {
     pub preprocess: String,
 }
 
+/// The model's top-1 class for every sample of `ds`, and its number of
+/// classes (the width of its first output, which must be [N, classes]).
+pub fn predictions(
+    s: &mut dyn Session,
+    input: &str,
+    ds: &Dataset,
+    prep: &Preprocess,
+    batch: usize,
+) -> Result<(Vec<u32>, usize)> {
+    let mut out = Vec::with_capacity(ds.len());
+    let mut classes = 0;
+    for start in (0..ds.len()).step_by(batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch).min(ds.len())).collect();
+        let x = prep.batch(ds, &idx)?;
+        let y = s.run(&vec![(input.to_string(), x)])?;
+        let logits = &y
+            .first()
+            .ok_or_else(|| Error::Invalid("the model has no output".into()))?
+            .1;
+        classes = logits.len() / idx.len().max(1);
+        if logits.ndim() != 2 || classes < 2 {
+            return Err(Error::Invalid(format!(
+                "output shape {:?} is not [N, classes]: learning without labels needs a classifier's scores",
+                logits.shape()
+            )));
+        }
+        let flat = logits.as_standard_layout();
+        let flat = flat.as_slice().unwrap_or(&[]);
+        for row in flat.chunks(classes) {
+            // the first of equal maxima, as argmax in training
+            let mut best = 0;
+            for (k, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = k;
+                }
+            }
+            out.push(best as u32);
+        }
+    }
+    Ok((out, classes))
+}
+
 /// Evaluates the first `limit` samples (all when `None`) in batches.
 pub fn evaluate(
     s: &mut dyn Session,

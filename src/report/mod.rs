@@ -34,6 +34,9 @@ pub struct GateValues {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Training {
+    /// The loss optimised: cross-entropy on the labels, mixed with
+    /// distillation, or distillation from the original alone.
+    pub objective: String,
     pub steps: usize,
     pub seconds: f64,
     pub images_per_s: f64,
@@ -113,6 +116,13 @@ pub struct DataSummary {
     pub test_samples: usize,
     pub test_split_samples: usize,
     pub preprocess: String,
+    /// Whether the data's labels were read. Without them every top-1
+    /// figure is agreement with the original model's top-1 on the same
+    /// held-out images (the original's is then 1 by definition).
+    pub labelled: bool,
+    /// What `top1` measures: "top-1 accuracy" or "top-1 agreement with
+    /// the original".
+    pub metric: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,7 +188,8 @@ pub fn markdown(r: &Report) -> String {
         format!(" ({n} test samples)")
     };
     s.push_str(&format!(
-        "| top-1 accuracy{scored} | {} | {} | {:+.2} pt |\n",
+        "| {}{scored} | {} | {} | {:+.2} pt |\n",
+        r.data.metric,
         pct(o.top1),
         pct(p.top1),
         (p.top1 - o.top1) * 100.0

@@ -77,13 +77,28 @@ pub fn fit(
     progress: &mut dyn Progress,
     stop: &AtomicBool,
 ) -> Result<Trained> {
-    let (ds, prep) = match data {
+    let (mut ds, prep) = match data {
         TrainData::Loaded(loaded) => *loaded,
         TrainData::Load(dir, spec) => {
             let (ds, prep, _) = data::load_for(dir, Split::Train, graph, spec)?;
             (ds, prep)
         }
     };
+    let mut opts = opts.clone();
+    if opts.no_labels || !ds.labelled {
+        let why = if ds.labelled {
+            "--no-labels: the data's labels are not read"
+        } else {
+            "the data has no labels"
+        };
+        ds.drop_labels();
+        opts.no_labels = true;
+        progress.note(&format!(
+            "{why}; learning from the model as it was at the start (softened-softmax KL, T = {})",
+            opts.distill_temperature
+        ));
+    }
+    let opts = &opts;
     progress.note(&format!(
         "data: {} ({} training samples); {}",
         ds.name,

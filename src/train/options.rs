@@ -82,6 +82,9 @@ pub struct TrainOptions {
     pub distill: f64,
     /// Softening temperature of the distillation targets.
     pub distill_temperature: f64,
+    /// Read no labels even where the data has them: learn from the
+    /// original model's outputs only (implied by data without labels).
+    pub no_labels: bool,
     /// How a target is reached: budget steps, or γ steered so APG's own
     /// zeros reach it.
     pub selection: Selection,
@@ -117,6 +120,7 @@ impl Default for TrainOptions {
             bn_recalibration: None,
             distill: 0.0,
             distill_temperature: 4.0,
+            no_labels: false,
             selection: Selection::Budget,
         }
     }
@@ -177,8 +181,9 @@ impl TrainOptions {
             rank: self.rank,
             budget_steps: self.budget_steps,
             blocks_first: self.budget_order == BudgetOrder::BlocksFirst,
-            distill: self.distill,
+            distill: if self.no_labels { 1.0 } else { self.distill },
             distill_temperature: self.distill_temperature,
+            label_free: self.no_labels,
             latency: None,
             selection: self.selection,
         }

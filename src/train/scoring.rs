@@ -7,16 +7,17 @@ use crate::data::{Dataset, Preprocess};
 use crate::error::{Error, Result};
 use candle_core::{Tensor, D};
 
-/// Top-1 accuracy of the candle model in eval mode on the first `limit` samples.
-pub fn top1(
+/// The candle model's top-1 class (eval mode) for the first `limit`
+/// samples.
+pub fn predictions(
     model: &Model,
     ds: &Dataset,
     prep: &Preprocess,
     batch: usize,
     limit: Option<usize>,
-) -> Result<f64> {
+) -> Result<Vec<u32>> {
     let n = limit.unwrap_or(ds.len()).min(ds.len());
-    let mut correct = 0;
+    let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch.max(1)) {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
         let x = prep.batch(ds, &idx)?;
@@ -29,15 +30,24 @@ pub fn top1(
         .and_then(|t| t.to_dtype(model.dtype))
         .map_err(e)?;
         let y = model.infer(&t)?;
-        let pred = y
-            .argmax(D::Minus1)
-            .and_then(|p| p.to_vec1::<u32>())
-            .map_err(e)?;
-        correct += pred
-            .iter()
-            .zip(&idx)
-            .filter(|(p, &i)| **p == ds.labels[i])
-            .count();
+        out.extend(
+            y.argmax(D::Minus1)
+                .and_then(|p| p.to_vec1::<u32>())
+                .map_err(e)?,
+        );
     }
-    Ok(correct as f64 / n.max(1) as f64)
+    Ok(out)
+}
+
+/// Top-1 accuracy of the candle model in eval mode on the first `limit` samples.
+pub fn top1(
+    model: &Model,
+    ds: &Dataset,
+    prep: &Preprocess,
+    batch: usize,
+    limit: Option<usize>,
+) -> Result<f64> {
+    let pred = predictions(model, ds, prep, batch, limit)?;
+    let correct = pred.iter().zip(&ds.labels).filter(|(p, l)| p == l).count();
+    Ok(correct as f64 / pred.len().max(1) as f64)
 }

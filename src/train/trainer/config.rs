@@ -50,6 +50,9 @@ pub struct Config {
     pub distill: f64,
     /// Softening temperature of the distillation targets.
     pub distill_temperature: f64,
+    /// No labels: the loss is distillation alone and the running
+    /// accuracy is top-1 agreement with the teacher.
+    pub label_free: bool,
     /// When set, `target_macs` is a fraction of this table's predicted
     /// runtime latency instead of the MACs.
     pub latency: Option<Arc<LatencyTable>>,
@@ -143,6 +146,7 @@ pub(crate) fn test_config(lock_at: Option<f64>) -> Config {
         blocks_first: true,
         distill: 0.0,
         distill_temperature: 4.0,
+        label_free: false,
         latency: None,
         selection: Selection::Budget,
     }

@@ -1,28 +1,46 @@
 //! The training loss: cross-entropy on the labels, mixed with
-//! distillation from the model as it was at the start.
+//! distillation from the model as it was at the start, or (no labels)
+//! distillation alone.
 
 use super::Trainer;
 use candle_core::{Tensor, D};
 
+/// T²·KL(softmax(t/T) ‖ softmax(s/T)) averaged over the batch: the
+/// distillation term of Hinton et al. (2015), T² keeping the gradient's
+/// scale. It is 0 when the student matches the teacher (the teacher's
+/// entropy is subtracted: the gradient is that of the cross-entropy),
+/// and its gradient in the student's logits is T·(q − p)/N, with p, q
+/// the softened teacher and student distributions.
+pub fn distillation(student: &Tensor, teacher: &Tensor, t: f64) -> candle_core::Result<Tensor> {
+    let tl = (teacher.detach() / t)?;
+    let p = candle_nn::ops::softmax(&tl, D::Minus1)?;
+    let logp = candle_nn::ops::log_softmax(&tl, D::Minus1)?;
+    let logq = candle_nn::ops::log_softmax(&(student / t)?, D::Minus1)?;
+    (p * (logp - logq)?)?.sum(D::Minus1)?.mean_all()? * (t * t)
+}
+
 impl Trainer {
-    /// Cross-entropy on the labels, mixed with distillation from the
-    /// teacher when there is one: α·T²·H(softmax(t/T), softmax(s/T)) +
-    /// (1 − α)·CE (Hinton et al. 2015; T² keeps the gradient scale).
-    pub fn loss(&self, x: &Tensor, logits: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    /// The loss of `logits` for input `x` and labels `y`, with the
+    /// teacher's logits when it was run: cross-entropy, mixed with
+    /// distillation from the teacher when there is one (weight α).
+    pub fn loss(
+        &self,
+        x: &Tensor,
+        logits: &Tensor,
+        y: &Tensor,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let ce = || candle_nn::loss::cross_entropy(logits, y);
         let Some(teacher) = &self.teacher else {
-            return ce();
+            return Ok((ce()?, None));
         };
         let (a, t) = (self.cfg.distill, self.cfg.distill_temperature.max(1e-3));
         let tl = teacher
             .infer(x)
             .map_err(|e| candle_core::Error::Msg(format!("distillation teacher: {e}")))?;
-        let p = candle_nn::ops::softmax(&(tl.detach() / t)?, D::Minus1)?;
-        let logq = candle_nn::ops::log_softmax(&(logits / t)?, D::Minus1)?;
-        let kd = ((p * logq)?.sum(D::Minus1)?.mean_all()?.neg()? * (t * t))?;
-        if a >= 1.0 {
-            return Ok(kd);
+        let kd = distillation(logits, &tl, t)?;
+        if a >= 1.0 || self.cfg.label_free {
+            return Ok((kd, Some(tl)));
         }
-        (ce()? * (1.0 - a))? + (kd * a)?
+        Ok((((ce()? * (1.0 - a))? + (kd * a)?)?, Some(tl)))
     }
 }

@@ -15,6 +15,7 @@ mod recalibrate;
 mod steering;
 
 pub use config::{Config, Outcome, Rank, Record, Selection, Stop};
+pub use loss::distillation;
 
 use super::feed::{self, Batch};
 use super::guard::{Guard, Verdict};
@@ -148,7 +149,7 @@ impl Trainer {
                 .filter(|k| k.starts_with(GATE_PREFIX))
                 .cloned(),
         );
-        let teacher = if cfg.distill > 0.0 {
+        let teacher = if cfg.distill > 0.0 || cfg.label_free {
             Some(Model::new(&model.graph, &model.device)?)
         } else {
             None
@@ -344,7 +345,7 @@ impl Trainer {
         let y = Tensor::new(b.labels.as_slice(), &dev).map_err(e)?;
         let (tape, updates) = self.model.forward_taped(&x)?;
         let logits = tape.output().clone();
-        let loss = self.loss(&x, &logits, &y).map_err(e)?;
+        let (loss, teacher_logits) = self.loss(&x, &logits, &y).map_err(e)?;
         let lv = loss
             .to_dtype(DType::F64)
             .and_then(|l| l.to_scalar::<f64>())
@@ -385,7 +386,19 @@ impl Trainer {
             .argmax(D::Minus1)
             .and_then(|p| p.to_vec1::<u32>())
             .map_err(e)?;
-        let correct = pred.iter().zip(&b.labels).filter(|(p, l)| p == l).count();
+        // without labels the running figure is agreement with the teacher
+        let agreed;
+        let reference = match (&teacher_logits, self.cfg.label_free) {
+            (Some(t), true) => {
+                agreed = t
+                    .argmax(D::Minus1)
+                    .and_then(|p| p.to_vec1::<u32>())
+                    .map_err(e)?;
+                &agreed
+            }
+            _ => &b.labels,
+        };
+        let correct = pred.iter().zip(reference).filter(|(p, l)| p == l).count();
         Ok((lv, correct))
     }
 
