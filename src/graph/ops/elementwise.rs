@@ -51,12 +51,18 @@ impl OpRule for Broadcast {
             "Where" => cx.input(1)?.dtype,
             _ => cx.input(0)?.dtype,
         };
-        let value = if n == 2 && matches!(op, "Add" | "Sub" | "Mul" | "Div") {
-            fold_ints(cx, op, &shape)?
-        } else {
-            None
+        let value = match (n, op) {
+            (2, "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Equal") | (3, "Where") => {
+                fold_ints(cx, op, &shape)?
+            }
+            _ => None,
         };
         Ok(vec![match value {
+            Some(v) if dtype == crate::graph::tensor::dtype::BOOL => Fact {
+                dtype,
+                shape,
+                value: crate::graph::tensor::Tensor::from_i64_as(v, dtype),
+            },
             Some(v) => int_fact(v),
             None => Fact {
                 dtype,
@@ -67,26 +73,45 @@ impl OpRule for Broadcast {
     }
 }
 
+/// Integer shape arithmetic on constant inputs (an export's Where/Equal
+/// spelling of `expand(-1)`, a head width's `Mod`), evaluated so the
+/// shapes downstream are known.
 fn fold_ints(cx: &Ctx, op: &str, shape: &[usize]) -> Result<Option<ArrayD<i64>>> {
-    let (Some(a), Some(b)) = (
-        cx.input(0)?.value.as_ref().and_then(|v| v.to_i64()),
-        cx.input(1)?.value.as_ref().and_then(|v| v.to_i64()),
-    ) else {
-        return Ok(None);
-    };
     if shape.iter().product::<usize>() > MAX_FOLD {
         return Ok(None);
     }
-    let (Some(a), Some(b)) = (a.broadcast(shape), b.broadcast(shape)) else {
-        return Ok(None);
-    };
-    let mut out = a.to_owned();
-    for (o, &y) in out.iter_mut().zip(b.iter()) {
+    let mut args = Vec::new();
+    for i in 0..cx.node.inputs.len() {
+        let Some(v) = cx.input(i)?.value.as_ref().and_then(|v| v.to_i64()) else {
+            return Ok(None);
+        };
+        let Some(b) = v.broadcast(shape).map(|b| b.to_owned()) else {
+            return Ok(None);
+        };
+        args.push(b);
+    }
+    if op == "Where" {
+        let (c, x, y) = (&args[0], &args[1], &args[2]);
+        let mut out = x.clone();
+        for ((o, &c), &y) in out.iter_mut().zip(c.iter()).zip(y.iter()) {
+            if c == 0 {
+                *o = y;
+            }
+        }
+        return Ok(Some(out));
+    }
+    // C's fmod (sign of the dividend) when asked, else the divisor's sign
+    let fmod = op == "Mod" && cx.node.attr_int_or("fmod", 0)? != 0;
+    let mut out = args[0].clone();
+    for (o, &y) in out.iter_mut().zip(args[1].iter()) {
         *o = match op {
             "Add" => o.wrapping_add(y),
             "Sub" => o.wrapping_sub(y),
             "Mul" => o.wrapping_mul(y),
+            "Equal" => (*o == y) as i64,
             _ if y == 0 => return Err(cx.err("integer division by zero in shape arithmetic")),
+            "Mod" if fmod => *o % y,
+            "Mod" => o.rem_euclid(y) + if y < 0 && o.rem_euclid(y) != 0 { y } else { 0 },
             _ => o.div_euclid(y),
         };
     }

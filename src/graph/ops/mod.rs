@@ -186,6 +186,7 @@ pub static OPS: &[OpInfo] = &[
     op!("Min", elementwise::Broadcast, Stop, false),
     op!("Equal", elementwise::Broadcast, Stop, false, SHAPE),
     op!("Where", elementwise::Broadcast, Stop, false, SHAPE),
+    op!("Mod", elementwise::Broadcast, Stop, false, SHAPE),
     op!("MaxPool", pool::Pool, Stop, false),
     op!("AveragePool", pool::Pool, First, false),
     op!("GlobalAveragePool", pool::GlobalPool, Stop, false),
