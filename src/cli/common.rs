@@ -102,6 +102,7 @@ pub fn import_model(path: &Path) -> anyhow::Result<Imported> {
     for n in imp.notes(path) {
         eprintln!("{n}");
     }
+    sss_onnx::measure::rebatch::check(&imp, path)?;
     Ok(imp)
 }
 

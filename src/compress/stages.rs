@@ -92,6 +92,7 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
     for n in imp.notes(path) {
         progress.note(&n);
     }
+    crate::measure::rebatch::check(&imp, path)?;
     let g = &imp.graph;
     // an op training cannot lower fails now, not after the BN statistics
     crate::train::model::check_trainable(g).map_err(|e| Error::InModel {

@@ -19,6 +19,10 @@ pub struct FixedBatch {
     pub batch: i64,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+    /// `Reshape`s whose batch dimension was found inside the target
+    /// (sequence-first attention, batch merged with heads): a layout
+    /// inference that `measure::rebatch` confirms by running the graph.
+    pub inferred: Vec<String>,
 }
 
 /// Two batch sizes no exporter fixes a model at: inference at both must
@@ -56,6 +60,7 @@ pub fn make_symbolic(g: &mut Graph) -> Result<Option<FixedBatch>> {
         batch,
         inputs: fixed.into_iter().map(|(n, _)| n).collect(),
         outputs: Vec::new(),
+        inferred: Vec::new(),
     };
     let mut probe = g.clone();
     set_first_dim(&mut probe, &fb.inputs, Dim::Param(BATCH_SYMBOL.into()));
@@ -73,7 +78,9 @@ pub fn make_symbolic(g: &mut Graph) -> Result<Option<FixedBatch>> {
     // their outputs then carry it too, so a few passes reach the end.
     for _ in 0..probe.nodes.len().max(1) {
         let facts = shape::infer(&probe, &shape::input_shapes(&probe, PROBES[0])?);
-        let changed = retarget_reshapes(&mut probe, &facts, batch)?;
+        let base = shape::infer(&probe, &shape::input_shapes(&probe, batch as usize)?);
+        let changed = retarget_reshapes(&mut probe, &facts, &base, batch, &mut fb.inferred)?
+            | expand_concatenated_constants(&mut probe, &facts, batch)?;
         if !changed {
             break;
         }
@@ -96,10 +103,82 @@ pub fn make_symbolic(g: &mut Graph) -> Result<Option<FixedBatch>> {
     Ok(Some(fb))
 }
 
+/// The dimension of a value that carries the batch: the one that is
+/// `PROBES[0]` times larger at the probe batch than at the fixed batch,
+/// all others equal (a sequence-first tensor carries it second).
+fn batch_axis(at_probe: &[usize], at_fixed: &[usize], batch: i64) -> Option<usize> {
+    if at_probe.len() != at_fixed.len() || batch != 1 {
+        return None;
+    }
+    let mut axis = None;
+    for (k, (&p, &f)) in at_probe.iter().zip(at_fixed).enumerate() {
+        if p == f {
+            continue;
+        }
+        if p != PROBES[0] * f || axis.is_some() {
+            return None;
+        }
+        axis = Some(k);
+    }
+    axis
+}
+
+/// A target for a `Reshape` whose data carries the batch in dimension
+/// `axis` (not first, or merged with another factor): the output
+/// dimension that holds the batch gets -1 ("whatever is left"). In
+/// row-major order the batch (1 at the fixed batch) sits after the
+/// elements before it: `before` when it is the outer factor of its
+/// dimension (heads merged as N·H), `before · dim` when the inner one
+/// (sequence-first tokens merged as L·N). An output dimension of 1
+/// starting there is the batch itself; otherwise the dimension starting
+/// there takes it as its outer factor, or, when that is the last one (the
+/// features), the one before takes it as its inner factor. `None` when
+/// none fits or the target already has a -1.
+fn batch_in_target(
+    target: &[i64],
+    at_fixed_in: &[usize],
+    out: &[usize],
+    axis: usize,
+) -> Option<Vec<i64>> {
+    if target.contains(&-1) || target.len() != out.len() || out.is_empty() {
+        return None;
+    }
+    let outer: usize = at_fixed_in[..axis].iter().product();
+    let inner = outer * at_fixed_in[axis];
+    // prefix[q]: elements before output dimension q
+    let prefix: Vec<usize> = (0..out.len()).map(|q| out[..q].iter().product()).collect();
+    let with = |q: usize| {
+        let mut t = target.to_vec();
+        t[q] = -1;
+        Some(t)
+    };
+    for a in [outer, inner] {
+        if let Some(q) = (0..out.len()).find(|&q| prefix[q] == a && out[q] == 1) {
+            return with(q);
+        }
+    }
+    let q = (0..out.len()).find(|&q| prefix[q] == outer)?;
+    if q + 1 < out.len() {
+        with(q)
+    } else if q > 0 {
+        with(q - 1)
+    } else {
+        None
+    }
+}
+
 /// Points each `Reshape` whose data carries the probe batch and whose
-/// constant target starts with the fixed batch at a target starting with 0
-/// ("copy the input's first dimension").
-fn retarget_reshapes(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
+/// constant target has the fixed batch at a target that follows the
+/// batch: a leading batch becomes 0 ("copy the input's first dimension"),
+/// a batch inside (sequence-first attention) or merged with heads the
+/// -1 of the dimension that holds it.
+fn retarget_reshapes(
+    g: &mut Graph,
+    facts: &Facts,
+    base: &Facts,
+    batch: i64,
+    inferred: &mut Vec<String>,
+) -> Result<bool> {
     let mut changed = false;
     let mut new_inits: HashMap<String, Tensor> = HashMap::new();
     for i in 0..g.nodes.len() {
@@ -117,17 +196,28 @@ fn retarget_reshapes(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
         };
         let Some(vals) = t.to_i64() else { continue };
         let mut v: Vec<i64> = vals.iter().copied().collect();
-        if v.first() != Some(&batch) {
+        let inner = match (base.shape(data), base.shape(&n.outputs[0])) {
+            (Some(fixed_in), Some(out)) => batch_axis(&shape, fixed_in, batch)
+                .filter(|&a| a > 0 || fixed_in[0] > 1)
+                .and_then(|a| batch_in_target(&v, fixed_in, out, a)),
+            _ => None,
+        };
+        if let Some(t) = &inner {
+            v = t.clone();
+            inferred.push(n.name.clone());
+        } else if v.first() != Some(&batch) {
             continue;
         }
         // a flat value holding the probe batch's samples (an exporter's
         // view through a flattened tensor) unfolds with the batch inferred
         let rest: i64 = v[1..].iter().product();
         let flat = shape.len() == 1 && rest > 0 && shape[0] as i64 == PROBES[0] as i64 * rest;
-        if shape.first().copied() != Some(PROBES[0]) && !flat {
+        if inner.is_none() && shape.first().copied() != Some(PROBES[0]) && !flat {
             continue;
         }
-        v[0] = if flat && !v.contains(&-1) {
+        v[0] = if inner.is_some() {
+            v[0]
+        } else if flat && !v.contains(&-1) {
             -1
         } else if flat {
             continue;
@@ -154,6 +244,82 @@ fn retarget_reshapes(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
     Ok(changed)
 }
 
+/// Gives a batch-1 value that a `Concat` joins to one carrying the probe
+/// batch (a ViT's class token, which an export at batch 1 leaves
+/// unexpanded or expands to 1) the batch of that value: `Expand(c, [N, 1, …])` with `N`
+/// read from the value's shape, valid at any batch.
+fn expand_concatenated_constants(g: &mut Graph, facts: &Facts, batch: i64) -> Result<bool> {
+    if batch != 1 {
+        return Ok(false);
+    }
+    let mut changed = false;
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let n = &g.nodes[i];
+        if n.op_type != "Concat" || !n.is_onnx() {
+            i += 1;
+            continue;
+        }
+        let batched = n
+            .inputs
+            .iter()
+            .find(|x| facts.shape(x).and_then(|s| s.first().copied()) == Some(PROBES[0]))
+            .cloned();
+        // the inputs left at batch 1 (a constant, or a constant expanded to
+        // the fixed batch), joined along another axis
+        let rank = facts.shape(&n.outputs[0]).map_or(0, |s| s.len()) as i64;
+        let axis = n.attr_int_or("axis", 0)?;
+        let along_batch = axis == 0 || axis == -rank;
+        let consts: Vec<(usize, usize)> = n
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, x)| {
+                let s = facts.shape(x)?;
+                (s.len() >= 2 && s[0] == 1 && !along_batch).then_some((k, s.len()))
+            })
+            .collect();
+        let (Some(batched), false) = (batched, consts.is_empty()) else {
+            i += 1;
+            continue;
+        };
+        let mut added = Vec::new();
+        for (k, rank) in consts {
+            let c = g.nodes[i].inputs[k].clone();
+            let shape_of = g.fresh_name(&format!("{c}_batch_shape"));
+            let first = g.fresh_name(&format!("{c}_batch"));
+            let zero = g.fresh_name(&format!("{c}_batch_index"));
+            let ones = g.fresh_name(&format!("{c}_ones"));
+            let target = g.fresh_name(&format!("{c}_expand_shape"));
+            let expanded = g.fresh_name(&format!("{c}_expanded"));
+            g.initializers.insert(
+                zero.clone(),
+                Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[1]), vec![0]).expect("1-D")),
+            );
+            g.initializers.insert(
+                ones.clone(),
+                Tensor::I64(
+                    ArrayD::from_shape_vec(IxDyn(&[rank - 1]), vec![1; rank - 1]).expect("1-D"),
+                ),
+            );
+            let mut concat = super::Node::new("Concat", &target, &[&first, &ones], &[&target]);
+            concat.set_attr("axis", super::attr::Attr::Int(0));
+            added.extend([
+                super::Node::new("Shape", &shape_of, &[&batched], &[&shape_of]),
+                super::Node::new("Gather", &first, &[&shape_of, &zero], &[&first]),
+                concat,
+                super::Node::new("Expand", &expanded, &[&c, &target], &[&expanded]),
+            ]);
+            g.nodes[i].inputs[k] = expanded;
+        }
+        let n_added = added.len();
+        g.nodes.splice(i..i, added);
+        i += n_added + 1;
+        changed = true;
+    }
+    Ok(changed)
+}
+
 fn set_first_dim(g: &mut Graph, names: &[String], d: Dim) {
     for v in g.inputs.iter_mut().chain(g.outputs.iter_mut()) {
         if names.contains(&v.name) {
@@ -172,4 +338,36 @@ pub fn restore(g: &mut Graph, fb: &FixedBatch) {
     let names: Vec<String> = fb.inputs.iter().chain(&fb.outputs).cloned().collect();
     set_first_dim(g, &names, Dim::Fixed(fb.batch));
     g.value_info.clear();
+}
+
+#[cfg(test)]
+mod inner_batch_tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_is_found_in_the_reshapes_of_sequence_first_attention() {
+        // PyTorch's multi-head attention at batch 1, tokens first (L 17,
+        // width 48, 3 heads of 16): (input at the fixed batch, batch axis
+        // of the input, target, output) → the target that follows the batch
+        type Case<'a> = (&'a [usize], usize, &'a [i64], &'a [i64]);
+        let cases: &[Case] = &[
+            // [L, N, 3E] unflattened to [L, N, 3, E]: an explicit 1
+            (&[17, 1, 144], 1, &[17, 1, 3, 48], &[17, -1, 3, 48]),
+            // q.view(L, N·H, Dh): the batch outer in the merged dimension
+            (&[17, 1, 48], 1, &[17, 3, 16], &[17, -1, 16]),
+            // [N·H, L, Dh].view(N, H, L, Dh): an explicit 1 first
+            (&[3, 17, 16], 0, &[1, 3, 17, 16], &[-1, 3, 17, 16]),
+            // [L, N, H, Dh].view(L·N, E): not the features, the tokens
+            (&[17, 1, 3, 16], 1, &[17, 48], &[-1, 48]),
+            // [L·N, E].view(L, N, E): the batch inner in the merged input
+            (&[17, 48], 0, &[17, 1, 48], &[17, -1, 48]),
+        ];
+        for &(input, axis, target, want) in cases {
+            let out: Vec<usize> = target.iter().map(|&d| d as usize).collect();
+            let got = batch_in_target(target, input, &out, axis);
+            assert_eq!(got.as_deref(), Some(want), "{input:?} → {target:?}");
+        }
+        // a target with its own -1 is left alone
+        assert_eq!(batch_in_target(&[17, -1], &[17, 1, 48], &[17, 48], 1), None);
+    }
 }

@@ -4,4 +4,5 @@
 pub mod accuracy;
 pub mod bench;
 pub mod inputs;
+pub mod rebatch;
 pub mod validate;
