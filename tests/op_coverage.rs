@@ -107,8 +107,8 @@ fn graph_using(op: &str) -> Option<Graph> {
         }
         // one data input, no attributes needed
         "Relu" | "Identity" | "Dropout" | "GlobalAveragePool" | "GlobalMaxPool" | "Sigmoid"
-        | "Neg" | "Exp" | "Tanh" | "HardSigmoid" | "HardSwish" | "Erf" | "Abs" | "Softmax"
-        | "ReduceSum" | "ReduceMax" | "Cast" => {
+        | "Neg" | "Exp" | "Tanh" | "HardSigmoid" | "HardSwish" | "Erf" | "Abs" | "ReduceSum"
+        | "ReduceMax" | "Cast" => {
             let mut attrs = vec![];
             if op == "Cast" {
                 attrs.push(("to", Attr::Int(1)));
@@ -142,6 +142,19 @@ fn graph_using(op: &str) -> Option<Graph> {
         "Max" | "Min" => {
             let k = per_channel(&mut b, 0.5);
             b.node(op, &[x, &k], vec![])
+        }
+        // over a middle axis: attention's is the last, a single axis from
+        // opset 13 on
+        "Softmax" => b.node("Softmax", &[x], vec![("axis", Attr::Int(1))]),
+        "Expand" => {
+            // [N, C, 1, 6] broadcast against [1, 1, 6, 1]
+            let m = b.node(
+                "ReduceMean",
+                &[x],
+                vec![("axes", ints(&[2])), ("keepdims", Attr::Int(1))],
+            );
+            let s = b.ints("shape", &[1, 1, 6, 1]);
+            b.node("Expand", &[&m, &s], vec![])
         }
         _ => return None,
     };

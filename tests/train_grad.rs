@@ -478,3 +478,80 @@ fn convnext_block_layer_norm_gelu_and_channels_last_linears() {
         check(&g, &[2, 4, 5, 5], false);
     }
 }
+
+/// A ViT encoder's attention sub-block as PyTorch writes it batch-first:
+/// a class token expanded to the batch and concatenated, packed QKV,
+/// heads split by Reshape/Transpose and picked by Gather, scaled scores,
+/// Softmax, the heads merged back, the out-projection and the residual.
+fn attention_block() -> Graph {
+    let (t, d, h) = (3usize, 6usize, 2usize);
+    let dh = d / h;
+    let mut b = Builder::new("x", &[-1, t as i64, d as i64], 41);
+    let cls = b.weight("cls", &[1, 1, d], 1.0);
+    // [N, 1, D] with N read from the input's shape
+    let sx = b.node("Shape", &["x"], vec![]);
+    let zero = b.ints("zero", &[0]);
+    let batch = b.node("Gather", &[&sx, &zero], vec![("axis", Attr::Int(0))]);
+    let rest = b.ints("rest", &[1, d as i64]);
+    let shape = b.node("Concat", &[&batch, &rest], vec![("axis", Attr::Int(0))]);
+    let cls = b.node("Expand", &[&cls, &shape], vec![]);
+    let y = b.node("Concat", &[&cls, "x"], vec![("axis", Attr::Int(1))]);
+    let n = t + 1;
+    let w = b.weight("w_qkv", &[d, 3 * d], 0.5);
+    let bias = b.weight("b_qkv", &[3 * d], 0.5);
+    let qkv = b.node("MatMul", &[&y, &w], vec![]);
+    let qkv = b.node("Add", &[&qkv, &bias], vec![]);
+    let s = b.ints("heads", &[0, n as i64, 3, h as i64, dh as i64]);
+    let qkv = b.node("Reshape", &[&qkv, &s], vec![]);
+    let qkv = b.node(
+        "Transpose",
+        &[&qkv],
+        vec![("perm", Attr::Ints(vec![2, 0, 3, 1, 4]))],
+    );
+    let pick = |b: &mut Builder, k: i64| {
+        let name = format!("pick{k}");
+        b.graph.initializers.insert(
+            name.clone(),
+            sss_onnx::graph::Tensor::I64(
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[]), vec![k]).unwrap(),
+            ),
+        );
+        b.node("Gather", &[&qkv, &name], vec![("axis", Attr::Int(0))])
+    };
+    let (q, k, v) = (pick(&mut b, 0), pick(&mut b, 1), pick(&mut b, 2));
+    let kt = b.node(
+        "Transpose",
+        &[&k],
+        vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))],
+    );
+    let scores = b.node("MatMul", &[&q, &kt], vec![]);
+    let scale = b.weight("scale", &[], 1.0);
+    set_scalar(&mut b, &scale, 1.0 / (dh as f32).sqrt());
+    let scores = b.node("Mul", &[&scores, &scale], vec![]);
+    let p = b.node("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
+    let o = b.node("MatMul", &[&p, &v], vec![]);
+    let o = b.node(
+        "Transpose",
+        &[&o],
+        vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+    );
+    let s = b.ints("merge", &[0, n as i64, d as i64]);
+    let o = b.node("Reshape", &[&o, &s], vec![]);
+    let wo = b.weight("w_out", &[d, d], 0.5);
+    let bo = b.weight("b_out", &[d], 0.5);
+    let o = b.node("MatMul", &[&o, &wo], vec![]);
+    let o = b.node("Add", &[&o, &bo], vec![]);
+    let y = b.node("Add", &[&o, &y], vec![]);
+    b.finish(&y)
+}
+
+#[test]
+fn attention_softmax_heads_and_an_expanded_class_token() {
+    let g = attention_block();
+    let m = Model::new(&g, &Device::Cpu).unwrap();
+    // the class token, QKV and out-projection weights and biases (the
+    // scale is a constant of the export)
+    assert_eq!(m.vars.len(), 5, "{:?}", m.vars.keys().collect::<Vec<_>>());
+    check(&g, &[2, 3, 6], true);
+    check(&g, &[2, 3, 6], false);
+}

@@ -80,9 +80,24 @@ pub fn input_shapes(g: &Graph, batch: usize) -> Result<HashMap<String, Vec<usize
 /// Infers every value's fact. Unknown ops and failures do not stop the
 /// pass: their outputs stay unknown and they are listed in the result.
 pub fn infer(g: &Graph, inputs: &HashMap<String, Vec<usize>>) -> Facts {
+    infer_varying(g, inputs, &|_| false)
+}
+
+/// Like `infer`, with the initializers `varies` names known by shape and
+/// type only (tensors training changes: nothing computed from them is a
+/// constant).
+pub fn infer_varying(
+    g: &Graph,
+    inputs: &HashMap<String, Vec<usize>>,
+    varies: &dyn Fn(&str) -> bool,
+) -> Facts {
     let mut facts = Facts::default();
     for (name, t) in &g.initializers {
-        facts.values.insert(name.clone(), Fact::of_tensor(t));
+        let mut f = Fact::of_tensor(t);
+        if varies(name) {
+            f.value = None;
+        }
+        facts.values.insert(name.clone(), f);
     }
     for v in g.data_inputs() {
         if let Some(shape) = inputs.get(&v.name) {
@@ -124,7 +139,16 @@ pub fn infer(g: &Graph, inputs: &HashMap<String, Vec<usize>>) -> Facts {
 /// Like `infer`, but any failure is an error (for stages that need every
 /// shape: gating, pruning, training).
 pub fn infer_strict(g: &Graph, batch: usize) -> Result<Facts> {
-    let facts = infer(g, &input_shapes(g, batch)?);
+    infer_strict_varying(g, batch, &|_| false)
+}
+
+/// `infer_strict` with `infer_varying`'s initializers.
+pub fn infer_strict_varying(
+    g: &Graph,
+    batch: usize,
+    varies: &dyn Fn(&str) -> bool,
+) -> Result<Facts> {
+    let facts = infer_varying(g, &input_shapes(g, batch)?, varies);
     if let Some((node, reason)) = facts.failures.first() {
         return Err(Error::Graph(format!(
             "shape inference failed at node `{node}`: {reason}"

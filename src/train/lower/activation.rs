@@ -54,7 +54,40 @@ pub(super) const LOWERINGS: &[Lowering] = &[
         op: "Tanh",
         run: tanh,
     },
+    Lowering {
+        op: "Softmax",
+        run: softmax,
+    },
 ];
+
+/// Softmax over `axis` (attention scores): exp(x − max) / Σ, the max
+/// held constant (it cancels). Before opset 13 the op flattens from
+/// `axis` on (default 1); from 13 it is one axis (default −1).
+fn softmax(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    let rank = x.rank() as i64;
+    let opset = cx.model.graph.onnx_opset();
+    let axis = cx
+        .node
+        .attr_int_or("axis", if opset >= 13 { -1 } else { 1 })?;
+    let a = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&a) {
+        return Err(cx.err(format!("axis {axis} out of range for rank {rank}")));
+    }
+    let a = a as usize;
+    let one_axis = |x: &Tensor, a: usize| -> candle_core::Result<Tensor> {
+        let m = x.max_keepdim(a)?.detach();
+        let e = x.broadcast_sub(&m)?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(a)?)
+    };
+    if opset >= 13 || a + 1 == x.rank() {
+        return Ok(one_axis(&x, a)?);
+    }
+    let dims = x.dims().to_vec();
+    let outer: usize = dims[..a].iter().product();
+    let flat = x.reshape((outer, dims[a..].iter().product::<usize>()))?;
+    Ok(one_axis(&flat, 1)?.reshape(dims)?)
+}
 
 /// GELU (opset 20): exact, `x · Φ(x)`, or its tanh approximation.
 fn gelu(cx: &mut Cx) -> Result<Tensor> {

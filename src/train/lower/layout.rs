@@ -44,7 +44,38 @@ pub(super) const LOWERINGS: &[Lowering] = &[
         op: "Gather",
         run: gather,
     },
+    Lowering {
+        op: "Expand",
+        run: expand,
+    },
+    Lowering {
+        op: "Cast",
+        run: cast,
+    },
 ];
+
+/// Expand to the inferred shape (a class token given the batch).
+fn expand(cx: &mut Cx) -> Result<Tensor> {
+    let x = cx.input(0)?;
+    let shape = cx.out_shape()?;
+    // a lower rank is aligned to the right, as broadcasting does
+    let mut dims = vec![1; shape.len().saturating_sub(x.rank())];
+    dims.extend_from_slice(x.dims());
+    Ok(x.reshape(dims)?.broadcast_as(shape)?.contiguous()?)
+}
+
+/// A cast to float of a value computed in float (an attention scale made
+/// from a shape): the value itself at the training dtype. Other casts of
+/// computed values are not part of a trainable path.
+fn cast(cx: &mut Cx) -> Result<Tensor> {
+    let to = cx.node.attr_int_or("to", 0)?;
+    if to != crate::graph::tensor::dtype::FLOAT as i64 {
+        return Err(cx.err(format!(
+            "Cast to element type {to} of a computed value cannot be trained"
+        )));
+    }
+    Ok(cx.input(0)?.to_dtype(cx.dtype())?)
+}
 
 /// Gather of the data by constant indices (an export's strided view spelled
 /// as index arithmetic, a class token picked out): the indices are known
