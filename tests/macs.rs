@@ -95,3 +95,23 @@ fn built_models_are_valid_onnx_that_runs() {
     assert_eq!(a.shape(), &[2, 10]);
     assert!(a.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn vision_transformer_macs_follow_the_hand_count() {
+    // vit_tiny: patch 8 on 32×32 (16 patches + a class token = 17
+    // tokens), width 48, 3 heads of 16, MLP 96, 2 layers, 10 classes
+    let (t, d, m, heads, dh) = (17u64, 48u64, 96u64, 3u64, 16u64);
+    let patch = d * 3 * 8 * 8 * 16;
+    let layer = t * d * 3 * d // packed QKV
+        + 2 * heads * t * t * dh // scores and their product with V
+        + t * d * d // out-projection
+        + 2 * t * d * m; // MLP
+    let want = patch + 2 * layer + d * 10;
+    for v in ["legacy17", "dynamo18", "legacy17fixed", "default"] {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(format!("vit_tiny.{v}.onnx"));
+        let g = sss_onnx::onnx::import::import(&p).unwrap().graph;
+        assert_eq!(count(&g).0, want, "{v}");
+    }
+}

@@ -266,6 +266,31 @@ fn convnext_blocks_and_mlp_neurons_prune_exactly() {
 }
 
 #[test]
+fn vision_transformer_sub_blocks_and_mlp_neurons_prune_exactly() {
+    // attention and MLP sub-blocks (block gates; a kept attention block's
+    // gate folds into its out-projection Gemm through the reshapes) and
+    // MLP neurons, on exports with a dynamic batch and with the batch fixed
+    // at 1 (legacy and dynamo)
+    for v in ["legacy17", "dynamo18", "legacy17fixed", "default"] {
+        let p = fixture(&format!("vit_tiny.{v}.onnx"));
+        let mut removed = (0, 0);
+        for (j, prob) in [0.3, 0.7].into_iter().enumerate() {
+            let r = check(&p, Pattern::Random(prob), 80 + j as u64, None);
+            removed.0 += r.channels_removed;
+            removed.1 += r.blocks_removed.len();
+        }
+        assert!(removed.0 > 0 && removed.1 > 0, "{v}: {removed:?}");
+        // every sub-block of the encoder's one stage: patch embedding,
+        // class token, final LayerNorm and head are left
+        let r = check(&p, Pattern::Stage(0), 90, None);
+        assert_eq!(r.blocks_removed, [0, 1, 2, 3], "{v}");
+        // an MLP without a neuron (block 1: the first layer's MLP)
+        let r = check(&p, Pattern::EmptyBranch(1), 91, None);
+        assert_eq!(r.channels_removed, 95, "{v}: {r:?}");
+    }
+}
+
+#[test]
 fn all_ones_gives_back_the_original() {
     for p in fixtures() {
         let g = load(&p);

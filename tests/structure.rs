@@ -28,6 +28,7 @@ fn blocks_are_found_in_every_export_style() {
         "mobilenet_v2_fmnist",
         "convnext_small",
         "convnext_fresh",
+        "vit_tiny",
     ];
     for p in fixtures() {
         if others.contains(&arch(&p).as_str()) {
@@ -378,5 +379,52 @@ fn convnext_gates_its_blocks_and_mlp_neurons_as_torchvision_defines_them() {
             .filter(|s| s.reason.contains("reads the block input"))
             .count();
         assert_eq!(listed, blocks.len(), "{v}");
+    }
+}
+
+#[test]
+fn vision_transformer_gates_its_sub_blocks_and_mlp_neurons() {
+    // per encoder layer of torchvision's VisionTransformer (the manifest
+    // lists heads, width and MLP neurons): an attention sub-block (the
+    // packed QKV projection, the attention core walked through as one
+    // unit, the out-projection) and an MLP sub-block, each with an identity
+    // shortcut and a block gate; every MLP neuron has a gate; the QKV and
+    // out-projection channels are not gated (heads are not gated yet). One
+    // stage: the width never changes. Exports with a dynamic batch and
+    // with the batch fixed at 1, legacy and dynamo.
+    let layers = manifest_blocks("vit_tiny");
+    let (width, mlp) = (field(&layers, "width"), field(&layers, "mlp"));
+    for v in ["legacy17", "dynamo18", "legacy17fixed", "default"] {
+        let p = fixture(&format!("vit_tiny.{v}.onnx"));
+        let a = analyse(&load(&p));
+        assert_eq!(a.blocks.len(), 2 * layers.len(), "{v}");
+        assert_eq!(a.count(GateKind::Block), 2 * layers.len(), "{v}");
+        assert!(a.blocks.iter().all(|b| b.shortcut == Shortcut::Identity));
+        let convs: Vec<Vec<(usize, bool)>> = a
+            .blocks
+            .iter()
+            .map(|b| b.convs.iter().map(|c| (c.out_channels, c.linear)).collect())
+            .collect();
+        let expected: Vec<Vec<(usize, bool)>> = width
+            .iter()
+            .zip(&mlp)
+            .flat_map(|(&w, &h)| [vec![(3 * w, true), (w, true)], vec![(h, true), (w, true)]])
+            .collect();
+        assert_eq!(convs, expected, "{v}");
+        let neurons: Vec<usize> = a
+            .gateable
+            .iter()
+            .filter(|g| g.kind == GateKind::Channel)
+            .map(|g| g.count)
+            .collect();
+        assert_eq!(neurons, mlp, "{v}");
+        assert!(a.blocks.iter().all(|b| b.stage == 0), "{v}");
+        assert!(
+            a.skipped
+                .iter()
+                .any(|s| s.reason.contains("Gemm's channels are not gated")),
+            "{v}: {:?}",
+            a.skipped
+        );
     }
 }

@@ -255,6 +255,15 @@ fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32
     if let Some(last) = b.convs.last().filter(|c| c.gate_at == gt.input) {
         return fold(g, last, &vec![v; last.out_channels]);
     }
+    // a scalar passes through reshapes and transposes: an attention
+    // branch's out-projection on flattened tokens, reshaped back
+    if let Some(last) = b
+        .convs
+        .last()
+        .filter(|c| c.linear && through_layout(g, &gt.input) == c.gate_at)
+    {
+        return fold(g, last, &vec![v; last.out_channels]);
+    }
     let n = g.nodes[node_index(g, &gt.input)?].clone();
     let readers = g.consumers();
     let scale = (n.op_type == "Mul" && n.inputs.len() == 2)
@@ -285,6 +294,31 @@ fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32
     }
 }
 
+/// The value `v` is a reshape or transpose of, through ops read once.
+fn through_layout(g: &Graph, v: &str) -> String {
+    let prod = g.producers();
+    let readers = g.consumers();
+    let mut v = v.to_string();
+    while let Some(&p) = prod.get(v.as_str()) {
+        let n = &g.nodes[p];
+        let layout = matches!(
+            n.op_type.as_str(),
+            "Reshape" | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity"
+        );
+        let Some(x) = n.input(0).filter(|_| layout && n.is_onnx()) else {
+            break;
+        };
+        let data_readers = readers.get(x).map_or(0, |r| {
+            r.iter().filter(|&&i| g.nodes[i].op_type != "Shape").count()
+        });
+        if data_readers != 1 {
+            break;
+        }
+        v = x.to_string();
+    }
+    v
+}
+
 /// Multiplies the output channels of `c` (through its BN when it has one).
 fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
     if c.linear {
@@ -309,6 +343,21 @@ fn fold(g: &mut Graph, c: &BranchConv, s: &[f32]) -> Result<()> {
 fn linear_outputs(g: &Graph, c: &BranchConv) -> Result<Vec<(String, usize)>> {
     let n = &g.nodes[node_index(g, &c.conv)?];
     let w = n.input(1).ok_or_else(|| Error::node(n, "no weight"))?;
+    if c.gemm {
+        // weight [out, in] with transB, else [in, out]; bias input 2
+        let axis = if n.attr_int_or("transB", 0)? != 0 {
+            0
+        } else {
+            1
+        };
+        let mut out = vec![(w.to_string(), axis)];
+        out.extend(
+            n.input(2)
+                .filter(|b| g.initializers.contains_key(*b))
+                .map(|b| (b.to_string(), 0)),
+        );
+        return Ok(out);
+    }
     let mut out = vec![(w.to_string(), 1)];
     if let Some(add) = &c.bn {
         let a = &g.nodes[node_index(g, add)?];
@@ -551,39 +600,44 @@ fn non_negative(g: &Graph, v: &str, depth: usize) -> bool {
     }
 }
 
-/// Re-derives the shapes of the value_info entries that remain.
+/// Re-derives the shapes of the value_info entries that remain, from
+/// shape inference at batches 1 and 2: a dimension that follows the batch
+/// first is the batch symbol, one that does not change is fixed; an entry
+/// whose batch sits elsewhere (sequence-first attention, batch merged with
+/// tokens) cannot be written as a shape and is dropped, as is one no
+/// longer computed. An exporter's entries can be wrong at other batches,
+/// and a runtime that trusts them fails there.
 fn refresh_value_info(g: &mut Graph) -> Result<()> {
     if g.value_info.is_empty() {
         return Ok(());
     }
-    let facts = shape::infer_strict(g, 1)?;
+    let one = shape::infer_strict(g, 1)?;
+    let two = shape::infer_strict(g, 2)?;
     let batch = g
         .data_inputs()
         .next()
         .and_then(|v| v.shape.as_ref())
         .and_then(|s| s.first().cloned())
         .unwrap_or(Dim::Fixed(1));
-    for vi in g.value_info.iter_mut() {
-        if let Some(f) = facts.get(&vi.name) {
-            let batched = vi
-                .shape
-                .as_ref()
-                .and_then(|s| s.first())
-                .is_some_and(|d| !matches!(d, Dim::Fixed(_)));
-            vi.shape = Some(
-                f.shape
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &d)| {
-                        if i == 0 && batched {
-                            batch.clone()
-                        } else {
-                            Dim::Fixed(d as i64)
-                        }
-                    })
-                    .collect(),
-            );
+    g.value_info.retain_mut(|vi| {
+        let (Some(a), Some(b)) = (one.shape(&vi.name), two.shape(&vi.name)) else {
+            return false;
+        };
+        if a.len() != b.len() {
+            return false;
         }
-    }
+        let mut dims = Vec::with_capacity(a.len());
+        for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+            if x == y {
+                dims.push(Dim::Fixed(x as i64));
+            } else if i == 0 && x == 1 && y == 2 {
+                dims.push(batch.clone());
+            } else {
+                return false;
+            }
+        }
+        vi.shape = Some(dims);
+        true
+    });
     Ok(())
 }

@@ -45,7 +45,16 @@ fn walk_back(
     let mut path = Vec::new();
     let mut last: Vec<usize> = Vec::new();
     loop {
-        let readers = cons.get(v.as_str()).map(|c| c.as_slice()).unwrap_or(&[]);
+        // a Shape node reads the value's shape, not its data
+        let readers: Vec<usize> = cons
+            .get(v.as_str())
+            .map(|c| c.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .copied()
+            .filter(|&r| g.nodes[r].op_type != "Shape")
+            .collect();
+        let readers = readers.as_slice();
         // a value read by a self-gated product and its side computation
         // alone, or by the unit just walked through alone, goes on as if
         // read once
@@ -72,9 +81,24 @@ fn walk_back(
 fn step_back(g: &Graph, prod: &HashMap<&str, usize>, v: &str) -> Option<(String, Vec<usize>)> {
     let &p = prod.get(v)?;
     let n = &g.nodes[p];
-    match data_input(g, prod, n) {
+    match data_input(g, prod, n).or_else(|| branch_layout(g, n)) {
         Some(i) => Some((n.inputs[i].clone(), vec![p])),
-        None => super::unit::unit(g, prod, v),
+        None => super::unit::unit(g, prod, v).or_else(|| super::unit::attention(g, prod, v)),
+    }
+}
+
+/// Inside a branch, ops a transformer's sub-block passes its tokens
+/// through: a reshape of the data (input 0; the target may be computed
+/// from shapes), and a Gemm by a constant weight (a linear layer on
+/// flattened tokens).
+fn branch_layout(g: &Graph, n: &Node) -> Option<usize> {
+    if !n.is_onnx() {
+        return None;
+    }
+    match n.op_type.as_str() {
+        "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => Some(0),
+        "Gemm" if n.attr_int_or("transA", 0).ok()? == 0 && g.is_constant(n.input(1)?) => Some(0),
+        _ => None,
     }
 }
 
@@ -254,6 +278,10 @@ pub(super) fn branch_convs(
             out.extend(linear(g, path, k, cons));
             continue;
         }
+        if n.op_type == "Gemm" {
+            out.extend(gemm_layer(g, n));
+            continue;
+        }
         if n.op_type != "Conv" {
             continue;
         }
@@ -286,7 +314,34 @@ pub(super) fn conv_layer(g: &Graph, n: &Node, bn: Option<String>) -> BranchConv 
         groups,
         depthwise: groups > 1 && cin_per_group == 1 && cout == groups,
         linear: false,
+        gemm: false,
     }
+}
+
+/// A Gemm by a constant weight on a branch's path (transA 0: what
+/// `branch_layout` steps through).
+fn gemm_layer(g: &Graph, n: &Node) -> Option<BranchConv> {
+    let w = g.constant(n.input(1)?)?;
+    let &[r, c] = w.shape().as_slice() else {
+        return None;
+    };
+    let cout = if n.attr_int_or("transB", 0).ok()? != 0 {
+        r
+    } else {
+        c
+    };
+    let out = n.outputs[0].clone();
+    Some(BranchConv {
+        conv: out.clone(),
+        conv_name: n.display_name(),
+        bn: None,
+        gate_at: out,
+        out_channels: cout,
+        groups: 1,
+        depthwise: false,
+        linear: true,
+        gemm: true,
+    })
 }
 
 /// The linear layer at `path[k]` (a MatMul by a constant 2-D weight), with
@@ -323,6 +378,7 @@ fn linear(
         groups: 1,
         depthwise: false,
         linear: true,
+        gemm: false,
     })
 }
 

@@ -53,6 +53,11 @@ pub struct BranchConv {
     /// A linear layer: channels on the last axis, weight `[in, out]`.
     #[serde(default)]
     pub linear: bool,
+    /// A Gemm (its bias inside, its weight `[out, in]` when transB): a
+    /// transformer's out-projection on flattened tokens. Its block gate
+    /// folds into it; its channels are not gated.
+    #[serde(default)]
+    pub gemm: bool,
     pub out_channels: usize,
     pub groups: usize,
     pub depthwise: bool,

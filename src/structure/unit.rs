@@ -1,8 +1,12 @@
+//! Multi-node units block detection walks through as through one op.
 //! Normalizations exported as arithmetic: below opset 17 a LayerNorm is
 //! `(x − mean(x)) / sqrt(mean((x − mean(x))²) + ε) · γ + β`, a dozen
-//! elementwise and reduce nodes that read `x` and constants alone. Block
-//! detection walks through such a unit as through one op. Only weightless
-//! ops qualify, so a unit never swallows a conv, a linear layer or a block.
+//! elementwise and reduce nodes that read `x` and constants alone. And a
+//! transformer's attention core: from the packed QKV projection's output
+//! to the heads merged again, the heads split by Reshape/Transpose and
+//! picked by Gather/Slice/Split, scores by MatMul of two computed values,
+//! scaled, Softmax, and the MatMul with V. Only weightless ops qualify, so
+//! a unit never swallows a conv, a linear layer or a block.
 
 use crate::graph::Graph;
 use std::collections::{HashMap, HashSet};
@@ -74,6 +78,121 @@ pub fn unit(g: &Graph, prod: &HashMap<&str, usize>, v: &str) -> Option<(String, 
     if outside.len() != 1 || !outside.contains(&x) {
         return None;
     }
+    let mut nodes: Vec<usize> = nodes.into_iter().collect();
+    nodes.sort_unstable();
+    Some((x, nodes))
+}
+
+/// Ops an attention core may hold (a MatMul only of two computed values;
+/// Shape and what computes on its result are the reshapes' targets).
+const ATTENTION_OPS: &[&str] = &[
+    "MatMul",
+    "Softmax",
+    "Transpose",
+    "Reshape",
+    "Gather",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+    "Mul",
+    "Div",
+    "Add",
+    "Sqrt",
+    "Cast",
+    "Shape",
+    "Concat",
+    "Identity",
+    "Mod",
+    "Equal",
+    "Where",
+    "ConstantOfShape",
+    "Expand",
+];
+
+/// Nodes an attention core may hold at most.
+const MAX_ATTENTION: usize = 96;
+
+/// When value `v` is an attention core's output computed from one
+/// non-constant value (the packed QKV projection, bias included): that
+/// value and the core's node indices in graph order. The values Shape
+/// nodes read do not count as inputs: they give shapes, not data.
+pub fn attention(g: &Graph, prod: &HashMap<&str, usize>, v: &str) -> Option<(String, Vec<usize>)> {
+    let (mut nodes, mut outside) = (HashSet::new(), HashSet::new());
+    // nodes reached through their data (not only through a Shape): their
+    // inputs are data too, however they were first reached
+    let mut through_data = HashSet::new();
+    let mut todo = vec![(v.to_string(), false)];
+    while let Some((v, shape_only)) = todo.pop() {
+        if v.is_empty() || g.is_constant(&v) {
+            continue;
+        }
+        let inside = prod.get(v.as_str()).copied().filter(|&p| {
+            let n = &g.nodes[p];
+            let computed = |i: usize| n.input(i).is_some_and(|x| !g.is_constant(x));
+            n.is_onnx()
+                && ATTENTION_OPS.contains(&n.op_type.as_str())
+                && (n.op_type != "MatMul" || (computed(0) && computed(1)))
+        });
+        match inside {
+            Some(p) => {
+                let first = nodes.insert(p);
+                let data_now = !shape_only && through_data.insert(p);
+                if nodes.len() > MAX_ATTENTION {
+                    return None;
+                }
+                if first || data_now {
+                    let n = &g.nodes[p];
+                    // a Shape reads no data; a reshape, slice or gather
+                    // reads data at input 0 only (the rest are shapes,
+                    // bounds, axes and indices)
+                    let indexing = matches!(
+                        n.op_type.as_str(),
+                        "Reshape"
+                            | "Expand"
+                            | "Slice"
+                            | "Squeeze"
+                            | "Unsqueeze"
+                            | "Gather"
+                            | "Split"
+                    );
+                    todo.extend(n.inputs.iter().enumerate().map(|(k, i)| {
+                        let reads_shape = shape_only || n.op_type == "Shape" || (indexing && k > 0);
+                        (i.clone(), reads_shape)
+                    }));
+                }
+            }
+            None if shape_only => {}
+            None => {
+                outside.insert(v);
+            }
+        }
+    }
+    let scores = nodes
+        .iter()
+        .filter(|&&i| g.nodes[i].op_type == "MatMul")
+        .count();
+    let softmax = nodes.iter().any(|&i| g.nodes[i].op_type == "Softmax");
+    if outside.len() != 1 || scores < 2 || !softmax {
+        return None;
+    }
+    // every data value computed inside is read inside only (no side
+    // output; a Shape node outside reads a shape, not data, and shape
+    // arithmetic may be read anywhere)
+    let readers = g.consumers();
+    let out_node = prod.get(v).copied()?;
+    for &i in &through_data {
+        for o in &g.nodes[i].outputs {
+            let inside = readers.get(o.as_str()).is_none_or(|r| {
+                r.iter()
+                    .all(|&x| nodes.contains(&x) || g.nodes[x].op_type == "Shape")
+            });
+            if i != out_node && (!inside || g.is_graph_output(o)) {
+                return None;
+            }
+        }
+    }
+    let x = outside.into_iter().next()?;
     let mut nodes: Vec<usize> = nodes.into_iter().collect();
     nodes.sort_unstable();
     Some((x, nodes))

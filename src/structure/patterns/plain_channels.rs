@@ -18,7 +18,12 @@ impl Pattern for PlainChannels {
             for pair in b.convs.windows(2).filter(|p| p[0].groups == 1) {
                 let (c, next) = (&pair[0], &pair[1]);
                 let what = format!("block {} conv `{}` output", b.id, c.conv_name);
-                if let Err(reason) = between(g, &c.gate_at, &next.conv) {
+                if c.gemm || next.gemm {
+                    found.skipped.push(Skipped {
+                        what,
+                        reason: "a Gemm's channels are not gated (its block gate is)".into(),
+                    });
+                } else if let Err(reason) = between(g, &c.gate_at, &next.conv) {
                     found.skipped.push(Skipped { what, reason });
                 } else if next.groups > 1 {
                     found.skipped.push(Skipped {
