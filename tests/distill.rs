@@ -171,3 +171,50 @@ fn without_labels_the_loss_is_distillation_alone_and_reads_no_label() {
     assert!(want > 1e-3);
     assert!((a - want).abs() < 1e-4 * want, "{a} vs {want}");
 }
+
+#[test]
+fn output_matching_is_the_relative_squared_error_with_its_gradient() {
+    use sss_onnx::train::trainer::output_matching;
+    // maps [2, 3, 2, 2], as a segmenter gives
+    let v = |seed| -> Vec<f64> {
+        sss_onnx::measure::inputs::normal(&[24], seed)
+            .iter()
+            .map(|&x| x as f64)
+            .collect()
+    };
+    let (s, t) = (v(5), v(6));
+    let by_hand = |s: &[f64]| {
+        let err: f64 = s.iter().zip(&t).map(|(a, b)| (a - b) * (a - b)).sum();
+        err / t.iter().map(|b| b * b).sum::<f64>()
+    };
+    let tensor = |x: &[f64]| Tensor::from_vec(x.to_vec(), (2, 3, 2, 2), &Device::Cpu).unwrap();
+    let got = output_matching(&tensor(&s), &tensor(&t))
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!((got - by_hand(&s)).abs() < 1e-12, "{got}");
+    let zero = output_matching(&tensor(&t), &tensor(&t))
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert_eq!(zero, 0.0);
+    let var = candle_core::Var::from_tensor(&tensor(&s)).unwrap();
+    let grads = output_matching(var.as_tensor(), &tensor(&t))
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g: Vec<f64> = grads
+        .get(var.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for i in 0..s.len() {
+        let (mut up, mut down) = (s.clone(), s.clone());
+        up[i] += 1e-6;
+        down[i] -= 1e-6;
+        let fd = (by_hand(&up) - by_hand(&down)) / 2e-6;
+        assert!((g[i] - fd).abs() < 1e-6, "[{i}] {} vs {fd}", g[i]);
+    }
+}

@@ -194,3 +194,142 @@ fn train_without_labels_scores_agreement_with_the_model_as_given() {
     // three small steps from the model itself: it still answers as it did
     assert!(acc > 0.5, "{acc}");
 }
+
+/// A small fully convolutional net whose output is a map of 5 channels at
+/// 8×8 (a segmenter's form, not a classifier's scores): a stem, two basic
+/// residual blocks, a strided stage and a 1×1 head.
+fn segmenter(path: &std::path::Path) {
+    use sss_onnx::graph::build::Builder;
+    let mut b = Builder::new("input", &[-1, 3, 32, 32], 17);
+    let x = b.conv("input", 3, 16, 3, 1);
+    let x = b.bn(&x, 16);
+    let mut x = b.relu(&x);
+    for _ in 0..2 {
+        let y = b.conv(&x, 16, 16, 3, 1);
+        let y = b.bn(&y, 16);
+        let y = b.relu(&y);
+        let y = b.conv(&y, 16, 16, 3, 1);
+        let y = b.bn(&y, 16);
+        let s = b.add(&y, &x);
+        x = b.relu(&s);
+    }
+    let x = b.conv(&x, 16, 32, 3, 2);
+    let x = b.bn(&x, 32);
+    let x = b.relu(&x);
+    let x = b.conv(&x, 32, 32, 3, 2);
+    let x = b.relu(&x);
+    let y = b.conv(&x, 32, 5, 1, 1);
+    let mut g = b.finish(&y);
+    g.outputs[0].shape = None;
+    sss_onnx::onnx::convert::save(&g, path, &Default::default()).unwrap();
+}
+
+#[test]
+fn a_model_without_class_scores_learns_its_own_outputs() {
+    require_ort();
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("seg.onnx");
+    segmenter(&model);
+    let out = d.path().join("seg.sss.onnx");
+    // the bundled data has labels; a map output cannot use them
+    let o = run(&[
+        "compress",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--steps",
+        "12",
+        "--batch-size",
+        "32",
+        "--target-macs",
+        "0.8",
+        "--bench-iters",
+        "2",
+        "--bench-batch",
+        "1",
+        "--runtime",
+        "ort",
+        "--json",
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(e.contains("not a classifier's scores"), "{e}");
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["data"]["labelled"], false);
+    let metric = r["data"]["metric"].as_str().unwrap();
+    assert!(metric.contains("largest output channel"), "{metric}");
+    assert!(r["training"]["objective"]
+        .as_str()
+        .unwrap()
+        .contains("matching the original's outputs"));
+    assert_eq!(r["original"]["top1"], 1.0);
+    assert!(r["macs_reduction"].as_f64().unwrap() > 0.1);
+
+    // the agreement recomputed by hand from both files' maps in ORT
+    let g = load(&model);
+    let (test, prep, name) =
+        data::load_for(&fixture("fmnist"), Split::Test, &g, &Spec::default()).unwrap();
+    assert_eq!(r["data"]["test_samples"].as_u64(), Some(test.len() as u64));
+    let idx: Vec<usize> = (0..test.len()).collect();
+    let x = prep.batch(&test, &idx).unwrap();
+    let (a, b) = (
+        run_model(&model, &ort(), &name, &x),
+        run_model(&out, &ort(), &name, &x),
+    );
+    assert_eq!(a.shape(), &[test.len(), 5, 8, 8]);
+    let mut total = 0.0;
+    for n in 0..test.len() {
+        let mut same = 0;
+        for p in 0..64 {
+            let (i, j) = (p / 8, p % 8);
+            let best = |y: &ndarray::ArrayD<f32>| {
+                (0..5)
+                    .max_by(|&u, &v| {
+                        y[[n, u, i, j]]
+                            .partial_cmp(&y[[n, v, i, j]])
+                            .unwrap()
+                            .then(v.cmp(&u))
+                    })
+                    .unwrap()
+            };
+            same += (best(&a) == best(&b)) as usize;
+        }
+        total += same as f64 / 64.0;
+    }
+    let want = total / test.len() as f64;
+    let got = r["pruned"]["top1"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "report {got}, recomputed {want}");
+    assert!(got > 0.3, "{got}");
+}
+
+#[test]
+fn train_scores_a_map_output_by_its_agreement_with_the_model_as_given() {
+    let d = tempfile::tempdir().unwrap();
+    let model = d.path().join("seg.onnx");
+    segmenter(&model);
+    let out = d.path().join("seg.trained.onnx");
+    let o = run(&[
+        "train",
+        model.to_str().unwrap(),
+        "--data",
+        fixture("fmnist").to_str().unwrap(),
+        "--gate",
+        "--steps",
+        "3",
+        "--batch-size",
+        "16",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert!(e.contains("not a classifier's scores"), "{e}");
+    assert!(e.contains("largest output channel per position"), "{e}");
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("train.json")).unwrap()).unwrap();
+    assert_eq!(j["labelled"], false);
+    // a fraction of positions (the synthetic net's BatchNorm statistics
+    // are made up, so three steps in train mode move it a lot)
+    let a = j["test_accuracy"].as_f64().unwrap();
+    assert!(a > 0.0 && a <= 1.0, "{j}");
+}

@@ -75,33 +75,37 @@ pub fn run(a: Args) -> CliResult {
     let (test, prep, _) = load_data(&a.data, Split::Test, &trained, &a.train.prep)?;
     let eval = a.eval.options();
     let macs = counts::count(&trained, &shape::infer_strict(&trained, 1)?).macs;
-    let label_free = opts.no_labels || !test.labelled;
+    let scores = sss_onnx::graph::io::outputs_scores(&g);
+    let label_free = opts.no_labels || !test.labelled || !scores;
     let (mut test, note) = batching::scored_subset(test, macs, &eval)?;
     if let Some(n) = note {
         eprintln!("{n}");
     }
     let batch = batching::eval_batch(&trained, eval.batch);
-    let what = if label_free {
-        // the model as given answers for the labels: agreement with it
-        let original = Model::new(&g, &candle_core::Device::Cpu)?;
-        let labels = scoring::predictions(&original, &test, &prep, batch, None)?;
-        test.drop_labels();
-        test.set_labels(labels, 0);
-        "top-1 agreement with the model as given"
-    } else {
-        "test accuracy"
-    };
     eprintln!(
         "scoring the trained model on {} test samples, {batch} at a time",
         test.len()
     );
-    let acc = scoring::top1(
-        &Model::new(&trained, &candle_core::Device::Cpu)?,
-        &test,
-        &prep,
-        batch,
-        None,
-    )?;
+    let original = Model::new(&g, &candle_core::Device::Cpu)?;
+    let trained_model = Model::new(&trained, &candle_core::Device::Cpu)?;
+    let (what, acc) = if !scores {
+        let reference = scoring::maps(&original, &test, &prep, batch)?;
+        let now = scoring::maps(&trained_model, &test, &prep, batch)?;
+        (
+            "agreement with the model as given (largest output channel per position)",
+            sss_onnx::measure::fidelity::agreement(&now, &reference),
+        )
+    } else if label_free {
+        // the model as given answers for the labels: agreement with it
+        let labels = scoring::predictions(&original, &test, &prep, batch, None)?;
+        test.drop_labels();
+        test.set_labels(labels, 0);
+        let acc = scoring::top1(&trained_model, &test, &prep, batch, None)?;
+        ("top-1 agreement with the model as given", acc)
+    } else {
+        let acc = scoring::top1(&trained_model, &test, &prep, batch, None)?;
+        ("test accuracy", acc)
+    };
     eprintln!(
         "{what} (candle, eval mode): {:.2}% on {} samples",
         acc * 100.0,

@@ -15,7 +15,7 @@ use crate::gate::{self, Gate};
 use crate::graph::{counts, shape, Graph};
 use crate::measure::accuracy::{self, Accuracy};
 use crate::measure::bench::{self, Latency};
-use crate::measure::{inputs, validate};
+use crate::measure::{fidelity, inputs, validate};
 use crate::onnx::convert;
 use crate::onnx::import::{self, Imported, WriteChoice};
 use crate::onnx::WriteOptions;
@@ -50,6 +50,10 @@ pub struct Source {
     /// No labels read: the test samples carry the original's top-1 as
     /// their labels, so every accuracy is agreement with it.
     pub label_free: bool,
+    /// For a model whose output is not a classifier's scores: the
+    /// original's channel maps on the test samples, which every later
+    /// score is agreement with (`measure::fidelity`).
+    pub maps: Option<Vec<Vec<u32>>>,
     pub runtime: runtime::Options,
     pub runtime_name: String,
     pub macs: u64,
@@ -75,9 +79,12 @@ fn counts(g: &Graph) -> Result<(u64, u64)> {
 /// small pad (28×28 into ≤ 36×36); a model for 64×64 or 224×224 images
 /// would learn nothing useful from it.
 fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()> {
-    let classes = crate::graph::io::output_classes(g).unwrap_or(0);
+    let classes = crate::graph::io::output_classes(g);
     let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
-    if prep.sizing == Sizing::Resize || !small_pad || classes != test.classes {
+    // a model without class scores learns from itself on the images
+    let other_classes = classes.is_some_and(|k| k != test.classes);
+    if prep.sizing == Sizing::Resize || !small_pad || other_classes {
+        let classes = classes.unwrap_or(0);
         return Err(Error::Invalid(format!(
             "no data given, and the model's input {:?} / {classes} classes does not fit the bundled Fashion-MNIST subset (1×28×28, 10 classes): pass --data DIR (or `data` in the recipe)",
             prep.to
@@ -106,7 +113,8 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         }
     };
     let (test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
-    let label_free = plan.opts.train.no_labels || !test.labelled;
+    let scores = crate::graph::io::outputs_scores(g);
+    let label_free = plan.opts.train.no_labels || !test.labelled || !scores;
     let (macs, params) = counts(g)?;
     let test_split_samples = test.len();
     let (mut test, note) = batching::scored_subset(test, macs, &plan.opts.eval)?;
@@ -132,7 +140,28 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
     let mut s0 = runtime::open_imported(&imp, path, &rt)?;
     let runtime_name = s0.describe();
     progress.note(&scoring("the original", &test, eval_batch));
-    let acc = if label_free {
+    let mut maps = None;
+    let acc = if !scores {
+        // every later score: agreement with these maps
+        test.drop_labels();
+        maps = Some(fidelity::maps(
+            s0.as_mut(),
+            &input,
+            &test,
+            &prep,
+            eval_batch,
+        )?);
+        progress.note(&format!(
+            "the output is not a classifier's scores: the held-out figures are agreement with the original's largest output channel at every position, on {} images",
+            test.len()
+        ));
+        Accuracy {
+            samples: test.len(),
+            top1: 1.0,
+            top5: 1.0,
+            preprocess: prep.describe(),
+        }
+    } else if label_free {
         // the original's top-1 becomes the held-out labels: every later
         // score is agreement with it
         test.drop_labels();
@@ -156,11 +185,16 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         macs as f64 / 1e6,
         acc.top1 * 100.0
     ));
-    // the model may score more classes than the data holds
-    let classes = test
-        .classes
-        .max(crate::graph::io::output_classes(g).unwrap_or(0))
-        .max(2);
+    // the model may score more classes than the data holds; maps have
+    // their channels
+    let channels = crate::graph::io::output_shape(g).and_then(|s| s.get(1).copied());
+    let classes = match &maps {
+        Some(_) => channels.unwrap_or(2),
+        None => test
+            .classes
+            .max(crate::graph::io::output_classes(g).unwrap_or(0)),
+    }
+    .max(2);
     if !label_free {
         accept::original_scores(path, &data_dir, acc.top1, classes, &prep.describe())?;
     }
@@ -174,6 +208,7 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         eval_batch,
         classes,
         label_free,
+        maps,
         runtime: rt,
         runtime_name,
         macs,
@@ -400,15 +435,41 @@ pub fn score(
         test,
         batch,
     ));
-    let gated_rt = accuracy::evaluate(checked.gated.as_mut(), input, test, prep, batch, None)?;
-    let gated_candle = scoring::top1(
-        &Model::new(&trained.run.graph, &candle_core::Device::Cpu)?,
-        test,
-        prep,
-        batch,
-        None,
-    )?;
-    let acc = accuracy::evaluate(checked.pruned.as_mut(), input, test, prep, batch, None)?;
+    let candle = Model::new(&trained.run.graph, &candle_core::Device::Cpu)?;
+    let (gated_rt, gated_candle, acc) = match &src.maps {
+        Some(reference) => {
+            let agree = |maps: Vec<Vec<u32>>| {
+                let a = fidelity::agreement(&maps, reference);
+                Accuracy {
+                    samples: test.len(),
+                    top1: a,
+                    top5: a,
+                    preprocess: prep.describe(),
+                }
+            };
+            let g = agree(fidelity::maps(
+                checked.gated.as_mut(),
+                input,
+                test,
+                prep,
+                batch,
+            )?);
+            let c = agree(scoring::maps(&candle, test, prep, batch)?).top1;
+            let p = agree(fidelity::maps(
+                checked.pruned.as_mut(),
+                input,
+                test,
+                prep,
+                batch,
+            )?);
+            (g, c, p)
+        }
+        None => (
+            accuracy::evaluate(checked.gated.as_mut(), input, test, prep, batch, None)?,
+            scoring::top1(&candle, test, prep, batch, None)?,
+            accuracy::evaluate(checked.pruned.as_mut(), input, test, prep, batch, None)?,
+        ),
+    };
     progress.note(&format!(
         "pruned: top-1 {:.2}% (gated: {:.2}% runtime, {:.2}% candle)",
         acc.top1 * 100.0,
@@ -572,9 +633,12 @@ pub fn bench(
 }
 
 /// The loss a run optimised, in words.
-fn objective(cfg: &crate::train::trainer::Config) -> String {
+fn objective(cfg: &crate::train::trainer::Config, scores: bool) -> String {
     let t = cfg.distill_temperature;
-    if cfg.label_free {
+    if !scores {
+        "matching the original's outputs (squared error relative to their size); no labels read"
+            .into()
+    } else if cfg.label_free {
         format!("distillation from the original (softened-softmax KL, T = {t}); no labels read")
     } else if cfg.distill > 0.0 {
         format!(
@@ -652,7 +716,9 @@ pub fn report(
             test_split_samples: src.test_split_samples,
             preprocess: src.prep.describe(),
             labelled: !src.label_free,
-            metric: if src.label_free {
+            metric: if src.maps.is_some() {
+                "agreement with the original (largest output channel per position)"
+            } else if src.label_free {
                 "top-1 agreement with the original"
             } else {
                 "top-1 accuracy"
@@ -672,7 +738,7 @@ pub fn report(
         pruning: pruned.report,
         exactness: scored.validation,
         training: Training {
-            objective: objective(&run.cfg),
+            objective: objective(&run.cfg, src.maps.is_none()),
             steps: run.cfg.steps,
             seconds: trained.seconds,
             images_per_s: images,

@@ -33,9 +33,24 @@ pub fn image_input(g: &Graph) -> Result<(String, [usize; 3])> {
     }
 }
 
-/// The number of classes a classifier's first output gives (its last
-/// dimension), if the graph says.
-pub fn output_classes(g: &Graph) -> Option<usize> {
+/// The first output's shape at batch 1, if the graph says.
+pub fn output_shape(g: &Graph) -> Option<Vec<usize>> {
     let facts = super::shape::infer_strict(g, 1).ok()?;
-    facts.shape(&g.outputs.first()?.name)?.last().copied()
+    facts.shape(&g.outputs.first()?.name).map(|s| s.to_vec())
+}
+
+/// The number of classes a classifier's first output gives: its width
+/// when it is [N, classes]; `None` for other outputs (maps, boxes) or
+/// when the graph does not say.
+pub fn output_classes(g: &Graph) -> Option<usize> {
+    match output_shape(g)?.as_slice() {
+        [_, k] => Some(*k),
+        _ => None,
+    }
+}
+
+/// Whether the first output is a classifier's scores, [N, classes] (true
+/// when the graph does not say: the commands then find out).
+pub fn outputs_scores(g: &Graph) -> bool {
+    output_shape(g).is_none_or(|s| s.len() == 2)
 }

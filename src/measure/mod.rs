@@ -3,6 +3,7 @@
 
 pub mod accuracy;
 pub mod bench;
+pub mod fidelity;
 pub mod inputs;
 pub mod rebatch;
 pub mod validate;

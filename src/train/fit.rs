@@ -85,17 +85,24 @@ pub fn fit(
         }
     };
     let mut opts = opts.clone();
-    if opts.no_labels || !ds.labelled {
-        let why = if ds.labelled {
+    let scores = crate::graph::io::outputs_scores(graph);
+    if opts.no_labels || !ds.labelled || !scores {
+        let why = if !scores {
+            "the model's output is not a classifier's scores ([N, classes]): labels cannot train it"
+        } else if ds.labelled {
             "--no-labels: the data's labels are not read"
         } else {
             "the data has no labels"
         };
         ds.drop_labels();
         opts.no_labels = true;
+        let objective = if scores {
+            format!("softened-softmax KL, T = {}", opts.distill_temperature)
+        } else {
+            "squared error relative to its outputs".to_string()
+        };
         progress.note(&format!(
-            "{why}; learning from the model as it was at the start (softened-softmax KL, T = {})",
-            opts.distill_temperature
+            "{why}; learning from the model as it was at the start ({objective})"
         ));
     }
     let opts = &opts;

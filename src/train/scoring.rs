@@ -39,6 +39,28 @@ pub fn predictions(
     Ok(out)
 }
 
+/// The candle model's channel maps (eval mode) for every sample: the
+/// largest channel of its output at every position
+/// (`measure::fidelity::channel_argmax`).
+pub fn maps(model: &Model, ds: &Dataset, prep: &Preprocess, batch: usize) -> Result<Vec<Vec<u32>>> {
+    let mut out = Vec::with_capacity(ds.len());
+    for start in (0..ds.len()).step_by(batch.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch).min(ds.len())).collect();
+        let x = prep.batch(ds, &idx)?;
+        let e = |err: candle_core::Error| Error::during("evaluation", err);
+        let t = Tensor::from_vec(
+            x.iter().copied().collect::<Vec<f32>>(),
+            x.shape(),
+            &model.device,
+        )
+        .and_then(|t| t.to_dtype(model.dtype))
+        .map_err(e)?;
+        let y = crate::train::model::to_ndarray(&model.infer(&t)?)?;
+        out.extend(crate::measure::fidelity::channel_argmax(&y)?);
+    }
+    Ok(out)
+}
+
 /// Top-1 accuracy of the candle model in eval mode on the first `limit` samples.
 pub fn top1(
     model: &Model,

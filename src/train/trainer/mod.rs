@@ -15,7 +15,7 @@ mod recalibrate;
 mod steering;
 
 pub use config::{Config, Outcome, Rank, Record, Selection, Stop};
-pub use loss::distillation;
+pub use loss::{distillation, is_scores, output_matching};
 
 use super::feed::{self, Batch};
 use super::guard::{Guard, Verdict};
@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::gate::{self, GATE_PREFIX};
 use crate::graph::Graph;
 use crate::structure::GateKind;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use gates::GateVar;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,7 +77,9 @@ pub struct Trainer {
 /// Loss and accuracy summed over the steps since the last record.
 struct Window {
     loss_sum: f64,
-    correct: usize,
+    /// Samples answered as the labels (or the teacher) say; fractions of
+    /// a sample for maps (positions that agree).
+    correct: f64,
     seen: usize,
     steps: usize,
     since: Instant,
@@ -87,12 +89,42 @@ impl Window {
     fn new() -> Self {
         Window {
             loss_sum: 0.0,
-            correct: 0,
+            correct: 0.0,
             seen: 0,
             steps: 0,
             since: Instant::now(),
         }
     }
+}
+
+/// How many of the batch's samples `output` answers as the reference
+/// does: the labels, or without labels the teacher's top-1; for outputs
+/// that are not scores, the fraction of positions whose largest channel
+/// (axis 1) is the teacher's, per sample.
+fn agreement(
+    output: &Tensor,
+    teacher: Option<&Tensor>,
+    labels: &[u32],
+    label_free: bool,
+) -> candle_core::Result<f64> {
+    let top = |t: &Tensor, axis: usize| -> candle_core::Result<Vec<u32>> {
+        t.argmax(axis)?.flatten_all()?.to_vec1::<u32>()
+    };
+    let same = |a: &[u32], b: &[u32]| a.iter().zip(b).filter(|(x, y)| x == y).count();
+    if is_scores(output) {
+        let pred = top(output, 1)?;
+        let reference = match (teacher, label_free) {
+            (Some(t), true) => top(t, 1)?,
+            _ => labels.to_vec(),
+        };
+        return Ok(same(&pred, &reference) as f64);
+    }
+    let Some(t) = teacher else {
+        return Ok(0.0);
+    };
+    let (pred, reference) = (top(output, 1)?, top(t, 1)?);
+    let n = output.dims().first().copied().unwrap_or(1).max(1);
+    Ok(same(&pred, &reference) as f64 / pred.len().max(1) as f64 * n as f64)
 }
 
 /// Which learned tensors are gates (by name, to their index).
@@ -330,7 +362,7 @@ impl Trainer {
     /// loss, the tape's backward, NAG for the weights and the gate rule for
     /// the gates, BN statistics, the divergence guard. Returns the loss and
     /// how many samples the batch's logits got right.
-    fn step(&mut self, b: &Batch, lr: f64, index: &GateIndex) -> Result<(f64, usize)> {
+    fn step(&mut self, b: &Batch, lr: f64, index: &GateIndex) -> Result<(f64, f64)> {
         let step = b.step;
         let gate_lr = match self.cfg.gate_lr {
             Some(g) if self.cfg.schedule.base > 0.0 => lr * g / self.cfg.schedule.base,
@@ -382,23 +414,13 @@ impl Trainer {
             Some(Verdict::Rewind) => self.rewind().map_err(e)?,
             None => {}
         }
-        let pred = logits
-            .argmax(D::Minus1)
-            .and_then(|p| p.to_vec1::<u32>())
-            .map_err(e)?;
-        // without labels the running figure is agreement with the teacher
-        let agreed;
-        let reference = match (&teacher_logits, self.cfg.label_free) {
-            (Some(t), true) => {
-                agreed = t
-                    .argmax(D::Minus1)
-                    .and_then(|p| p.to_vec1::<u32>())
-                    .map_err(e)?;
-                &agreed
-            }
-            _ => &b.labels,
-        };
-        let correct = pred.iter().zip(reference).filter(|(p, l)| p == l).count();
+        let correct = agreement(
+            &logits,
+            teacher_logits.as_ref(),
+            &b.labels,
+            self.cfg.label_free,
+        )
+        .map_err(e)?;
         Ok((lv, correct))
     }
 
@@ -469,7 +491,7 @@ impl Trainer {
             step: step + 1,
             epoch: (step + 1) as f64 / spe as f64,
             loss: w.loss_sum / w.steps.max(1) as f64,
-            accuracy: w.correct as f64 / w.seen.max(1) as f64,
+            accuracy: w.correct / w.seen.max(1) as f64,
             lr,
             gamma: self.gamma,
             zero_gates: zeros,
