@@ -9,7 +9,8 @@
 #     bash benches/pytorch_sitting.sh [rounds] [cases...]
 #
 # cases: resnet18 (b32), resnet50 (b16), resnext50 (b8), mobilenet_v2 (b32),
-# efficientnet_b0 (b32, its export made once in .data/), resnet20 (b128);
+# efficientnet_b0 (b32, its export made once in .data/), resnet20 (b128),
+# vit_tiny (the fixture's VisionTransformer, b128);
 # default all but resnext50. Needs .venv with torch and torchvision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,7 @@ args() {
     mobilenet_v2) echo "mobilenet_v2 32 3|32 3 mobilenet_v2" ;;
     efficientnet_b0) echo ".data/efficientnet_b0_224.onnx 32 3|32 3 efficientnet_b0" ;;
     resnet20) echo "fixtures/resnet20_a.legacy17bn.onnx 128 5|128 5 resnet20" ;;
+    vit_tiny) echo "fixtures/vit_tiny.legacy17.onnx 128 10|128 10 vit_tiny" ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac
 }

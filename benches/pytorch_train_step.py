@@ -1,5 +1,6 @@
 """PyTorch CPU reference for `cargo bench --bench train_step`: the same
-model (default the CIFAR ResNet-20, option A, BN kept, batch 128; or
+model (default the CIFAR ResNet-20, option A, BN kept, batch 128; the
+fixture's tiny VisionTransformer (vit_tiny, 32×32); or
 torchvision's resnet18 / resnet50 / resnext50_32x4d / mobilenet_v2 /
 efficientnet_b0 at 224×224, 1000
 classes), f32, one Nesterov SGD step per iteration, the machine's
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fixtures"))
-from make_fixtures import CifarResNet  # noqa: E402
+from make_fixtures import CifarResNet, vit_tiny  # noqa: E402
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 128
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -24,6 +25,8 @@ name = sys.argv[3] if len(sys.argv) > 3 else "resnet20"
 torch.manual_seed(0)
 if name == "resnet20":
     model, side = CifarResNet(3, shortcut="A").train(), 32
+elif name == "vit_tiny":
+    model, side = vit_tiny().train(), 32
 else:
     import torchvision
     ctor = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50,
