@@ -252,3 +252,29 @@ fn a_convnext_table_times_its_linear_layers_at_the_mlp_widths() {
     assert_eq!(t.at(&gone), 0.0);
     assert!(t.at(&shapes[t.conv.as_str()]) > 0.0);
 }
+
+#[test]
+fn a_latency_target_is_refused_where_attention_holds_the_time() {
+    // a ViT's attention products (scores, values) and its Gemm
+    // out-projections are 16 % of its MACs and are not timed: the table
+    // would overshoot a target, so compress says so before training
+    require_ort();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("vit.sss.onnx");
+    let o = run(&[
+        "compress",
+        fixture("vit_tiny.legacy17.onnx").to_str().unwrap(),
+        "--no-labels",
+        "--target-latency",
+        "0.7",
+        "--steps",
+        "4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("16 %") && e.contains("use --target-macs"), "{e}");
+    assert!(!e.contains("[3/8]"), "it trained: {e}");
+    assert!(!out.exists());
+}

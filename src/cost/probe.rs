@@ -112,6 +112,34 @@ fn is_linear(g: &Graph, n: &Node) -> bool {
             .is_some_and(|w| w.shape().len() == 2)
 }
 
+/// Share of the MACs in matrix products the table does not time, above
+/// which its predictions cannot follow the model.
+const MAX_UNTIMED: f64 = 0.05;
+
+/// An error when much of `g`'s work is in matrix products the table does
+/// not time (attention's products of two computed values, Gemm layers):
+/// deleting a block that holds them saves time the table cannot see, so
+/// a latency target would be overshot. A classifier's Gemm head is far
+/// below the bound.
+fn untimed_share(g: &Graph, facts: &shape::Facts) -> Result<()> {
+    let cost = crate::graph::counts::count(g, facts);
+    let untimed: u64 = g
+        .nodes
+        .iter()
+        .zip(&cost.per_node)
+        .filter(|(n, _)| matches!(n.op_type.as_str(), "MatMul" | "Gemm") && !is_linear(g, n))
+        .map(|(_, c)| c.macs)
+        .sum();
+    let share = untimed as f64 / cost.macs.max(1) as f64;
+    if share > MAX_UNTIMED {
+        return Err(Error::Invalid(format!(
+            "the latency table times convolutions and linear layers (MatMul by a weight); {:.0} % of this model's MACs are in other matrix products (attention scores and values, Gemm layers), whose time it cannot attribute, so a latency target would miss: use --target-macs",
+            share * 100.0
+        )));
+    }
+    Ok(())
+}
+
 /// Median milliseconds of a run of `g` on ONNX Runtime: two runs to warm
 /// up, then at least 7 and at least 0.1 s (at most 200 runs).
 fn time_graph(g: &Graph, batch: usize, label: &str, opts: &runtime::Options) -> Result<f64> {
@@ -151,6 +179,7 @@ pub fn measure(
     let started = Instant::now();
     let plan = crate::prune::plan::plan(gated)?;
     let facts = shape::infer_strict(gated, batch)?;
+    untimed_share(gated, &facts)?;
     let convs = probe_convs(gated, &plan, &facts, batch, &ort, &mut note)?;
     let blocks: Vec<BlockRest> = plan
         .blocks
