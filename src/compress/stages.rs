@@ -155,12 +155,7 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
             "the output is not a classifier's scores: the held-out figures are agreement with the original's largest output channel at every position, on {} images",
             test.len()
         ));
-        Accuracy {
-            samples: test.len(),
-            top1: 1.0,
-            top5: 1.0,
-            preprocess: prep.describe(),
-        }
+        Accuracy::of_itself(test.len(), &prep)
     } else if label_free {
         // the original's top-1 becomes the held-out labels: every later
         // score is agreement with it
@@ -171,12 +166,7 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
             "no labels read: the held-out figures are top-1 agreement with the original on {} images",
             test.len()
         ));
-        Accuracy {
-            samples: test.len(),
-            top1: 1.0,
-            top5: 1.0,
-            preprocess: prep.describe(),
-        }
+        Accuracy::of_itself(test.len(), &prep)
     } else {
         accuracy::evaluate(s0.as_mut(), &input, &test, &prep, eval_batch, None)?
     };
@@ -447,21 +437,10 @@ pub fn score(
                     preprocess: prep.describe(),
                 }
             };
-            let g = agree(fidelity::maps(
-                checked.gated.as_mut(),
-                input,
-                test,
-                prep,
-                batch,
-            )?);
+            let of = |s: &mut dyn Session| fidelity::maps(s, input, test, prep, batch);
+            let g = agree(of(checked.gated.as_mut())?);
+            let p = agree(of(checked.pruned.as_mut())?);
             let c = agree(scoring::maps(&candle, test, prep, batch)?).top1;
-            let p = agree(fidelity::maps(
-                checked.pruned.as_mut(),
-                input,
-                test,
-                prep,
-                batch,
-            )?);
             (g, c, p)
         }
         None => (

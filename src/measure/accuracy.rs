@@ -13,6 +13,19 @@ pub struct Accuracy {
     pub preprocess: String,
 }
 
+impl Accuracy {
+    /// A model scored against its own answers (no labels: agreement with
+    /// itself) on `samples` samples.
+    pub fn of_itself(samples: usize, prep: &Preprocess) -> Accuracy {
+        Accuracy {
+            samples,
+            top1: 1.0,
+            top5: 1.0,
+            preprocess: prep.describe(),
+        }
+    }
+}
+
 /// The model's top-1 class for every sample of `ds`, and its number of
 /// classes (the width of its first output, which must be [N, classes]).
 pub fn predictions(
@@ -24,14 +37,7 @@ pub fn predictions(
 ) -> Result<(Vec<u32>, usize)> {
     let mut out = Vec::with_capacity(ds.len());
     let mut classes = 0;
-    for start in (0..ds.len()).step_by(batch.max(1)) {
-        let idx: Vec<usize> = (start..(start + batch).min(ds.len())).collect();
-        let x = prep.batch(ds, &idx)?;
-        let y = s.run(&vec![(input.to_string(), x)])?;
-        let logits = &y
-            .first()
-            .ok_or_else(|| Error::Invalid("the model has no output".into()))?
-            .1;
+    super::first_outputs(s, input, ds, prep, batch, ds.len(), |idx, logits| {
         classes = logits.len() / idx.len().max(1);
         if logits.ndim() != 2 || classes < 2 {
             return Err(Error::Invalid(format!(
@@ -51,7 +57,8 @@ pub fn predictions(
             }
             out.push(best as u32);
         }
-    }
+        Ok(())
+    })?;
     Ok((out, classes))
 }
 
@@ -66,14 +73,7 @@ pub fn evaluate(
 ) -> Result<Accuracy> {
     let n = limit.unwrap_or(ds.len()).min(ds.len());
     let (mut top1, mut top5) = (0usize, 0usize);
-    for start in (0..n).step_by(batch.max(1)) {
-        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let x = prep.batch(ds, &idx)?;
-        let out = s.run(&vec![(input.to_string(), x)])?;
-        let logits = &out
-            .first()
-            .ok_or_else(|| Error::Invalid("the model has no output".into()))?
-            .1;
+    super::first_outputs(s, input, ds, prep, batch, n, |idx, logits| {
         let classes = logits.len() / idx.len().max(1);
         if logits.ndim() != 2 || classes < 2 {
             return Err(Error::Invalid(format!(
@@ -92,7 +92,8 @@ pub fn evaluate(
             top1 += (better == 0) as usize;
             top5 += (better < 5) as usize;
         }
-    }
+        Ok(())
+    })?;
     Ok(Accuracy {
         samples: n,
         top1: top1 as f64 / n.max(1) as f64,

@@ -48,16 +48,10 @@ pub fn maps(
     batch: usize,
 ) -> Result<Vec<Vec<u32>>> {
     let mut out = Vec::with_capacity(ds.len());
-    for start in (0..ds.len()).step_by(batch.max(1)) {
-        let idx: Vec<usize> = (start..(start + batch).min(ds.len())).collect();
-        let x = prep.batch(ds, &idx)?;
-        let y = s.run(&vec![(input.to_string(), x)])?;
-        let first = &y
-            .first()
-            .ok_or_else(|| Error::Invalid("the model has no output".into()))?
-            .1;
-        out.extend(channel_argmax(first)?);
-    }
+    super::first_outputs(s, input, ds, prep, batch, ds.len(), |_, y| {
+        out.extend(channel_argmax(y)?);
+        Ok(())
+    })?;
     Ok(out)
 }
 
