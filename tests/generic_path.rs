@@ -20,6 +20,7 @@ fn candle_ops_path_matches_the_custom_kernels() {
         "tv_basic.legacy17bn.onnx",   // stem max-pool 3×3/2 pad 1
         "resnext.legacy17bn.onnx",    // grouped convs
         "tv_bottleneck.dynamo18.onnx",
+        "vit_tiny.legacy17.onnx", // attention, channels-last gates
     ] {
         let g = load(&fixture(name));
         let (g, _) =
@@ -67,5 +68,5 @@ fn candle_ops_path_matches_the_custom_kernels() {
         }
         seen += 1;
     }
-    assert_eq!(seen, 5);
+    assert_eq!(seen, 6);
 }
