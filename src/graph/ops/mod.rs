@@ -14,6 +14,7 @@ mod linear;
 pub mod norm;
 mod pool;
 pub mod reduce;
+mod resample;
 pub mod shape_ops;
 pub mod util;
 
@@ -202,6 +203,9 @@ pub static OPS: &[OpInfo] = &[
     op!("Unsqueeze", shape_ops::Unsqueeze, Stop, false),
     op!("Transpose", shape_ops::Transpose, First, false),
     op!("Concat", shape_ops::Concat, Stop, false),
+    op!("Split", resample::Split, Stop, false),
+    op!("Resize", resample::Resize, Stop, false),
+    op!("Upsample", resample::Resize, Stop, false),
     op!("Slice", shape_ops::Slice, First, false),
     op!("Pad", shape_ops::Pad, First, false),
     op!("Gather", shape_ops::Gather, Stop, false, SHAPE),
