@@ -290,6 +290,67 @@ fn vision_transformer_sub_blocks_and_mlp_neurons_prune_exactly() {
     }
 }
 
+/// A YOLO C2f block in small: a conv's channels split in two, bottlenecks
+/// with a shortcut on the second half (conv, BN, SiLU twice: the branch
+/// ends in a SiLU), every part concatenated and merged by a conv.
+fn c2f(path: &Path) {
+    use sss_onnx::graph::build::Builder;
+    let mut b = Builder::new("input", &[-1, 3, 16, 16], 23);
+    let silu = |b: &mut Builder, x: &str| {
+        let s = b.node("Sigmoid", &[x], vec![]);
+        b.node("Mul", &[x, &s], vec![])
+    };
+    let cbs = |b: &mut Builder, x: &str, cin: usize, cout: usize, k: usize| {
+        let y = b.conv(x, cin, cout, k, 1);
+        let y = b.bn(&y, cout);
+        silu(b, &y)
+    };
+    let x = cbs(&mut b, "input", 3, 16, 3);
+    let sizes = b.ints("split", &[8, 8]);
+    let mut split = sss_onnx::graph::Node::new("Split", "split", &[&x, &sizes], &["lo", "hi"]);
+    split.set_attr("axis", sss_onnx::graph::Attr::Int(1));
+    b.graph.nodes.push(split);
+    let mut parts = vec!["lo".to_string(), "hi".to_string()];
+    let mut h = "hi".to_string();
+    for _ in 0..2 {
+        let y = cbs(&mut b, &h, 8, 8, 3);
+        let y = cbs(&mut b, &y, 8, 8, 3);
+        h = b.add(&h, &y);
+        parts.push(h.clone());
+    }
+    let refs: Vec<&str> = parts.iter().map(|p| p.as_str()).collect();
+    let cat = b.node(
+        "Concat",
+        &refs,
+        vec![("axis", sss_onnx::graph::Attr::Int(1))],
+    );
+    let y = cbs(&mut b, &cat, 32, 16, 1);
+    let mut g = b.finish(&y);
+    g.outputs[0].shape = None;
+    convert::save(&g, path, &Default::default()).unwrap();
+}
+
+#[test]
+fn bottlenecks_inside_a_split_and_concat_block_prune_exactly() {
+    // the two bottlenecks are blocks (their shortcut the split's half);
+    // a kept one's factor cannot fold into a conv through its last SiLU
+    // and stays a constant multiply; counts as predicted, exact in ORT
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("c2f.onnx");
+    c2f(&p);
+    let a = sss_onnx::structure::analyse(&load(&p));
+    assert_eq!(a.blocks.len(), 2);
+    assert_eq!(a.count(GateKind::Block), 2);
+    let mut kept_factor = false;
+    for seed in 0..6 {
+        let r = check(&p, Pattern::Random(0.4), 100 + seed, None);
+        kept_factor |= r.blocks_removed.len() < 2;
+    }
+    assert!(kept_factor, "no pattern kept a block");
+    let r = check(&p, Pattern::Stage(0), 110, None);
+    assert_eq!(r.blocks_removed, [0, 1]);
+}
+
 #[test]
 fn all_ones_gives_back_the_original() {
     for p in fixtures() {

@@ -69,7 +69,7 @@ fn split_and_resize_shapes_follow_onnx_and_onnx_runtime() {
         vec![("mode", Attr::String(b"nearest".to_vec()))],
     );
     let up = b.conv(&up, 2, 3, 3, 2); // back to 8×8
-    // sizes fix the batch: this graph runs at batch 2
+                                      // sizes fix the batch: this graph runs at batch 2
     let size = b.ints("size", &[2, 4, 8, 8]);
     let same = b.node(
         "Resize",
@@ -111,7 +111,10 @@ fn split_into_equal_parts_and_upsample_by_scales() {
     b.graph.nodes.push(split);
     let g = b.finish("c");
     let facts = shape::infer(&g, &HashMap::from([("x".to_string(), vec![1, 2, 7])]));
-    let dims: Vec<_> = ["a", "b", "c"].iter().map(|o| facts.shape(o).unwrap().to_vec()).collect();
+    let dims: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|o| facts.shape(o).unwrap().to_vec())
+        .collect();
     assert_eq!(dims, vec![vec![1, 2, 3], vec![1, 2, 3], vec![1, 2, 1]]);
     // opset 9's Upsample: (X, scales)
     let mut b = Builder::new("x", &[-1, 3, 5, 5], 0);

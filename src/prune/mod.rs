@@ -107,7 +107,14 @@ pub fn prune(gated: &Graph) -> Result<(Graph, PruneReport)> {
     // every remaining gate Mul now multiplies by 1 in effect (its factors
     // were folded): bypass it
     for gt in &plan.gates {
-        bypass(&mut g, &gt.output, &gt.input);
+        // a block factor that could not be folded reads a constant now
+        let kept = g
+            .nodes
+            .iter()
+            .any(|n| n.outputs.first() == Some(&gt.output) && !n.inputs.contains(&gt.name));
+        if !kept {
+            bypass(&mut g, &gt.output, &gt.input);
+        }
     }
     g.remove_dead();
     if let Some(k) = g.initializers.keys().find(|k| k.starts_with(GATE_PREFIX)) {
@@ -252,8 +259,38 @@ fn apply_block(g: &mut Graph, bp: &BlockPlan, r: &mut PruneReport) -> Result<()>
 /// Folds a kept block's gate value into what produces the branch output:
 /// the last conv (or its BN), or a constant scale (ConvNeXt's layer scale).
 fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32) -> Result<()> {
+    match block_fold(g, b, gt) {
+        Some(BlockFold::Layer(last)) => fold(g, &last, &vec![v; last.out_channels]),
+        Some(BlockFold::Scale(scale)) => match g.initializers.get_mut(&scale) {
+            Some(Tensor::F32(t)) => {
+                t.mapv_inplace(|x| x * v);
+                Ok(())
+            }
+            _ => Err(Error::tensor(
+                &scale,
+                "a block's scale is not a float tensor",
+            )),
+        },
+        // the branch ends in a nonlinearity (YOLO's SiLU after its last
+        // conv): λ·f(z) is not f of scaled weights, so the factor stays,
+        // a constant multiply of the branch output
+        None => keep_factor(g, gt, v),
+    }
+}
+
+/// Where a kept block's factor folds.
+enum BlockFold {
+    /// The branch's last conv (or its BN), or its last linear layer
+    /// through reshapes and transposes.
+    Layer(BranchConv),
+    /// A constant scale read by the branch output's Mul alone (ConvNeXt's
+    /// layer scale).
+    Scale(String),
+}
+
+fn block_fold(g: &Graph, b: &crate::structure::Block, gt: &Gate) -> Option<BlockFold> {
     if let Some(last) = b.convs.last().filter(|c| c.gate_at == gt.input) {
-        return fold(g, last, &vec![v; last.out_channels]);
+        return Some(BlockFold::Layer(last.clone()));
     }
     // a scalar passes through reshapes and transposes: an attention
     // branch's out-projection on flattened tokens, reshaped back
@@ -262,11 +299,11 @@ fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32
         .last()
         .filter(|c| c.linear && through_layout(g, &gt.input) == c.gate_at)
     {
-        return fold(g, last, &vec![v; last.out_channels]);
+        return Some(BlockFold::Layer(last.clone()));
     }
-    let n = g.nodes[node_index(g, &gt.input)?].clone();
+    let n = &g.nodes[node_index(g, &gt.input).ok()?];
     let readers = g.consumers();
-    let scale = (n.op_type == "Mul" && n.inputs.len() == 2)
+    (n.op_type == "Mul" && n.inputs.len() == 2)
         .then(|| {
             n.inputs.iter().find(|i| {
                 g.initializers.contains_key(i.as_str())
@@ -275,23 +312,32 @@ fn fold_block_gate(g: &mut Graph, b: &crate::structure::Block, gt: &Gate, v: f32
             })
         })
         .flatten()
-        .cloned()
-        .ok_or_else(|| {
-            Error::tensor(
-                &gt.name,
-                "the block gate follows neither the branch's last conv/BN nor a constant scale",
-            )
-        })?;
-    match g.initializers.get_mut(&scale) {
-        Some(Tensor::F32(t)) => {
-            t.mapv_inplace(|x| x * v);
-            Ok(())
-        }
-        _ => Err(Error::tensor(
-            &scale,
-            "a block's scale is not a float tensor",
-        )),
+        .map(|s| BlockFold::Scale(s.clone()))
+}
+
+/// Whether a kept block's factor folds into the weights (else it stays a
+/// constant multiply, one value per gate element).
+pub(crate) fn block_factor_folds(g: &Graph, b: &crate::structure::Block, gt: &Gate) -> bool {
+    block_fold(g, b, gt).is_some()
+}
+
+/// Makes the gate Mul of `gt` multiply by the constant `v` (a fresh
+/// initializer of the gate's shape, outside the gate prefix, so the gate
+/// is not bypassed and nothing of it survives).
+fn keep_factor(g: &mut Graph, gt: &Gate, v: f32) -> Result<()> {
+    let shape = g
+        .initializers
+        .get(&gt.name)
+        .map(|t| t.shape())
+        .ok_or_else(|| Error::tensor(&gt.name, "gate tensor missing"))?;
+    let name = g.fresh_name(&gt.name.replacen(GATE_PREFIX, "sss_scale/", 1));
+    let value = ndarray::ArrayD::from_elem(ndarray::IxDyn(&shape), v);
+    g.initializers.insert(name.clone(), Tensor::F32(value));
+    let n = node_index(g, &gt.output)?;
+    for i in g.nodes[n].inputs.iter_mut().filter(|i| **i == gt.name) {
+        *i = name.clone();
     }
+    Ok(())
 }
 
 /// The value `v` is a reshape or transpose of, through ops read once.

@@ -163,7 +163,16 @@ pub fn predict(g: &Graph, facts: &Facts, plan: &Plan) -> Counts {
     let prod = g.producers();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut macs = 0u64;
-    let mut params = constants;
+    // a kept block factor that cannot fold stays, one value per element
+    let kept_factors: u64 = plan
+        .blocks
+        .iter()
+        .filter(|bp| bp.fate == BlockFate::Kept)
+        .filter_map(|bp| bp.block_gate.as_ref().map(|(gt, _)| (bp, gt)))
+        .filter(|(bp, gt)| !super::block_factor_folds(g, &bp.block, gt))
+        .map(|(_, gt)| g.initializers.get(&gt.name).map_or(0, |t| t.len() as u64))
+        .sum();
+    let mut params = constants + kept_factors;
     for (idx, n) in g.nodes.iter().enumerate() {
         if removed.contains(&idx) {
             continue;
