@@ -38,13 +38,7 @@ pub fn predictions(
     let mut out = Vec::with_capacity(ds.len());
     let mut classes = 0;
     super::first_outputs(s, input, ds, prep, batch, ds.len(), |idx, logits| {
-        classes = logits.len() / idx.len().max(1);
-        if logits.ndim() != 2 || classes < 2 {
-            return Err(Error::Invalid(format!(
-                "output shape {:?} is not [N, classes]: learning without labels needs a classifier's scores",
-                logits.shape()
-            )));
-        }
+        classes = scores_width(logits, idx.len())?;
         let flat = logits.as_standard_layout();
         let flat = flat.as_slice().unwrap_or(&[]);
         for row in flat.chunks(classes) {
@@ -62,6 +56,19 @@ pub fn predictions(
     Ok((out, classes))
 }
 
+/// The number of classes of a batch of `n` classifier scores, or an error
+/// naming the shape when the output is not [N, classes].
+fn scores_width(logits: &ndarray::ArrayD<f32>, n: usize) -> Result<usize> {
+    let classes = logits.len() / n.max(1);
+    if logits.ndim() != 2 || classes < 2 {
+        return Err(Error::Invalid(format!(
+            "output shape {:?} is not [N, classes] (a classifier's scores)",
+            logits.shape()
+        )));
+    }
+    Ok(classes)
+}
+
 /// Evaluates the first `limit` samples (all when `None`) in batches.
 pub fn evaluate(
     s: &mut dyn Session,
@@ -74,13 +81,7 @@ pub fn evaluate(
     let n = limit.unwrap_or(ds.len()).min(ds.len());
     let (mut top1, mut top5) = (0usize, 0usize);
     super::first_outputs(s, input, ds, prep, batch, n, |idx, logits| {
-        let classes = logits.len() / idx.len().max(1);
-        if logits.ndim() != 2 || classes < 2 {
-            return Err(Error::Invalid(format!(
-                "output shape {:?} is not [N, classes]",
-                logits.shape()
-            )));
-        }
+        let classes = scores_width(logits, idx.len())?;
         let flat = logits.as_standard_layout();
         let flat = flat.as_slice().unwrap_or(&[]);
         for (r, &i) in idx.iter().enumerate() {
