@@ -30,6 +30,36 @@ fn unlabelled_folder(dir: &std::path::Path) {
     .unwrap();
 }
 
+/// `compress` of `model` into `out` for 12 steps at 0.8 of the MACs,
+/// timed briefly, in ONNX Runtime, the report on stdout; `extra` added.
+fn short_compress(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "compress",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--steps",
+        "12",
+        "--batch-size",
+        "32",
+        "--target-macs",
+        "0.8",
+        "--bench-iters",
+        "2",
+        "--bench-batch",
+        "1",
+        "--runtime",
+        "ort",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 fn argmax_rows(y: &ndarray::ArrayD<f32>) -> Vec<usize> {
     y.outer_iter()
         .map(|r| {
@@ -52,27 +82,7 @@ fn compress_learns_from_the_original_on_images_without_labels() {
     unlabelled_folder(&images);
     let input = fixture("resnet20_fmnist.legacy13.onnx");
     let out = d.path().join("r20.sss.onnx");
-    let o = run(&[
-        "compress",
-        input.to_str().unwrap(),
-        "--data",
-        images.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--steps",
-        "12",
-        "--batch-size",
-        "32",
-        "--target-macs",
-        "0.8",
-        "--bench-iters",
-        "2",
-        "--bench-batch",
-        "1",
-        "--runtime",
-        "ort",
-        "--json",
-    ]);
+    let o = short_compress(&input, &out, &["--data", images.to_str().unwrap()]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
     assert!(e.contains("the data has no labels"), "{e}");
@@ -232,25 +242,7 @@ fn a_model_without_class_scores_learns_its_own_outputs() {
     segmenter(&model);
     let out = d.path().join("seg.sss.onnx");
     // the bundled data has labels; a map output cannot use them
-    let o = run(&[
-        "compress",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--steps",
-        "12",
-        "--batch-size",
-        "32",
-        "--target-macs",
-        "0.8",
-        "--bench-iters",
-        "2",
-        "--bench-batch",
-        "1",
-        "--runtime",
-        "ort",
-        "--json",
-    ]);
+    let o = short_compress(&model, &out, &[]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{e}");
     assert!(e.contains("not a classifier's scores"), "{e}");

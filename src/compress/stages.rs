@@ -78,8 +78,7 @@ fn counts(g: &Graph) -> Result<(u64, u64)> {
 /// The bundled subset, when the model's input fits it: the same size or a
 /// small pad (28×28 into ≤ 36×36); a model for 64×64 or 224×224 images
 /// would learn nothing useful from it.
-fn check_bundled_fit(g: &Graph, test: &Dataset, prep: &Preprocess) -> Result<()> {
-    let classes = crate::graph::io::output_classes(g);
+fn check_bundled_fit(classes: Option<usize>, test: &Dataset, prep: &Preprocess) -> Result<()> {
     let small_pad = prep.to[1] <= prep.from[1] + 8 && prep.to[2] <= prep.from[2] + 8;
     // a model without class scores learns from itself on the images
     let other_classes = classes.is_some_and(|k| k != test.classes);
@@ -113,7 +112,14 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
         }
     };
     let (test, prep, input) = data::load_for(&data_dir, Split::Test, g, &plan.opts.preprocess)?;
-    let scores = crate::graph::io::outputs_scores(g);
+    // the first output's shape, inferred once: [N, classes] for a
+    // classifier, anything else for a model learning from itself
+    let out_shape = crate::graph::io::output_shape(g);
+    let model_classes = match out_shape.as_deref() {
+        Some(&[_, k]) => Some(k),
+        _ => None,
+    };
+    let scores = out_shape.as_ref().is_none_or(|s| s.len() == 2);
     let label_free = plan.opts.train.no_labels || !test.labelled || !scores;
     let (macs, params) = counts(g)?;
     let test_split_samples = test.len();
@@ -123,7 +129,7 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
     }
     let eval_batch = batching::eval_batch(g, plan.opts.eval.batch);
     if plan.opts.data.is_none() {
-        check_bundled_fit(g, &test, &prep)?;
+        check_bundled_fit(model_classes, &test, &prep)?;
         progress.note(&format!(
             "data: none given; using the bundled {}",
             test.name
@@ -177,12 +183,10 @@ pub fn import(plan: &Resolved, progress: &mut dyn Progress) -> Result<Source> {
     ));
     // the model may score more classes than the data holds; maps have
     // their channels
-    let channels = crate::graph::io::output_shape(g).and_then(|s| s.get(1).copied());
+    let channels = out_shape.as_ref().and_then(|s| s.get(1).copied());
     let classes = match &maps {
         Some(_) => channels.unwrap_or(2),
-        None => test
-            .classes
-            .max(crate::graph::io::output_classes(g).unwrap_or(0)),
+        None => test.classes.max(model_classes.unwrap_or(0)),
     }
     .max(2);
     if !label_free {
